@@ -1,0 +1,59 @@
+"""Apache Airflow provider for canary rollouts of machine-learning models on Istio."""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+
+def get_provider_info() -> dict:
+    """Provider metadata read by Airflow's ProvidersManager (``airflow providers list``)."""
+    return {
+        "package-name": "airflow-provider-canary",
+        "name": "Canary",
+        "description": (
+            "Canary rollouts of machine-learning models: Istio traffic steps, "
+            "statistical health analysis on Prometheus metrics, and instant rollback."
+        ),
+        "versions": [__version__],
+        "integrations": [
+            {
+                "integration-name": "Istio",
+                "external-doc-url": "https://istio.io/latest/docs/reference/config/networking/virtual-service/",
+                "tags": ["software"],
+            },
+            {
+                "integration-name": "Prometheus",
+                "external-doc-url": "https://prometheus.io/docs/prometheus/latest/querying/api/",
+                "tags": ["software"],
+            },
+        ],
+        "operators": [
+            {
+                "integration-name": "Istio",
+                "python-modules": [
+                    "airflow_canary.operators.traffic",
+                    "airflow_canary.operators.deploy",
+                ],
+            },
+            {
+                "integration-name": "Prometheus",
+                "python-modules": ["airflow_canary.operators.analysis"],
+            },
+        ],
+        "sensors": [
+            {"integration-name": "Prometheus", "python-modules": ["airflow_canary.sensors.health"]},
+        ],
+        "triggers": [
+            {"integration-name": "Prometheus", "python-modules": ["airflow_canary.triggers.health"]},
+        ],
+        "hooks": [
+            {"integration-name": "Istio", "python-modules": ["airflow_canary.hooks.istio"]},
+            {"integration-name": "Prometheus", "python-modules": ["airflow_canary.hooks.prometheus"]},
+        ],
+        "connection-types": [
+            {
+                "hook-class-name": "airflow_canary.hooks.prometheus.PrometheusHook",
+                "connection-type": "prometheus",
+            },
+        ],
+    }

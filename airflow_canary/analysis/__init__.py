@@ -1,0 +1,1 @@
+"""Pure canary analysis: checks become PromQL, samples become verdicts."""

@@ -1,0 +1,1 @@
+"""Hooks: the Kubernetes API (Istio objects) and Prometheus's HTTP API."""

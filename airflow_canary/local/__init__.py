@@ -1,0 +1,1 @@
+"""The local mesh: a Kubernetes-API-compatible server, a process runner and an Istio-like data plane on loopback."""

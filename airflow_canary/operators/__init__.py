@@ -1,0 +1,1 @@
+"""Operators: traffic steps, model deployment, health analysis with branching."""

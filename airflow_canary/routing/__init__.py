@@ -1,0 +1,1 @@
+"""Pure traffic routing on Istio VirtualService and DestinationRule documents."""

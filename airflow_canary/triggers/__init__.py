@@ -1,0 +1,1 @@
+"""Triggers: the asynchronous canary health analysis loop."""
