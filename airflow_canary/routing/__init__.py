@@ -1,1 +1,50 @@
 """Pure traffic routing on Istio VirtualService and DestinationRule documents."""
+
+from __future__ import annotations
+
+from airflow_canary.routing.destination_rule import defined_subsets, validate_subsets
+from airflow_canary.routing.values import (
+    PRODUCT_ROUTE_PREFIX,
+    HeaderRoute,
+    MatchType,
+    RouteTarget,
+    RoutingError,
+    TrafficSplit,
+    product_route_name,
+    validate_header_name,
+    validate_header_route,
+    validate_weight,
+)
+from airflow_canary.routing.virtual_service import (
+    product_header_routes,
+    promote,
+    read_split,
+    remove_header_route,
+    remove_product_routes,
+    rollback,
+    set_canary_weight,
+    set_header_route,
+)
+
+__all__ = [
+    "PRODUCT_ROUTE_PREFIX",
+    "HeaderRoute",
+    "MatchType",
+    "RouteTarget",
+    "RoutingError",
+    "TrafficSplit",
+    "defined_subsets",
+    "product_header_routes",
+    "product_route_name",
+    "promote",
+    "read_split",
+    "remove_header_route",
+    "remove_product_routes",
+    "rollback",
+    "set_canary_weight",
+    "set_header_route",
+    "validate_header_name",
+    "validate_header_route",
+    "validate_subsets",
+    "validate_weight",
+]

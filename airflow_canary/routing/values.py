@@ -1,0 +1,191 @@
+"""Validated values of traffic routing: targets, splits, header routes and their errors."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from enum import Enum
+
+PRODUCT_ROUTE_PREFIX = "airflow-canary-header-"
+
+# RFC 9110 token characters; Istio additionally wants header match keys lower-case.
+_HEADER_NAME = re.compile(r"^[a-z0-9!#$%&'*+\-.^_`|~]+$")
+
+# Python's `re` accepts these but Envoy's RE2 rejects them; catching them here makes a bad
+# regex fail when the DAG is parsed instead of when Istio pushes the route.
+_RE2_UNSUPPORTED = (
+    (re.compile(r"\(\?=|\(\?!"), "lookahead"),
+    (re.compile(r"\(\?<=|\(\?<!"), "lookbehind"),
+    (re.compile(r"(?<!\\)\\[1-9]"), "backreference"),
+    (re.compile(r"\(\?P=|\(\?\("), "backreference"),
+)
+
+
+class RoutingError(ValueError):
+    """A routing request or document the product cannot act on; the message says what to fix."""
+
+
+class MatchType(str, Enum):
+    """How a header route compares the request header with its value (Istio StringMatch)."""
+
+    EXACT = "exact"
+    PREFIX = "prefix"
+    REGEX = "regex"
+
+
+def _require_name(what: str, value: object) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise RoutingError(f"{what} must be a non-empty string, got {value!r}")
+    return value
+
+
+@dataclass(frozen=True)
+class RouteTarget:
+    """Which subsets a rollout moves traffic between, and optionally which route carries it.
+
+    ``host`` narrows the weighted route to destinations of that host when a VirtualService
+    routes to several services; by default the catch-all route's own host is used.
+    """
+
+    stable_subset: str = "v1"
+    canary_subset: str = "v2"
+    route_name: str | None = None
+    host: str | None = None
+
+    def __post_init__(self) -> None:
+        _require_name("stable_subset", self.stable_subset)
+        _require_name("canary_subset", self.canary_subset)
+        if self.stable_subset == self.canary_subset:
+            raise RoutingError(
+                f"stable_subset and canary_subset must differ, both are {self.stable_subset!r}"
+            )
+        if self.route_name is not None:
+            _require_name("route_name", self.route_name)
+        if self.host is not None:
+            _require_name("host", self.host)
+
+
+@dataclass(frozen=True)
+class TrafficSplit:
+    """Percentages of the weighted route going to the stable and the canary subset."""
+
+    stable_subset: str
+    canary_subset: str
+    stable_weight: int
+    canary_weight: int
+
+    def __post_init__(self) -> None:
+        if self.stable_weight + self.canary_weight != 100:
+            raise RoutingError(
+                f"stable and canary weights must sum to 100, got "
+                f"{self.stable_weight} + {self.canary_weight}"
+            )
+
+    def as_dict(self) -> dict[str, int]:
+        return {self.stable_subset: self.stable_weight, self.canary_subset: self.canary_weight}
+
+
+@dataclass(frozen=True)
+class HeaderRoute:
+    """A product-owned route sending requests whose header matches straight to one subset."""
+
+    header: str
+    value: str
+    match_type: MatchType = MatchType.EXACT
+    subset: str = "v2"
+
+    def __post_init__(self) -> None:
+        # HTTP header names are case-insensitive; Istio wants match keys lower-case.
+        object.__setattr__(self, "header", validate_header_name(self.header))
+        object.__setattr__(self, "match_type", _match_type(self.match_type))
+        _require_name("subset", self.subset)
+        if not isinstance(self.value, str) or self.value == "":
+            raise RoutingError(
+                f"header route value for {self.header!r} must be a non-empty string, "
+                f"got {self.value!r}"
+            )
+        if self.match_type is MatchType.REGEX:
+            _check_regex(self.value)
+
+    @property
+    def route_name(self) -> str:
+        return product_route_name(self.header)
+
+    def as_dict(self) -> dict[str, str]:
+        return {
+            "name": self.route_name,
+            "header": self.header,
+            "value": self.value,
+            "match_type": self.match_type.value,
+            "subset": self.subset,
+        }
+
+
+def product_route_name(header: str) -> str:
+    """The route name under which the product owns the header route for ``header``."""
+    return PRODUCT_ROUTE_PREFIX + validate_header_name(header)
+
+
+def validate_header_name(header: object) -> str:
+    """Return ``header`` lower-cased, or raise if it is not an HTTP header name."""
+    if not isinstance(header, str):
+        raise RoutingError(f"header must be an HTTP header name string, got {header!r}")
+    name = header.strip().lower()
+    if not _HEADER_NAME.match(name):
+        raise RoutingError(
+            f"header must be an HTTP header name such as 'x-canary-version' "
+            f"(letters, digits and !#$%&'*+-.^_`|~), got {header!r}"
+        )
+    return name
+
+
+def _match_type(match_type: object) -> MatchType:
+    if isinstance(match_type, MatchType):
+        return match_type
+    try:
+        return MatchType(str(match_type).lower())
+    except ValueError:
+        allowed = ", ".join(m.value for m in MatchType)
+        raise RoutingError(f"match_type must be one of {allowed}, got {match_type!r}") from None
+
+
+def _check_regex(pattern: str) -> None:
+    try:
+        re.compile(pattern)
+    except re.error as exc:
+        raise RoutingError(f"header regex {pattern!r} does not compile: {exc}") from None
+    for construct, what in _RE2_UNSUPPORTED:
+        if construct.search(pattern):
+            raise RoutingError(
+                f"header regex {pattern!r} uses a {what}, which Istio's RE2 engine does not support"
+            )
+
+
+def validate_weight(weight: object) -> int:
+    """Return ``weight`` as an int in 0..100; accepts ints, integral floats and "10"."""
+    value: int | None = None
+    if isinstance(weight, bool):
+        value = None
+    elif isinstance(weight, int):
+        value = weight
+    elif isinstance(weight, float) and weight.is_integer():
+        value = int(weight)
+    elif isinstance(weight, str) and re.fullmatch(r"\s*[+-]?\d+\s*", weight):
+        value = int(weight)
+    if value is None or not 0 <= value <= 100:
+        raise RoutingError(f"weight must be an integer 0..100, got {weight!r}")
+    return value
+
+
+def validate_header_route(
+    header: object, value: object, match_type: object = MatchType.EXACT, subset: str = "v2"
+) -> HeaderRoute:
+    """Build a HeaderRoute from user input, raising RoutingError naming any bad part."""
+    if not isinstance(value, str):
+        raise RoutingError(f"header route value must be a non-empty string, got {value!r}")
+    return HeaderRoute(
+        header=validate_header_name(header),
+        value=value,
+        match_type=_match_type(match_type),
+        subset=subset,
+    )
