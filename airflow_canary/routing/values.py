@@ -181,10 +181,13 @@ def validate_header_route(
     header: object, value: object, match_type: object = MatchType.EXACT, subset: str = "v2"
 ) -> HeaderRoute:
     """Build a HeaderRoute from user input, raising RoutingError naming any bad part."""
+    name = validate_header_name(header)
     if not isinstance(value, str):
-        raise RoutingError(f"header route value must be a non-empty string, got {value!r}")
+        raise RoutingError(
+            f"header route value for {name!r} must be a non-empty string, got {value!r}"
+        )
     return HeaderRoute(
-        header=validate_header_name(header),
+        header=name,
         value=value,
         match_type=_match_type(match_type),
         subset=subset,

@@ -1,0 +1,159 @@
+"""Validation of user input: weights, header routes, targets, subsets."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from airflow_canary.routing import (
+    HeaderRoute,
+    MatchType,
+    RouteTarget,
+    RoutingError,
+    TrafficSplit,
+    validate_header_route,
+    validate_subsets,
+    validate_weight,
+)
+from tests.routing.documents import load
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"), [(0, 0), (1, 1), (100, 100), ("10", 10), (" 50 ", 50), (10.0, 10)]
+)
+def test_validate_weight_accepts_integers(raw: object, expected: int) -> None:
+    assert validate_weight(raw) == expected
+
+
+@pytest.mark.parametrize(
+    ("raw", "shown"),
+    [
+        (150, "150"),
+        (-1, "-1"),
+        (101, "101"),
+        ("ten", "'ten'"),
+        ("", "''"),
+        ("10.5", "'10.5'"),
+        (10.5, "10.5"),
+        (True, "True"),
+        (False, "False"),
+        (None, "None"),
+        ([10], "[10]"),
+    ],
+)
+def test_validate_weight_rejects_with_the_value(raw: object, shown: str) -> None:
+    with pytest.raises(RoutingError) as info:
+        validate_weight(raw)
+    assert str(info.value) == f"weight must be an integer 0..100, got {shown}"
+
+
+@given(st.integers())
+def test_validate_weight_range(value: int) -> None:
+    if 0 <= value <= 100:
+        assert validate_weight(value) == value
+        assert validate_weight(str(value)) == value
+    else:
+        with pytest.raises(RoutingError, match=r"0\.\.100"):
+            validate_weight(value)
+
+
+def test_routing_error_is_a_value_error() -> None:
+    assert issubclass(RoutingError, ValueError)
+
+
+def test_route_target_defaults_and_validation() -> None:
+    assert RouteTarget() == RouteTarget("v1", "v2", None)
+    with pytest.raises(
+        RoutingError, match="stable_subset and canary_subset must differ, both are 'v1'"
+    ):
+        RouteTarget("v1", "v1")
+    with pytest.raises(RoutingError, match="stable_subset must be a non-empty string, got ''"):
+        RouteTarget("", "v2")
+    with pytest.raises(RoutingError, match="canary_subset must be a non-empty string, got None"):
+        RouteTarget("v1", None)  # type: ignore[arg-type]
+    with pytest.raises(RoutingError, match="route_name must be a non-empty string, got ' '"):
+        RouteTarget(route_name=" ")
+
+
+def test_traffic_split_as_dict_and_sum() -> None:
+    assert TrafficSplit("v1", "v2", 90, 10).as_dict() == {"v1": 90, "v2": 10}
+    with pytest.raises(RoutingError, match="sum to 100, got 90 \\+ 20"):
+        TrafficSplit("v1", "v2", 90, 20)
+
+
+@pytest.mark.parametrize("match_type", ["exact", "prefix", "regex", MatchType.PREFIX, "EXACT"])
+def test_validate_header_route_builds_route(match_type: object) -> None:
+    route = validate_header_route("X-Canary-Version", "v2", match_type)
+    assert route.header == "x-canary-version"
+    assert route.route_name == "airflow-canary-header-x-canary-version"
+    assert isinstance(route.match_type, MatchType)
+    assert route.subset == "v2"
+    assert route.as_dict()["match_type"] == route.match_type.value
+
+
+def test_validate_header_route_subset_keyword() -> None:
+    assert validate_header_route("x-canary", "1", subset="green").subset == "green"
+
+
+@pytest.mark.parametrize(
+    ("header", "value", "match_type", "message"),
+    [
+        ("", "v2", "exact", "header must be an HTTP header name .* got ''"),
+        ("x canary", "v2", "exact", "header must be an HTTP header name .* got 'x canary'"),
+        ("x-canary:", "v2", "exact", "got 'x-canary:'"),
+        (":authority", "v2", "exact", "got ':authority'"),
+        ("x-ünï", "v2", "exact", "got 'x-ünï'"),
+        (None, "v2", "exact", "header must be an HTTP header name string, got None"),
+        ("x-canary", "", "exact", "value for 'x-canary' must be a non-empty string, got ''"),
+        ("x-canary", None, "exact", "value for 'x-canary' must be a non-empty string, got None"),
+        (
+            "x-canary",
+            "v2",
+            "suffix",
+            "match_type must be one of exact, prefix, regex, got 'suffix'",
+        ),
+        ("x-canary", "v2(", "regex", "header regex 'v2\\(' does not compile"),
+        ("x-canary", "[a-", "regex", "does not compile"),
+        ("x-canary", "(?=v2)v", "regex", "lookahead"),
+        ("x-canary", "(?<!a)b", "regex", "lookbehind"),
+        ("x-canary", "(a)\\1", "regex", "backreference"),
+    ],
+)
+def test_validate_header_route_rejects(
+    header: object, value: object, match_type: object, message: str
+) -> None:
+    with pytest.raises(RoutingError, match=message):
+        validate_header_route(header, value, match_type)
+
+
+def test_prefix_and_exact_values_are_not_compiled_as_regex() -> None:
+    assert validate_header_route("x-canary", "v2(", "exact").value == "v2("
+
+
+def test_header_route_direct_construction_normalises_and_validates() -> None:
+    assert HeaderRoute("X-Canary", "v2").header == "x-canary"
+    assert HeaderRoute("x-canary", "v", "prefix").match_type is MatchType.PREFIX  # type: ignore[arg-type]
+    with pytest.raises(RoutingError, match="subset must be a non-empty string"):
+        HeaderRoute("x-canary", "v2", MatchType.EXACT, "")
+
+
+def test_validate_subsets_accepts_seed_destination_rule() -> None:
+    validate_subsets(load("destinationrule-model-destination"), RouteTarget())
+    validate_subsets(load("destinationrule-model-destination"), RouteTarget("v2", "v1"))
+
+
+def test_validate_subsets_lists_defined_subsets() -> None:
+    dr = load("destinationrule-model-destination")
+    with pytest.raises(RoutingError) as info:
+        validate_subsets(dr, RouteTarget("v1", "v3"))
+    assert str(info.value) == (
+        "DestinationRule 'model-destination' does not define subset 'v3'; its subsets are: 'v1', 'v2'"
+    )
+    with pytest.raises(
+        RoutingError, match="subsets 'blue' and 'green'; its subsets are: 'v1', 'v2'"
+    ):
+        validate_subsets(dr, RouteTarget("blue", "green"))
+    empty = {"metadata": {"name": "bare"}, "spec": {"host": "model-service"}}
+    with pytest.raises(RoutingError, match="its subsets are: none"):
+        validate_subsets(empty, RouteTarget())
