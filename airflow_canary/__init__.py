@@ -54,6 +54,41 @@ def get_provider_info() -> dict:
             {
                 "hook-class-name": "airflow_canary.hooks.prometheus.PrometheusHook",
                 "connection-type": "prometheus",
+                "conn-fields": {
+                    "bearer_token": {
+                        "label": "Bearer token",
+                        "schema": {"type": ["string", "null"], "format": "password"},
+                    },
+                    "headers": {
+                        "label": "Extra headers",
+                        "description": "JSON object of HTTP headers sent with every query",
+                        "schema": {"type": ["object", "null"]},
+                    },
+                    "verify": {
+                        "label": "Verify TLS",
+                        "description": "true, false, or the path of a CA bundle",
+                        "schema": {"type": ["boolean", "string", "null"], "default": True},
+                    },
+                    "timeout": {
+                        "label": "Timeout (seconds)",
+                        "schema": {"type": ["number", "null"], "default": 10},
+                    },
+                    "ui_url": {
+                        "label": "Prometheus UI URL",
+                        "schema": {"type": ["string", "null"]},
+                    },
+                },
+                "ui-field-behaviour": {
+                    "hidden-fields": ["extra"],
+                    "relabeling": {"schema": "Scheme (http or https)"},
+                    "placeholders": {
+                        "host": "prometheus.istio-system or http://127.0.0.1:9090",
+                        "port": "9090",
+                        "schema": "http",
+                        "login": "basic auth user (optional)",
+                        "password": "basic auth password (optional)",
+                    },
+                },
             },
         ],
     }

@@ -1,0 +1,447 @@
+"""Prometheus HTTP API hook: instant and range queries, sync and async, with bounded retries."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+from airflow.sdk.bases.hook import BaseHook
+
+Timestamp = datetime | float | int
+
+
+class PrometheusError(Exception):
+    """Base class of the errors this hook raises."""
+
+
+class PrometheusQueryError(PrometheusError):
+    """Prometheus rejected or failed a query (bad PromQL, execution error, unexpected result)."""
+
+    def __init__(self, query: str, message: str, error_type: str | None = None) -> None:
+        self.query = query
+        self.error_type = error_type
+        self.error = message
+        kind = f"{error_type}: " if error_type else ""
+        super().__init__(f"Prometheus query failed ({kind}{message}); query: {query}")
+
+
+class PrometheusUnavailableError(PrometheusError):
+    """Prometheus could not be reached or kept failing after the retries."""
+
+    def __init__(self, url: str, attempts: int, cause: str) -> None:
+        self.url = url
+        self.attempts = attempts
+        self.cause = cause
+        super().__init__(f"Prometheus at {url} is unavailable after {attempts} attempt(s): {cause}")
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One element of an instant vector (or a scalar, with no labels)."""
+
+    labels: Mapping[str, str]
+    value: float
+
+
+@dataclass(frozen=True)
+class Series:
+    """One series of a range query: labels and ``(epoch seconds, value)`` points."""
+
+    labels: Mapping[str, str]
+    points: tuple[tuple[float, float], ...]
+
+    @property
+    def values(self) -> list[float]:
+        return [value for _, value in self.points]
+
+
+@dataclass(frozen=True)
+class PrometheusEndpoint:
+    """Where and how to reach Prometheus, resolved from an Airflow connection."""
+
+    base_url: str
+    auth: tuple[str, str] | None = None
+    headers: Mapping[str, str] = field(default_factory=dict)
+    verify: bool | str = True
+    timeout_seconds: float = 10.0
+    ui_url: str | None = None
+
+    @classmethod
+    def from_connection(cls, conn: Any) -> PrometheusEndpoint:
+        raw: dict[str, Any] = dict(conn.extra_dejson or {})
+        # Older connection forms stored custom fields as extra__<conn_type>__<name>.
+        extra = {
+            key.removeprefix("extra__prometheus__"): value
+            for key, value in raw.items()
+            if value not in (None, "")
+        }
+        base_url = _base_url(conn.host, conn.port, conn.schema)
+        headers = extra.get("headers") or {}
+        if isinstance(headers, str):
+            try:
+                headers = json.loads(headers)
+            except ValueError:
+                raise ValueError(
+                    f"connection extra 'headers' must be a JSON object, got {headers!r}"
+                ) from None
+        if not isinstance(headers, Mapping):
+            raise ValueError(f"connection extra 'headers' must be a JSON object, got {headers!r}")
+        headers = {str(k): str(v) for k, v in headers.items()}
+        token = extra.get("bearer_token")
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        auth = (conn.login, conn.password or "") if conn.login else None
+        verify = _parse_verify(extra.get("verify", True))
+        timeout = extra.get("timeout", 10)
+        try:
+            timeout_seconds = float(timeout)
+        except (TypeError, ValueError):
+            raise ValueError(
+                f"connection extra 'timeout' must be a number of seconds, got {timeout!r}"
+            ) from None
+        if timeout_seconds <= 0:
+            raise ValueError(f"connection extra 'timeout' must be positive, got {timeout!r}")
+        return cls(
+            base_url=base_url,
+            auth=auth,
+            headers=headers,
+            verify=verify,
+            timeout_seconds=timeout_seconds,
+            ui_url=extra.get("ui_url") or None,
+        )
+
+
+def _base_url(host: str | None, port: int | None, schema: str | None) -> str:
+    if not host:
+        raise ValueError(
+            "Prometheus connection needs a host, e.g. 127.0.0.1 or http://prometheus:9090"
+        )
+    if "://" in host:
+        parts = urlsplit(host)
+        scheme, netloc, path = parts.scheme, parts.netloc, parts.path.rstrip("/")
+        if port and parts.port is None:
+            netloc = f"{netloc}:{port}"
+        return f"{scheme}://{netloc}{path}"
+    scheme = (schema or "http").lower()
+    if scheme not in ("http", "https"):
+        raise ValueError(f"Prometheus connection schema must be http or https, got {schema!r}")
+    host, _, path = host.partition("/")
+    netloc = f"{host}:{port}" if port else host
+    return f"{scheme}://{netloc}" + (f"/{path.rstrip('/')}" if path else "")
+
+
+def _parse_verify(value: Any) -> bool | str:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str):
+        lowered = value.strip().lower()
+        if lowered in ("true", "1", "yes"):
+            return True
+        if lowered in ("false", "0", "no"):
+            return False
+        return value  # a CA bundle path
+    raise ValueError(
+        f"connection extra 'verify' must be true/false or a CA bundle path, got {value!r}"
+    )
+
+
+def _epoch(at: Timestamp) -> float:
+    return at.timestamp() if isinstance(at, datetime) else float(at)
+
+
+def _seconds(step: timedelta | float | int) -> float:
+    seconds = step.total_seconds() if isinstance(step, timedelta) else float(step)
+    if seconds <= 0:
+        raise ValueError(f"step must be positive, got {step!r}")
+    return seconds
+
+
+def _float(text: Any) -> float:
+    # Prometheus encodes sample values as strings, including "NaN" and "+Inf".
+    return float(text)
+
+
+class _Retry(Exception):
+    """A response worth retrying (5xx, connection failure, timeout)."""
+
+    def __init__(self, cause: str) -> None:
+        super().__init__(cause)
+        self.cause = cause
+
+
+def _decode(query: str, response: httpx.Response) -> Any:
+    """Return ``data`` of a successful API response, raise _Retry or PrometheusQueryError."""
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    if isinstance(body, dict) and body.get("status") == "success":
+        return body.get("data")
+    if isinstance(body, dict) and body.get("status") == "error":
+        error_type = body.get("errorType")
+        message = str(body.get("error"))
+        if response.status_code >= 500 or error_type in ("timeout", "unavailable", "internal"):
+            raise _Retry(f"HTTP {response.status_code} {error_type}: {message}")
+        raise PrometheusQueryError(query, message, error_type)
+    if response.status_code >= 500:
+        raise _Retry(f"HTTP {response.status_code}: {response.text[:200]}")
+    raise PrometheusQueryError(
+        query, f"unexpected HTTP {response.status_code} response: {response.text[:200]}"
+    )
+
+
+def _samples(query: str, data: Any) -> list[Sample]:
+    result_type = data.get("resultType")
+    result = data.get("result")
+    if result_type == "vector":
+        return [Sample(dict(item["metric"]), _float(item["value"][1])) for item in result]
+    if result_type == "scalar":
+        return [Sample({}, _float(result[1]))]
+    raise PrometheusQueryError(
+        query, f"expected an instant vector or scalar, got a {result_type} result"
+    )
+
+
+def _series(query: str, data: Any) -> list[Series]:
+    if data.get("resultType") != "matrix":
+        raise PrometheusQueryError(
+            query, f"expected a range (matrix) result, got a {data.get('resultType')} result"
+        )
+    return [
+        Series(dict(item["metric"]), tuple((float(t), _float(v)) for t, v in item["values"]))
+        for item in data["result"]
+    ]
+
+
+def _scalar(query: str, samples: list[Sample]) -> float | None:
+    if not samples:
+        return None
+    if len(samples) > 1:
+        labels = ", ".join(str(dict(s.labels)) for s in samples[:3])
+        raise PrometheusQueryError(
+            query,
+            f"expected a single value but got {len(samples)} series ({labels}...); "
+            "aggregate it, e.g. sum(...)",
+        )
+    return samples[0].value
+
+
+class PrometheusHook(BaseHook):
+    """
+    Query Prometheus's HTTP API (``/api/v1/query``, ``/api/v1/query_range``).
+
+    The connection's host may be a name (with ``port`` and ``schema`` http/https) or a full
+    URL. Login/password give basic auth; extras: ``bearer_token``, ``headers`` (object),
+    ``verify`` (bool or CA bundle path), ``timeout`` (seconds), ``ui_url``.
+
+    ``query_scalar`` returns ``None`` when the query matched nothing: no data is never 0.
+    Parse errors (``bad_data``) fail at once; HTTP 5xx, connection errors and timeouts are
+    retried ``retries`` times with a short backoff, then raise ``PrometheusUnavailableError``.
+    """
+
+    conn_name_attr = "prometheus_conn_id"
+    default_conn_name = "prometheus_default"
+    conn_type = "prometheus"
+    hook_name = "Prometheus"
+
+    def __init__(
+        self,
+        prometheus_conn_id: str = default_conn_name,
+        *,
+        retries: int = 3,
+        backoff_seconds: float = 0.2,
+    ) -> None:
+        super().__init__()
+        if retries < 0:
+            raise ValueError(f"retries must be >= 0, got {retries}")
+        self.prometheus_conn_id = prometheus_conn_id
+        self.retries = retries
+        self.backoff_seconds = backoff_seconds
+        self._endpoint: PrometheusEndpoint | None = None
+
+    # -- UI --------------------------------------------------------------------------------
+    # Airflow >= 3.2 reads the form from the provider info ("conn-fields", "ui-field-behaviour"
+    # in airflow_canary.get_provider_info); these classmethods serve the same data to callers
+    # that still ask the hook, from that single definition.
+    @classmethod
+    def get_connection_form_widgets(cls) -> dict[str, Any]:
+        return dict(_connection_type_info().get("conn-fields", {}))
+
+    @classmethod
+    def get_ui_field_behaviour(cls) -> dict[str, Any]:
+        behaviour = _connection_type_info().get("ui-field-behaviour", {})
+        return {
+            "hidden_fields": list(behaviour.get("hidden-fields", [])),
+            "relabeling": dict(behaviour.get("relabeling", {})),
+            "placeholders": dict(behaviour.get("placeholders", {})),
+        }
+
+    # -- connection ------------------------------------------------------------------------
+    @property
+    def endpoint(self) -> PrometheusEndpoint:
+        if self._endpoint is None:
+            conn = self.get_connection(self.prometheus_conn_id)
+            self._endpoint = PrometheusEndpoint.from_connection(conn)
+        return self._endpoint
+
+    async def aendpoint(self) -> PrometheusEndpoint:
+        # The triggerer's event loop must not block on the sync connection lookup.
+        if self._endpoint is None:
+            conn = await self.aget_connection(self.prometheus_conn_id)
+            self._endpoint = PrometheusEndpoint.from_connection(conn)
+        return self._endpoint
+
+    @property
+    def url(self) -> str:
+        return self.endpoint.base_url
+
+    def get_conn(self) -> httpx.Client:
+        ep = self.endpoint
+        return httpx.Client(
+            base_url=ep.base_url,
+            auth=ep.auth,
+            headers=dict(ep.headers),
+            verify=ep.verify,
+            timeout=ep.timeout_seconds,
+        )
+
+    def get_async_conn(self, endpoint: PrometheusEndpoint) -> httpx.AsyncClient:
+        return httpx.AsyncClient(
+            base_url=endpoint.base_url,
+            auth=endpoint.auth,
+            headers=dict(endpoint.headers),
+            verify=endpoint.verify,
+            timeout=endpoint.timeout_seconds,
+        )
+
+    # -- sync API --------------------------------------------------------------------------
+    def query(self, promql: str, at: Timestamp | None = None) -> list[Sample]:
+        return _samples(promql, self._get("/api/v1/query", promql, _instant_params(promql, at)))
+
+    def query_scalar(self, promql: str, at: Timestamp | None = None) -> float | None:
+        return _scalar(promql, self.query(promql, at))
+
+    def query_range(
+        self,
+        promql: str,
+        start: Timestamp,
+        end: Timestamp,
+        step: timedelta | float,
+    ) -> list[Series]:
+        params = _range_params(promql, start, end, step)
+        return _series(promql, self._get("/api/v1/query_range", promql, params))
+
+    def test_connection(self) -> tuple[bool, str]:
+        try:
+            data = self._get("/api/v1/status/buildinfo", "buildinfo", {})
+        except (PrometheusError, ValueError) as err:
+            return False, str(err)
+        return True, f"Connected to Prometheus {data.get('version', '?')} at {self.url}"
+
+    # -- async API -------------------------------------------------------------------------
+    async def aquery(self, promql: str, at: Timestamp | None = None) -> list[Sample]:
+        data = await self._aget("/api/v1/query", promql, _instant_params(promql, at))
+        return _samples(promql, data)
+
+    async def aquery_scalar(self, promql: str, at: Timestamp | None = None) -> float | None:
+        return _scalar(promql, await self.aquery(promql, at))
+
+    async def aquery_range(
+        self,
+        promql: str,
+        start: Timestamp,
+        end: Timestamp,
+        step: timedelta | float,
+    ) -> list[Series]:
+        params = _range_params(promql, start, end, step)
+        return _series(promql, await self._aget("/api/v1/query_range", promql, params))
+
+    # -- transport with retries ------------------------------------------------------------
+    def _get(self, path: str, query: str, params: Mapping[str, str]) -> Any:
+        endpoint = self.endpoint
+        cause = ""
+        with self.get_conn() as client:
+            for attempt in range(self.retries + 1):
+                if attempt:
+                    time.sleep(self._backoff(attempt))
+                try:
+                    response = client.get(path, params=dict(params))
+                    return _decode(query, response)
+                except _Retry as retry:
+                    cause = retry.cause
+                except httpx.TransportError as err:
+                    cause = f"{type(err).__name__}: {err or 'no detail'}"
+                self.log.warning(
+                    "Prometheus %s%s attempt %d failed: %s",
+                    endpoint.base_url,
+                    path,
+                    attempt + 1,
+                    cause,
+                )
+        raise PrometheusUnavailableError(endpoint.base_url, self.retries + 1, cause)
+
+    async def _aget(self, path: str, query: str, params: Mapping[str, str]) -> Any:
+        endpoint = await self.aendpoint()
+        cause = ""
+        async with self.get_async_conn(endpoint) as client:
+            for attempt in range(self.retries + 1):
+                if attempt:
+                    await asyncio.sleep(self._backoff(attempt))
+                try:
+                    response = await client.get(path, params=dict(params))
+                    return _decode(query, response)
+                except _Retry as retry:
+                    cause = retry.cause
+                except httpx.TransportError as err:
+                    cause = f"{type(err).__name__}: {err or 'no detail'}"
+                self.log.warning(
+                    "Prometheus %s%s attempt %d failed: %s",
+                    endpoint.base_url,
+                    path,
+                    attempt + 1,
+                    cause,
+                )
+        raise PrometheusUnavailableError(endpoint.base_url, self.retries + 1, cause)
+
+    def _backoff(self, attempt: int) -> float:
+        return self.backoff_seconds * (2 ** (attempt - 1))
+
+
+def _connection_type_info() -> dict[str, Any]:
+    from airflow_canary import get_provider_info
+
+    for conn_type in get_provider_info().get("connection-types", []):
+        if conn_type.get("connection-type") == PrometheusHook.conn_type:
+            return dict(conn_type)
+    return {}
+
+
+def _instant_params(promql: str, at: Timestamp | None) -> dict[str, str]:
+    if not promql or not promql.strip():
+        raise ValueError("promql must be a non-empty PromQL expression")
+    params = {"query": promql}
+    if at is not None:
+        params["time"] = repr(_epoch(at))
+    return params
+
+
+def _range_params(
+    promql: str, start: Timestamp, end: Timestamp, step: timedelta | float
+) -> dict[str, str]:
+    if not promql or not promql.strip():
+        raise ValueError("promql must be a non-empty PromQL expression")
+    start_s, end_s = _epoch(start), _epoch(end)
+    if end_s < start_s:
+        raise ValueError(f"query_range end ({end!r}) is before start ({start!r})")
+    step_s = _seconds(step)
+    if math.isinf(step_s):
+        raise ValueError(f"step must be finite, got {step!r}")
+    return {"query": promql, "start": repr(start_s), "end": repr(end_s), "step": repr(step_s)}
