@@ -1,0 +1,104 @@
+"""Every VirtualService the routing functions write validates against the real Istio CRD schemas."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from airflow_canary.local.schema import CRDSchemas, load_crd_dir
+from airflow_canary.routing import (
+    HeaderRoute,
+    MatchType,
+    RouteTarget,
+    promote,
+    remove_product_routes,
+    rollback,
+    set_canary_weight,
+    set_header_route,
+)
+from tests.routing.documents import load, virtual_services
+
+TARGET = RouteTarget()
+API_VERSIONS = [
+    "networking.istio.io/v1",
+    "networking.istio.io/v1beta1",
+    "networking.istio.io/v1alpha3",
+]
+HEADER_ROUTES = [
+    HeaderRoute("x-canary-version", "v2"),
+    HeaderRoute("x-tester", "team-", MatchType.PREFIX),
+    HeaderRoute("user-agent", r"^curl/[0-9.]+$", MatchType.REGEX),
+    HeaderRoute("x-force-stable", "1", subset="v1"),
+]
+
+
+@pytest.fixture(scope="session")
+def crd_schemas(istio_crds_dir: Path) -> CRDSchemas:
+    schemas = load_crd_dir(istio_crds_dir)
+    for api_version in API_VERSIONS:
+        assert schemas.knows(api_version, "VirtualService"), api_version
+    return schemas
+
+
+def _assert_valid(schemas: CRDSchemas, vs: dict[str, Any]) -> None:
+    assert schemas.validate(vs) == [], vs
+    assert schemas.unknown_fields(vs) == [], vs
+
+
+def _outputs(vs: dict[str, Any]) -> list[dict[str, Any]]:
+    out = [set_canary_weight(vs, TARGET, w) for w in (0, 1, 10, 50, 99, 100)]
+    for route in HEADER_ROUTES:
+        out.append(set_header_route(vs, TARGET, route))
+    stacked = vs
+    for route in HEADER_ROUTES:
+        stacked = set_header_route(stacked, TARGET, route)
+    out += [stacked, set_canary_weight(stacked, TARGET, 25), remove_product_routes(stacked)]
+    out += [promote(stacked, TARGET), rollback(stacked, TARGET)]
+    return out
+
+
+def test_the_validator_rejects_what_istio_would(crd_schemas: CRDSchemas) -> None:
+    # Guards against a vacuous pass: a broken header match and weight must be reported.
+    vs = set_header_route(load("vs-00-all-v1"), TARGET, HEADER_ROUTES[0])
+    broken = copy.deepcopy(vs)
+    broken["spec"]["http"][0]["match"][0]["headers"]["x-canary-version"] = {
+        "exact": "v2",
+        "prefix": "v",
+    }
+    broken["spec"]["http"][1]["route"][0]["weight"] = "ten"
+    problems = crd_schemas.validate(broken)
+    assert any("headers" in p for p in problems), problems
+    assert any("weight" in p for p in problems), problems
+
+
+@pytest.mark.parametrize("api_version", API_VERSIONS)
+@pytest.mark.parametrize(
+    "seed", ["vs-00-all-v1", "vs-01-canary-1", "vs-03-canary-50", "vs-04-all-v2", "vs-05-header-v2"]
+)
+def test_outputs_from_seed_states_are_valid(
+    crd_schemas: CRDSchemas, seed: str, api_version: str
+) -> None:
+    vs = load(seed)
+    vs["apiVersion"] = api_version
+    _assert_valid(crd_schemas, vs)
+    for out in _outputs(vs):
+        assert out["apiVersion"] == api_version
+        _assert_valid(crd_schemas, out)
+
+
+@settings(max_examples=40, deadline=None)
+@given(virtual_services(), st.integers(0, 100), st.sampled_from(HEADER_ROUTES))
+def test_outputs_from_generated_documents_are_valid(
+    crd_schemas: CRDSchemas, vs: dict[str, Any], weight: int, route: HeaderRoute
+) -> None:
+    _assert_valid(crd_schemas, vs)  # the generator itself only writes what Istio accepts
+    _assert_valid(crd_schemas, set_canary_weight(vs, TARGET, weight))
+    with_header = set_header_route(set_canary_weight(vs, TARGET, weight), TARGET, route)
+    _assert_valid(crd_schemas, with_header)
+    _assert_valid(crd_schemas, promote(with_header, TARGET))
+    _assert_valid(crd_schemas, rollback(with_header, TARGET))
