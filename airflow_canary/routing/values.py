@@ -18,6 +18,8 @@ _RE2_UNSUPPORTED = (
     (re.compile(r"\(\?<=|\(\?<!"), "lookbehind"),
     (re.compile(r"(?<!\\)\\[1-9]"), "backreference"),
     (re.compile(r"\(\?P=|\(\?\("), "backreference"),
+    (re.compile(r"\(\?>"), "atomic group"),
+    (re.compile(r"(?<!\\)[*+?}]\+"), "possessive quantifier"),
 )
 
 
@@ -61,6 +63,12 @@ class RouteTarget:
             )
         if self.route_name is not None:
             _require_name("route_name", self.route_name)
+            if self.route_name.startswith(PRODUCT_ROUTE_PREFIX):
+                # Product routes are removed on promote/rollback; the weighted route must survive.
+                raise RoutingError(
+                    f"route_name must name your weighted route, not a product header route "
+                    f"({PRODUCT_ROUTE_PREFIX}*), got {self.route_name!r}"
+                )
         if self.host is not None:
             _require_name("host", self.host)
 

@@ -74,6 +74,10 @@ def test_route_target_defaults_and_validation() -> None:
         RouteTarget("v1", None)  # type: ignore[arg-type]
     with pytest.raises(RoutingError, match="route_name must be a non-empty string, got ' '"):
         RouteTarget(route_name=" ")
+    with pytest.raises(
+        RoutingError, match="not a product header route .* got 'airflow-canary-header-x'"
+    ):
+        RouteTarget(route_name="airflow-canary-header-x")
 
 
 def test_traffic_split_as_dict_and_sum() -> None:
@@ -118,6 +122,8 @@ def test_validate_header_route_subset_keyword() -> None:
         ("x-canary", "(?=v2)v", "regex", "lookahead"),
         ("x-canary", "(?<!a)b", "regex", "lookbehind"),
         ("x-canary", "(a)\\1", "regex", "backreference"),
+        ("x-canary", "(?>ab)c", "regex", "atomic group"),
+        ("x-canary", "a++", "regex", "possessive quantifier"),
     ],
 )
 def test_validate_header_route_rejects(
@@ -125,6 +131,12 @@ def test_validate_header_route_rejects(
 ) -> None:
     with pytest.raises(RoutingError, match=message):
         validate_header_route(header, value, match_type)
+
+
+def test_escaped_regex_constructs_are_not_mistaken_for_unsupported_ones() -> None:
+    assert (
+        validate_header_route("x-canary", r"^a\+b\\1[0-9]+$", "regex").match_type is MatchType.REGEX
+    )
 
 
 def test_prefix_and_exact_values_are_not_compiled_as_regex() -> None:
