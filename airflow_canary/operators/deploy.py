@@ -1,0 +1,175 @@
+"""Deploy a model version (Deployment, and optionally its Service / DestinationRule) and wait for it."""
+
+from __future__ import annotations
+
+import time
+from datetime import timedelta
+from typing import Any
+
+from airflow.sdk import BaseOperator
+from airflow.sdk.exceptions import AirflowException
+
+from airflow_canary.manifests import deployments, is_template, load_manifest
+from airflow_canary.readiness import deployment_readiness, describe_pods
+
+
+def _seconds(value: timedelta | float | int, name: str) -> float:
+    seconds = value.total_seconds() if isinstance(value, timedelta) else value
+    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or seconds <= 0:
+        raise ValueError(
+            f"{name} must be a positive number of seconds or a timedelta, got {value!r}"
+        )
+    return float(seconds)
+
+
+class DeployModelVersionOperator(BaseOperator):
+    """Create or replace each object of ``manifest``, then wait until its Deployments are ready.
+
+    ``manifest`` is a dict, a list of dicts, YAML text or a path to a YAML file holding at least
+    one Deployment, and optionally a Service and a DestinationRule. It is checked when the DAG
+    is parsed (after rendering, if it holds templates). Waiting is deferred to the triggerer by
+    default; when the Deployment is not ready within ``timeout`` the task fails with the pods'
+    states and reasons. It never touches a VirtualService, so no traffic moves.
+    """
+
+    template_fields = ("manifest", "namespace")
+    ui_color = "#e3f4e1"
+
+    def __init__(
+        self,
+        *,
+        manifest: Any,
+        namespace: str = "default",
+        wait_for_ready: bool = True,
+        timeout: timedelta | float = 600,
+        poll_interval: timedelta | float = 2,
+        deferrable: bool = True,
+        kubernetes_conn_id: str = "kubernetes_default",
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        if not is_template(manifest):
+            load_manifest(manifest)
+        self.manifest = manifest
+        self.namespace = namespace
+        self.wait_for_ready = wait_for_ready
+        self.timeout = _seconds(timeout, "timeout")
+        self.poll_interval = _seconds(poll_interval, "poll_interval")
+        self.deferrable = deferrable
+        self.kubernetes_conn_id = kubernetes_conn_id
+
+    def execute(self, context: Any) -> dict[str, Any]:
+        from airflow_canary.hooks.istio import IstioHook
+
+        objects = load_manifest(self.manifest)
+        hook = IstioHook(kubernetes_conn_id=self.kubernetes_conn_id)
+        applied = []
+        for obj in objects:
+            result = hook.apply_object(obj, namespace=self.namespace)
+            name = obj["metadata"]["name"]
+            self.log.info(
+                "%s %s/%s: %s",
+                obj["kind"],
+                self.namespace,
+                name,
+                "applied" if result.changed else "unchanged",
+            )
+            applied.append({"kind": obj["kind"], "name": name, "changed": result.changed})
+        names = [d["metadata"]["name"] for d in deployments(objects)]
+        self._summary = {"namespace": self.namespace, "objects": applied, "deployments": names}
+        if not self.wait_for_ready:
+            return self._summary
+        if self.deferrable:
+            from airflow_canary.triggers.deploy import DeploymentReadyTrigger
+
+            self.defer(
+                trigger=DeploymentReadyTrigger(
+                    deployments=names,
+                    namespace=self.namespace,
+                    deadline=time.time() + self.timeout,
+                    poll_interval=self.poll_interval,
+                    kubernetes_conn_id=self.kubernetes_conn_id,
+                ),
+                method_name="execute_complete",
+                kwargs={"summary": self._summary},
+            )
+        return self._wait(hook, names)
+
+    def _wait(self, hook: Any, names: list[str]) -> dict[str, Any]:
+        deadline = time.monotonic() + self.timeout
+        while True:
+            states = {
+                name: deployment_readiness(hook.get_deployment(name, self.namespace))
+                for name in names
+            }
+            if all(s.ready for s in states.values()):
+                self.log.info("; ".join(s.message for s in states.values()))
+                return self._summary
+            if time.monotonic() >= deadline:
+                details = []
+                for name, state in states.items():
+                    if state.ready:
+                        continue
+                    selector = (hook.get_deployment(name, self.namespace).get("spec") or {}).get(
+                        "selector"
+                    ) or {}
+                    labels = ",".join(
+                        f"{k}={v}" for k, v in (selector.get("matchLabels") or {}).items()
+                    )
+                    details.append(
+                        f"{state.message}\n{describe_pods(hook.list_pods(self.namespace, labels))}"
+                    )
+                raise AirflowException(
+                    f"not ready within {self.timeout:g}s; no traffic was moved:\n"
+                    + "\n".join(details)
+                )
+            time.sleep(self.poll_interval)
+
+    def execute_complete(
+        self, context: Any, event: dict[str, Any], summary: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
+        if event.get("status") != "ready":
+            raise AirflowException(
+                f"model version not deployed ({event.get('status')}); no traffic was moved: {event.get('message')}"
+            )
+        self.log.info(event.get("message", ""))
+        return summary or {}
+
+
+class ScaleDeploymentOperator(BaseOperator):
+    """Scale a Deployment, e.g. the stable version to 0 once the canary is promoted."""
+
+    template_fields = ("deployment", "namespace")
+
+    def __init__(
+        self,
+        *,
+        deployment: str,
+        replicas: int,
+        namespace: str = "default",
+        kubernetes_conn_id: str = "kubernetes_default",
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        if isinstance(replicas, bool) or not isinstance(replicas, int) or replicas < 0:
+            raise ValueError(f"replicas must be an integer >= 0, got {replicas!r}")
+        self.deployment = deployment
+        self.replicas = replicas
+        self.namespace = namespace
+        self.kubernetes_conn_id = kubernetes_conn_id
+
+    def execute(self, context: Any) -> dict[str, Any]:
+        from airflow_canary.hooks.istio import IstioHook
+
+        result = IstioHook(kubernetes_conn_id=self.kubernetes_conn_id).scale_deployment(
+            self.deployment, self.namespace, self.replicas
+        )
+        self.log.info(
+            "Deployment %s/%s scaled to %d", self.namespace, self.deployment, self.replicas
+        )
+        return {
+            "deployment": self.deployment,
+            "namespace": self.namespace,
+            "replicas": self.replicas,
+            "changed": result.changed,
+        }
