@@ -22,6 +22,7 @@ class RolloutPlanOperator(BaseOperator):
     as many as the rollout has steps; otherwise ``steps`` (validated at parse time) are used.
     """
 
+    template_fields = ("virtual_service", "namespace")
     ui_color = "#e8f1fb"
 
     def __init__(

@@ -1,0 +1,186 @@
+"""Example: retrain a model and roll it out as a canary, 1% -> 10% -> 50% -> 100%, with rollback.
+
+``canary_rollout``: train -> deploy_v2 -> canary (header route, weight steps, health analysis
+after each step, promote or roll back). Triggered by hand (the trigger form edits the params
+below) or by a new model published on the ``canary_model`` asset, which the weekly
+``retrain_model_weekly`` DAG does. Heavy imports live inside the tasks so this file parses fast.
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import timedelta
+from pathlib import Path
+
+import pendulum
+from airflow.sdk import DAG, Asset, Param, task
+
+from airflow_canary.analysis import ErrorRateCheck, LatencyCheck, ModelAccuracyCheck
+from airflow_canary.operators.deploy import DeployModelVersionOperator
+from airflow_canary.rollout import canary_rollout
+
+#: the candidate model; the weekly retrain publishes it, the rollout consumes it
+MODEL_ASSET = Asset(name="canary_model", uri="file:///canary/models/candidate")
+MODEL_DIR = Path(
+    os.environ.get(
+        "CANARY_MODEL_DIR", Path(os.environ.get("AIRFLOW_HOME", "~/airflow")) / "canary-models"
+    )
+).expanduser()
+BAKE_TIME_SECONDS = int(os.environ.get("CANARY_BAKE_TIME_SECONDS", "120"))
+POLL_INTERVAL_SECONDS = float(os.environ.get("CANARY_POLL_INTERVAL_SECONDS", "5"))
+STEPS = [1, 10, 50, 100]
+
+MODEL_V2_MANIFEST = {
+    "apiVersion": "apps/v1",
+    "kind": "Deployment",
+    "metadata": {"name": "model-v2", "labels": {"app": "model", "version": "v2"}},
+    "spec": {
+        "replicas": 2,
+        "selector": {"matchLabels": {"app": "model", "version": "v2"}},
+        "template": {
+            "metadata": {"labels": {"app": "model", "version": "v2"}},
+            "spec": {
+                "containers": [
+                    {
+                        "name": "model-server",
+                        "image": "your-docker-repo/model-runner:v2",
+                        "ports": [{"containerPort": 8080}],
+                        "env": [
+                            {"name": "MODEL_VERSION", "value": "v2"},
+                            {
+                                "name": "MODEL_PATH",
+                                "value": "{{ ti.xcom_pull(task_ids='train')['path'] }}",
+                            },
+                            {"name": "MODEL_ERROR_RATE", "value": "{{ params.v2_error_rate }}"},
+                            {
+                                "name": "MODEL_EXTRA_LATENCY_MS",
+                                "value": "{{ params.v2_extra_latency_ms }}",
+                            },
+                        ],
+                        "readinessProbe": {
+                            "httpGet": {"path": "/healthz", "port": 8080},
+                            "periodSeconds": 1,
+                        },
+                    }
+                ]
+            },
+        },
+    },
+}
+
+PARAMS = {
+    "virtual_service": Param(
+        "model-virtual-service", type="string", description="VirtualService to shift"
+    ),
+    "namespace": Param("default", type="string", description="namespace of the model's objects"),
+    "steps": Param(
+        STEPS,
+        type="array",
+        items={"type": "integer", "minimum": 1, "maximum": 100},
+        minItems=len(STEPS),
+        maxItems=len(STEPS),
+        description="canary weight at each step, strictly increasing",
+    ),
+    "bake_time_seconds": Param(
+        BAKE_TIME_SECONDS,
+        type="integer",
+        minimum=1,
+        description="how long each step is judged before it may pass",
+    ),
+    "model_quality": Param(
+        "good", enum=["good", "bad"], description="'bad' trains a deliberately worse model"
+    ),
+    "v2_error_rate": Param(
+        0.0,
+        type="number",
+        minimum=0,
+        maximum=1,
+        description="share of v2 requests answered with HTTP 500",
+    ),
+    "v2_extra_latency_ms": Param(
+        0, type="integer", minimum=0, description="latency added to every v2 answer"
+    ),
+}
+
+CHECKS = [
+    ErrorRateCheck(max_increase=0.02),
+    LatencyCheck(quantile=0.99, slo_ms=250, max_ratio=1.5),
+    ModelAccuracyCheck(max_drop=0.05),
+]
+
+
+def _train(context: dict, *, use_published: bool) -> dict:
+    from airflow_canary.local.training import train_model
+
+    if use_published:
+        for events in (context.get("triggering_asset_events") or {}).values():
+            for event in events:
+                extra = dict(event.extra or {})
+                if extra.get("path") and Path(extra["path"]).is_file():
+                    print(f"using the model published on {MODEL_ASSET.name}: {extra['path']}")
+                    return extra
+    params = context["params"]
+    run = context["run_id"].replace(":", "_").replace("+", "_")
+    path = MODEL_DIR / f"model-{context['dag'].dag_id}-{run}.joblib"
+    result = train_model(path, quality=params["model_quality"])
+    print(
+        f"trained {result.quality.value} model on {result.dataset}: "
+        f"holdout accuracy {result.holdout_accuracy:.3f} ({result.n_holdout} rows), saved to {path}"
+    )
+    return result.to_dict()
+
+
+@task
+def train(**context) -> dict:
+    """Train on the bundled dataset, or take the model the weekly retrain published."""
+    return _train(context, use_published=True)
+
+
+@task(outlets=[MODEL_ASSET])
+def train_and_publish(**context) -> dict:
+    """Train on the bundled dataset and publish the model on the asset, which starts a rollout."""
+    result = _train(context, use_published=False)
+    context["outlet_events"][MODEL_ASSET].extra = result
+    return result
+
+
+with DAG(
+    dag_id="canary_rollout",
+    description="Retrain the model and roll it out as a canary with health analysis and rollback",
+    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+    schedule=MODEL_ASSET,
+    catchup=False,
+    params=PARAMS,
+    tags=["canary", "ml"],
+    dagrun_timeout=timedelta(hours=2),
+    doc_md=__doc__,
+) as dag:
+    deploy_v2 = DeployModelVersionOperator(
+        task_id="deploy_v2",
+        manifest=MODEL_V2_MANIFEST,
+        namespace="{{ params.namespace }}",
+        timeout=120,
+        poll_interval=1,
+    )
+    rollout = canary_rollout(
+        virtual_service="{{ params.virtual_service }}",
+        namespace="{{ params.namespace }}",
+        steps=STEPS,
+        steps_param="steps",
+        checks=CHECKS,
+        bake_time="{{ params.bake_time_seconds }}",
+        poll_interval=POLL_INTERVAL_SECONDS,
+    )
+    train() >> deploy_v2 >> rollout
+
+
+with DAG(
+    dag_id="retrain_model_weekly",
+    description="Weekly retrain; publishing the model triggers canary_rollout",
+    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+    schedule="@weekly",
+    catchup=False,
+    params={"model_quality": PARAMS["model_quality"]},
+    tags=["canary", "ml"],
+) as weekly:
+    train_and_publish()
