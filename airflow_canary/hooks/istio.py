@@ -391,7 +391,9 @@ class IstioHook(BaseHook):
             delay = budget.next_delay()
             if delay is None:
                 raise budget.exhausted(self.api_client.configuration.host, error) from error
-            self.log.info("Kubernetes API call failed (%s); retrying in %.2fs", error, delay)
+            self.log.warning(
+                "Kubernetes API call failed (%s); retrying in %.2fs", _short_error(error), delay
+            )
             time.sleep(delay)
 
     def _raw(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
