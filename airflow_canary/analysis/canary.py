@@ -1,0 +1,328 @@
+"""The stateful, pure poll loop a trigger drives: plan queries, observe samples, decide."""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from airflow_canary.analysis.checks import Check, require_serializable
+from airflow_canary.analysis.judges import make_judge
+from airflow_canary.analysis.judges.base import Classification
+from airflow_canary.analysis.observations import (
+    ArmObservation,
+    Counts,
+    Observation,
+    advance_counter,
+    clean_series,
+    clean_value,
+)
+from airflow_canary.analysis.values import AnalysisError, Arm, Arms, Query, QueryFailure, Status
+from airflow_canary.analysis.verdict import Verdict
+
+STATE_FORMAT = 1
+
+
+def _duration_text(seconds: float) -> str:
+    seconds = max(0, int(round(seconds)))
+    minutes, rest = divmod(seconds, 60)
+    return f"{minutes}m{rest:02d}s" if minutes else f"{rest}s"
+
+
+def _query_id(check: Check, role: str) -> str:
+    return f"{check.name}/{role}"
+
+
+class CanaryAnalysis:
+    """Compare canary with stable, poll after poll, until a judge decides.
+
+    The driver calls ``plan(elapsed)``, runs the queries, and hands the samples to
+    ``observe(elapsed, samples)``. The first successful poll reads every cumulative counter
+    as the baseline of the step; later polls measure increases from it. ``state()`` is plain
+    JSON, so a deferred trigger can resume the analysis in another process.
+    """
+
+    def __init__(
+        self,
+        arms: Arms,
+        checks: Sequence[Check],
+        judge: str = "sequential",
+        bake_time_seconds: float = 300,
+        poll_interval_seconds: float = 15,
+        max_inconclusive_polls: int = 3,
+        judge_options: dict[str, Any] | None = None,
+        state: dict[str, Any] | None = None,
+    ) -> None:
+        if not isinstance(arms, Arms):
+            raise AnalysisError(f"arms must be an Arms value, got {arms!r}")
+        for what, value in (
+            ("bake_time_seconds", bake_time_seconds),
+            ("poll_interval_seconds", poll_interval_seconds),
+        ):
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, (int, float))
+                or not math.isfinite(value)
+                or value <= 0
+            ):
+                raise AnalysisError(f"{what} must be a positive number of seconds, got {value!r}")
+        if bake_time_seconds < poll_interval_seconds:
+            raise AnalysisError(
+                f"bake_time_seconds ({bake_time_seconds:g}) must be at least poll_interval_seconds "
+                f"({poll_interval_seconds:g}), or no poll would ever see the end of the bake"
+            )
+        if (
+            isinstance(max_inconclusive_polls, bool)
+            or not isinstance(max_inconclusive_polls, int)
+            or max_inconclusive_polls < 1
+        ):
+            raise AnalysisError(
+                f"max_inconclusive_polls must be an integer >= 1, got {max_inconclusive_polls!r}"
+            )
+        checks = list(checks)
+        if not checks:
+            raise AnalysisError(
+                "checks must name at least one check, e.g. ErrorRateCheck(max_rate=0.01)"
+            )
+        names: set[str] = set()
+        for check in checks:
+            if not isinstance(check, Check):
+                raise AnalysisError(f"checks must be Check values, got {check!r}")
+            if check.name in names:
+                raise AnalysisError(
+                    f"duplicate check name {check.name!r}; give each check its own name"
+                )
+            names.add(check.name)
+            require_serializable(check)
+        options = dict(judge_options or {})
+        self.judge = make_judge(judge, **options)
+        self.judge.validate(checks)
+        self.arms = arms
+        self.checks = tuple(checks)
+        self.bake_time_seconds = float(bake_time_seconds)
+        self.poll_interval_seconds = float(poll_interval_seconds)
+        self.max_inconclusive_polls = max_inconclusive_polls
+        self._state = self._load_state(state)
+
+    # -- state -------------------------------------------------------------------------
+
+    def _load_state(self, state: dict[str, Any] | None) -> dict[str, Any]:
+        if state is None:
+            return {
+                "format": STATE_FORMAT,
+                "judge": self.judge.name,
+                "judge_options": self.judge.options(),
+                "polls": 0,
+                "failed_polls": 0,
+                "start": None,
+                "counters": {},
+                "history": [],
+                "judge_state": {check.name: {} for check in self.checks},
+                "final": None,
+            }
+        if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
+            raise AnalysisError(
+                f"state must be a dict from CanaryAnalysis.state() (format {STATE_FORMAT}), got {state!r:.200}"
+            )
+        if (
+            state.get("judge") != self.judge.name
+            or state.get("judge_options") != self.judge.options()
+        ):
+            raise AnalysisError(
+                f"state was saved by judge {state.get('judge')!r} with options {state.get('judge_options')!r}, "
+                f"not {self.judge.name!r} with {self.judge.options()!r}"
+            )
+        missing = {check.name for check in self.checks} - set(state.get("judge_state", {}))
+        if missing:
+            raise AnalysisError(
+                f"state has no entry for check(s) {sorted(missing)}; it belongs to another analysis"
+            )
+        return copy.deepcopy(state)
+
+    def state(self) -> dict[str, Any]:
+        """A JSON-serializable copy of the analysis's progress."""
+        return copy.deepcopy(self._state)
+
+    def _bake_done(self, elapsed: float) -> bool:
+        start = self._state["start"]
+        return start is not None and elapsed - start >= self.bake_time_seconds
+
+    # -- planning ----------------------------------------------------------------------
+
+    def _counter_queries(self) -> dict[str, str]:
+        out = {}
+        for check in self.checks:
+            for role, promql in check.counters(self.arms).items():
+                out[_query_id(check, role)] = promql
+        return out
+
+    def plan(self, elapsed_seconds: float) -> list[Query]:
+        """The queries to run at this poll; none once the verdict is final."""
+        if self._state["final"] is not None:
+            return []
+        queries = [Query(qid, promql) for qid, promql in self._counter_queries().items()]
+        start = self._state["start"]
+        if start is None:
+            return queries  # the baseline readings of the step
+        since = max(elapsed_seconds - start, self.poll_interval_seconds)
+        bake_done = self._bake_done(elapsed_seconds)
+        if self.judge.wants_values(bake_done):
+            window = since if self.judge.window_seconds is None else self.judge.window_seconds
+            for check in self.checks:
+                for role, promql in check.values(self.arms, window).items():
+                    queries.append(Query(_query_id(check, role), promql))
+        if self.judge.wants_series(bake_done):
+            step = self.judge.series_step_seconds
+            for check in self.checks:
+                for role, promql in check.series(self.arms, step).items():
+                    queries.append(Query(_query_id(check, role), promql, "range", step, since))
+        return queries
+
+    # -- observing ---------------------------------------------------------------------
+
+    def observe(
+        self,
+        elapsed_seconds: float,
+        samples: Mapping[str, float | None | list[float] | QueryFailure],
+    ) -> Verdict:
+        """Fold one poll's samples into the state and return the verdict as it stands."""
+        st = self._state
+        if st["final"] is not None:
+            return Verdict.from_dict(st["final"])
+        planned = self.plan(elapsed_seconds)
+        st["polls"] += 1
+        failures = []
+        for query in planned:
+            if query.id not in samples:
+                failures.append(f"no sample for query {query.id}")
+            elif isinstance(samples[query.id], QueryFailure):
+                failures.append(f"{query.id}: {samples[query.id].message}")  # type: ignore[union-attr]
+        if failures:
+            st["failed_polls"] += 1
+            if st["failed_polls"] >= self.max_inconclusive_polls:
+                reason = f"Prometheus failed {st['failed_polls']} polls in a row: {failures[0]}"
+                return self._finish(
+                    Verdict(
+                        Status.FAIL, True, reason, (), st["polls"], elapsed_seconds, self.judge.name
+                    )
+                )
+            reason = f"Prometheus query failed ({st['failed_polls']} of {self.max_inconclusive_polls} allowed in a row): {failures[0]}"
+            return Verdict(
+                Status.INCONCLUSIVE,
+                False,
+                reason,
+                (),
+                st["polls"],
+                elapsed_seconds,
+                self.judge.name,
+            )
+        st["failed_polls"] = 0
+        for qid in self._counter_queries():
+            st["counters"][qid] = advance_counter(st["counters"].get(qid), samples[qid])
+        if st["start"] is None:
+            st["start"] = float(elapsed_seconds)
+            reason = "took the baseline readings of the step; the comparison starts now"
+            return Verdict(
+                Status.INCONCLUSIVE,
+                False,
+                reason,
+                (),
+                st["polls"],
+                elapsed_seconds,
+                self.judge.name,
+            )
+        self._record_history(elapsed_seconds)
+        bake_done = self._bake_done(elapsed_seconds)
+        results: list[Classification] = []
+        for check in self.checks:
+            obs = self._observation(check, elapsed_seconds, bake_done, samples)
+            results.append(self.judge.classify(obs, st["judge_state"][check.name]))
+        return self._decide(elapsed_seconds, bake_done, results)
+
+    def _record_history(self, elapsed: float) -> None:
+        window = self.judge.window_seconds
+        if window is None:
+            return
+        history = self._state["history"]
+        history.append([elapsed, {qid: t["total"] for qid, t in self._state["counters"].items()}])
+        # Keep the newest entry at least `window` old, and everything after it.
+        cut = 0
+        for i, (t, _) in enumerate(history):
+            if t <= elapsed - window:
+                cut = i
+        del history[:cut]
+
+    def _totals_at_window_start(self, elapsed: float) -> dict[str, float]:
+        window = self.judge.window_seconds
+        if window is None:
+            return {}
+        older = [values for t, values in self._state["history"] if t <= elapsed - window]
+        return older[-1] if older else {}
+
+    def _observation(
+        self, check: Check, elapsed: float, bake_done: bool, samples: Mapping[str, Any]
+    ) -> Observation:
+        counters = self._state["counters"]
+        window_start = self._totals_at_window_start(elapsed)
+        has_series = bool(check.series(self.arms, self.judge.series_step_seconds))
+
+        def arm_obs(arm: Arm) -> ArmObservation:
+            total_id, bad_id = (
+                _query_id(check, f"{arm.value}.total"),
+                _query_id(check, f"{arm.value}.bad"),
+            )
+            total = counters.get(total_id, {"total": 0.0, "seen": True})
+            bad = counters.get(bad_id)
+            since = Counts(
+                total["total"], None if bad is None else min(bad["total"], total["total"])
+            )
+            w_total = total["total"] - window_start.get(total_id, 0.0)
+            w_bad = (
+                None
+                if bad is None
+                else max(0.0, min(bad["total"] - window_start.get(bad_id, 0.0), w_total))
+            )
+            value_sample = samples.get(_query_id(check, f"{arm.value}.value"))
+            series_sample = samples.get(_query_id(check, f"{arm.value}.series"))
+            return ArmObservation(
+                since_start=since,
+                window=Counts(w_total, w_bad),
+                seen=bool(total["seen"]),
+                value=clean_value(value_sample),
+                series=clean_series(series_sample),
+            )
+
+        return Observation(
+            check, arm_obs(Arm.CANARY), arm_obs(Arm.STABLE), elapsed, bake_done, has_series
+        )
+
+    def _decide(self, elapsed: float, bake_done: bool, results: list[Classification]) -> Verdict:
+        st = self._state
+        checks = tuple(c.result for c in results)
+        failing = [c.result for c in results if c.decisive]
+        if failing:
+            reason = "; ".join(r.message for r in failing)
+            return self._finish(
+                Verdict(Status.FAIL, True, reason, checks, st["polls"], elapsed, self.judge.name)
+            )
+        if bake_done and all(r.status is Status.PASS for r in checks):
+            reason = "; ".join(r.message for r in checks)
+            return self._finish(
+                Verdict(Status.PASS, True, reason, checks, st["polls"], elapsed, self.judge.name)
+            )
+        pending = "; ".join(r.message for r in checks if r.status is not Status.PASS)
+        if bake_done:
+            reason = f"bake time over, not enough evidence to pass: {pending}"
+        else:
+            baked = elapsed - st["start"]
+            reason = f"baking {_duration_text(baked)} of {_duration_text(self.bake_time_seconds)}: {pending}"
+        return Verdict(
+            Status.INCONCLUSIVE, False, reason, checks, st["polls"], elapsed, self.judge.name
+        )
+
+    def _finish(self, verdict: Verdict) -> Verdict:
+        self._state["final"] = verdict.to_dict()
+        json.dumps(self._state)  # the state must stay JSON; fail here rather than in the trigger
+        return verdict

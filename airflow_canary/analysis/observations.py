@@ -1,0 +1,98 @@
+"""Cleaning raw samples into per-check observations: counter deltas, resets, bad numbers."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from airflow_canary.analysis.checks import Check
+from airflow_canary.analysis.values import Arm
+
+
+def clean_number(sample: object) -> float | None:
+    """A finite, non-negative float, or None for no data (None, NaN, infinity, negative)."""
+    if isinstance(sample, bool) or not isinstance(sample, (int, float)):
+        return None
+    value = float(sample)
+    if not math.isfinite(value) or value < 0:
+        return None
+    return value
+
+
+def clean_value(sample: object) -> float | None:
+    """A finite float (may be negative, e.g. a custom query), or None."""
+    if isinstance(sample, bool) or not isinstance(sample, (int, float)):
+        return None
+    value = float(sample)
+    return value if math.isfinite(value) else None
+
+
+def clean_series(sample: object) -> tuple[float, ...]:
+    """The finite points of a range sample; NaN (e.g. 0/0 in an idle step) is dropped."""
+    if not isinstance(sample, (list, tuple)):
+        return ()
+    return tuple(v for v in (clean_value(x) for x in sample) if v is not None)
+
+
+def advance_counter(track: dict[str, Any] | None, raw: object) -> dict[str, Any]:
+    """Fold one cumulative reading into ``{"last", "total", "seen"}``.
+
+    ``total`` is the increase since the first reading. An absent series counts as zero
+    until it first appears (a counter nobody incremented has not been created yet); after
+    that, absence or a bad number (NaN, negative) is no data and changes nothing.
+
+    A reading below the previous one means a pod restarted and its counters began again.
+    The readings are sums over pods, so the drop says nothing about how many events the
+    restarted pod served since: the interval adds zero and the new reading becomes the
+    reference. That loses at most one poll of one pod, where counting the whole reading
+    (what ``increase()`` does per series) would add every other pod's history.
+    """
+    value = clean_number(raw)
+    if track is None:
+        return {"last": value or 0.0, "total": 0.0, "seen": value is not None}
+    if value is None:
+        return dict(track)
+    last = float(track["last"])
+    step = value - last if value >= last else 0.0
+    return {"last": value, "total": float(track["total"]) + step, "seen": True}
+
+
+@dataclass(frozen=True)
+class Counts:
+    """Events of one arm over some interval: all of them, and the bad ones."""
+
+    requests: float
+    bad: float | None = None
+
+    @property
+    def rate(self) -> float | None:
+        if self.bad is None or self.requests <= 0:
+            return None
+        return min(1.0, max(0.0, self.bad / self.requests))
+
+
+@dataclass(frozen=True)
+class ArmObservation:
+    """What one arm showed: counts since the step started and over the judge's window."""
+
+    since_start: Counts
+    window: Counts
+    seen: bool
+    value: float | None = None
+    series: tuple[float, ...] = ()
+
+
+@dataclass(frozen=True)
+class Observation:
+    """Everything a judge needs to classify one check at one poll."""
+
+    check: Check
+    canary: ArmObservation
+    stable: ArmObservation
+    elapsed_seconds: float
+    bake_done: bool
+    has_series: bool = False
+
+    def arm(self, arm: Arm) -> ArmObservation:
+        return self.canary if arm is Arm.CANARY else self.stable

@@ -1,0 +1,115 @@
+"""Values the analysis exchanges with its driver: arms, queries, samples, statuses and errors."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from enum import Enum
+from typing import Literal, TypeAlias
+
+
+class AnalysisError(ValueError):
+    """A check, judge or analysis the product cannot run; the message names the bad value."""
+
+
+class Status(str, Enum):
+    """The outcome of one check or of a whole analysis."""
+
+    PASS = "PASS"
+    FAIL = "FAIL"
+    INCONCLUSIVE = "INCONCLUSIVE"
+
+
+# Kubernetes label values: at most 63 characters of [A-Za-z0-9._-], alphanumeric at both ends.
+_LABEL_VALUE = re.compile(r"^(?:[A-Za-z0-9](?:[A-Za-z0-9._-]{0,61}[A-Za-z0-9])?)$")
+# Namespace names are RFC 1123 labels: lower-case alphanumerics and '-', at most 63.
+_NAMESPACE = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
+
+
+def require_label_value(what: str, value: object) -> str:
+    """Return ``value`` if Kubernetes would accept it as a label value, else raise."""
+    if not isinstance(value, str) or not _LABEL_VALUE.match(value):
+        raise AnalysisError(
+            f"{what} must be a Kubernetes label value (1-63 characters of A-Z a-z 0-9 . _ -, "
+            f"alphanumeric at both ends), got {value!r}"
+        )
+    return value
+
+
+def require_namespace(value: object) -> str:
+    """Return ``value`` if it is a valid Kubernetes namespace name, else raise."""
+    if not isinstance(value, str) or not _NAMESPACE.match(value):
+        raise AnalysisError(
+            "namespace must be a Kubernetes namespace name (1-63 characters of a-z 0-9 -, "
+            f"alphanumeric at both ends), got {value!r}"
+        )
+    return value
+
+
+@dataclass(frozen=True)
+class Arms:
+    """The two versions an analysis compares, and the namespace their workloads run in."""
+
+    namespace: str
+    stable_version: str = "v1"
+    canary_version: str = "v2"
+
+    def __post_init__(self) -> None:
+        require_namespace(self.namespace)
+        require_label_value("stable_version", self.stable_version)
+        require_label_value("canary_version", self.canary_version)
+        if self.stable_version == self.canary_version:
+            raise AnalysisError(
+                f"stable_version and canary_version must differ, both are {self.stable_version!r}"
+            )
+
+    def version(self, arm: Arm) -> str:
+        return self.canary_version if arm is Arm.CANARY else self.stable_version
+
+    def to_dict(self) -> dict[str, str]:
+        return {
+            "namespace": self.namespace,
+            "stable_version": self.stable_version,
+            "canary_version": self.canary_version,
+        }
+
+
+class Arm(str, Enum):
+    """One side of the comparison."""
+
+    CANARY = "canary"
+    STABLE = "stable"
+
+
+@dataclass(frozen=True)
+class Query:
+    """One PromQL query the driver runs for a poll.
+
+    An instant query is evaluated now. A range query covers the last ``range_seconds``
+    (ending now) at ``step_seconds`` resolution and its sample is the list of values.
+    """
+
+    id: str
+    promql: str
+    kind: Literal["instant", "range"] = "instant"
+    step_seconds: float | None = None
+    range_seconds: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("instant", "range"):
+            raise AnalysisError(f"query kind must be 'instant' or 'range', got {self.kind!r}")
+        if self.kind == "range" and (not self.step_seconds or not self.range_seconds):
+            raise AnalysisError(
+                f"range query {self.id!r} needs positive step_seconds and range_seconds, "
+                f"got {self.step_seconds!r} and {self.range_seconds!r}"
+            )
+
+
+@dataclass(frozen=True)
+class QueryFailure:
+    """A query Prometheus did not answer (HTTP error, timeout, bad PromQL)."""
+
+    message: str
+
+
+Sample: TypeAlias = "float | None | list[float] | QueryFailure"
