@@ -232,6 +232,10 @@ class ModelServer:
         self.load_error: str | None = None
         self._rng = rng or random.Random()
         self._recent: OrderedDict[str, list[Any]] = OrderedDict()
+        # Export the feedback series at 0 from the start, so rate() over them has a baseline
+        # and accuracy queries see "no feedback yet" rather than a missing series.
+        self.metrics.feedback.labels(version=config.version)
+        self.metrics.feedback_correct.labels(version=config.version)
 
     # -- model loading ---------------------------------------------------------------------
 
@@ -333,8 +337,7 @@ class ModelServer:
             1 for p, label in zip(predictions, labels, strict=True) if _same_label(p, label)
         )
         self.metrics.feedback.labels(version=version).inc(len(labels))
-        if correct:
-            self.metrics.feedback_correct.labels(version=version).inc(correct)
+        self.metrics.feedback_correct.labels(version=version).inc(correct)
         return correct
 
     def _remember(self, request_id: str, predictions: list[Any]) -> None:

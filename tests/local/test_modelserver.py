@@ -355,6 +355,10 @@ def test_train_if_missing_then_sigterm_stops_cleanly(tmp_path: Path) -> None:
         wait_ready(server)
         assert path.exists()
         assert "trained a bad model" in server.log.read_text()
+        # The feedback series exist at zero before any traffic, so accuracy queries have a baseline.
+        samples = metric_samples(server.url)
+        assert samples[("model_feedback_total", (("version", "v2"),))] == 0
+        assert samples[("model_feedback_correct_total", (("version", "v2"),))] == 0
     finally:
         code = server.stop()
     assert code == 0
