@@ -97,7 +97,7 @@ class ObjectStore:
             try:
                 return copy.deepcopy(self._objects[key])
             except KeyError:
-                raise NotFound(f'{key.plural}.{key.group or "core"} "{key.name}" not found') from None
+                raise NotFound(f'{_qualified(key)} "{key.name}" not found') from None
 
     def find(self, key: ResourceKey) -> Obj | None:
         with self._lock:
@@ -110,7 +110,9 @@ class ObjectStore:
             items = [
                 (k, o)
                 for k, o in self._objects.items()
-                if k.group == group and k.plural == plural and (namespace is None or k.namespace == namespace)
+                if k.group == group
+                and k.plural == plural
+                and (namespace is None or k.namespace == namespace)
             ]
             items.sort(key=lambda kv: (kv[0].namespace, kv[0].name))
             return [copy.deepcopy(o) for _, o in items]
@@ -136,7 +138,7 @@ class ObjectStore:
     def create(self, key: ResourceKey, obj: Obj) -> Obj:
         with self._lock:
             if key in self._objects:
-                raise AlreadyExists(f'{key.plural}.{key.group or "core"} "{key.name}" already exists')
+                raise AlreadyExists(f'{_qualified(key)} "{key.name}" already exists')
             obj = copy.deepcopy(obj)
             meta = obj.setdefault("metadata", {})
             meta["name"] = key.name
@@ -162,11 +164,11 @@ class ObjectStore:
         with self._lock:
             current = self._objects.get(key)
             if current is None:
-                raise NotFound(f'{key.plural}.{key.group or "core"} "{key.name}" not found')
+                raise NotFound(f'{_qualified(key)} "{key.name}" not found')
             wanted_rv = (obj.get("metadata") or {}).get("resourceVersion")
             if wanted_rv and wanted_rv != current["metadata"]["resourceVersion"]:
                 raise Conflict(
-                    f'Operation cannot be fulfilled on {key.plural}.{key.group or "core"} "{key.name}": '
+                    f'Operation cannot be fulfilled on {_qualified(key)} "{key.name}": '
                     "the object has been modified; please apply your changes to the latest version and try again"
                 )
             new = copy.deepcopy(current)
@@ -212,7 +214,7 @@ class ObjectStore:
         with self._lock:
             obj = self._objects.pop(key, None)
             if obj is None:
-                raise NotFound(f'{key.plural}.{key.group or "core"} "{key.name}" not found')
+                raise NotFound(f'{_qualified(key)} "{key.name}" not found')
             self._save()
         self._notify("DELETED", key, obj)
         return copy.deepcopy(obj)
@@ -225,7 +227,13 @@ class ObjectStore:
         data = {
             "resourceVersion": self._last_rv,
             "objects": [
-                {"group": k.group, "plural": k.plural, "namespace": k.namespace, "name": k.name, "object": o}
+                {
+                    "group": k.group,
+                    "plural": k.plural,
+                    "namespace": k.namespace,
+                    "name": k.name,
+                    "object": o,
+                }
                 for k, o in self._objects.items()
             ],
         }
@@ -242,6 +250,11 @@ class ObjectStore:
             self._objects[key] = item["object"]
         self._last_rv = int(data.get("resourceVersion", 0))
         self._counter = itertools.count(self._last_rv + 1)
+
+
+def _qualified(key: ResourceKey) -> str:
+    """``plural.group`` as the API server names a resource in messages (core resources: ``plural``)."""
+    return f"{key.plural}.{key.group}" if key.group else key.plural
 
 
 def _spec_of(obj: Obj) -> Obj:

@@ -1,0 +1,220 @@
+"""The ``airflow-canary mesh`` command: the local mesh's Kubernetes API and its companions in one asyncio process."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import errno
+import json
+import signal
+import ssl
+import sys
+import tempfile
+from contextlib import AsyncExitStack
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+from aiohttp import web
+
+from airflow_canary.local.apiserver import create_api_app
+from airflow_canary.local.kubeconfig import (
+    MeshCredentials,
+    ServingCert,
+    generate_serving_cert,
+    new_token,
+    read_credentials,
+    write_kubeconfig,
+)
+from airflow_canary.local.store import ObjectStore
+
+HOST = "127.0.0.1"
+
+
+@dataclass(frozen=True)
+class MeshConfig:
+    """Everything ``airflow-canary mesh`` needs; ports of 0 pick a free port."""
+
+    kubeconfig: Path
+    api_port: int = 8001
+    data_port: int = 8081
+    metrics_port: int = 15020
+    state_file: Path | None = None
+    state_dir: Path | None = None
+    image_map: dict[str, list[str]] = field(default_factory=dict)
+    #: Bearer token to accept; None reuses the one in an existing mesh kubeconfig, else a new one.
+    token: str | None = None
+
+
+class PortInUse(Exception):
+    """A port the mesh must listen on is taken by another process."""
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """One listening part of the mesh, printed at start."""
+
+    name: str
+    url: str
+
+
+async def _listen(
+    runner: web.AppRunner, port: int, flag: str, ssl_context: ssl.SSLContext | None
+) -> int:
+    site = web.TCPSite(
+        runner, HOST, port, shutdown_timeout=2.0, reuse_address=False, ssl_context=ssl_context
+    )
+    try:
+        await site.start()
+    except OSError as exc:
+        if exc.errno == errno.EADDRINUSE:
+            raise PortInUse(
+                f"{flag} {port} is already in use; pick another port with {flag} PORT"
+            ) from None
+        raise
+    # The bound address tells the port when 0 was asked for.
+    return int(runner.addresses[-1][1])
+
+
+async def start_app(
+    stack: AsyncExitStack,
+    app: web.Application,
+    port: int,
+    flag: str,
+    ssl_context: ssl.SSLContext | None = None,
+) -> int:
+    """Serve ``app`` on 127.0.0.1:port until ``stack`` closes; returns the bound port."""
+    runner = web.AppRunner(app, handle_signals=False, access_log=None)
+    await runner.setup()
+    stack.push_async_callback(runner.cleanup)
+    return await _listen(runner, port, flag, ssl_context)
+
+
+async def run_mesh(
+    config: MeshConfig, stop: asyncio.Event | None = None, *, announce: bool = True
+) -> None:
+    """Run the mesh until ``stop`` is set (or SIGINT/SIGTERM when ``stop`` is None)."""
+    stop = stop or _stop_on_signals()
+    store = ObjectStore(config.state_file)
+    state_dir = config.state_dir or Path(tempfile.mkdtemp(prefix="canary-mesh-"))
+    state_dir.mkdir(parents=True, exist_ok=True)
+    previous = read_credentials(config.kubeconfig)
+    token = config.token or (previous.token if previous else new_token())
+    cert = _serving_cert(state_dir)
+    endpoints: list[Endpoint] = []
+    async with AsyncExitStack() as stack:
+        api_port = await start_app(
+            stack,
+            create_api_app(store, token),
+            config.api_port,
+            "--api-port",
+            cert.ssl_context(state_dir / "tls"),
+        )
+        server = f"https://{HOST}:{api_port}"
+        write_kubeconfig(
+            config.kubeconfig, MeshCredentials(server=server, token=token, ca_pem=cert.cert_pem)
+        )
+        endpoints.append(
+            Endpoint(
+                "Kubernetes API", f"{server} (kubeconfig {config.kubeconfig}, context canary-mesh)"
+            )
+        )
+
+        # -- companions: the process runner, data plane and telemetry share the store. ----------
+        # Started here once their modules exist: runner = ProcessRunner(store, state_dir,
+        # config.image_map); await runner.start(); stack.push_async_callback(runner.stop);
+        # the data plane on config.data_port ("--data-port") and metrics on
+        # config.metrics_port ("--metrics-port") via start_app(stack, app, port, flag).
+
+        if announce:
+            for endpoint in endpoints:
+                print(f"mesh: {endpoint.name} at {endpoint.url}", flush=True)
+            print(
+                f"mesh: state in {config.state_file or 'memory'}, processes in {state_dir}",
+                flush=True,
+            )
+        await stop.wait()
+
+
+def _serving_cert(state_dir: Path) -> ServingCert:
+    """The API's certificate: the one kept in ``state_dir`` (so clients survive a restart) or a new one."""
+    cert_file, key_file = state_dir / "tls" / "apiserver.crt", state_dir / "tls" / "apiserver.key"
+    if cert_file.exists() and key_file.exists():
+        return ServingCert(cert_file.read_bytes(), key_file.read_bytes())
+    return generate_serving_cert()
+
+
+def _stop_on_signals() -> asyncio.Event:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    return stop
+
+
+def load_image_map(path: Path) -> dict[str, list[str]]:
+    """``{image: [command, args...]}`` from a JSON or YAML file."""
+    data = (
+        yaml.safe_load(path.read_text())
+        if path.suffix in (".yaml", ".yml")
+        else json.loads(path.read_text())
+    )
+    if not isinstance(data, dict) or not all(
+        isinstance(k, str) and isinstance(v, list) and all(isinstance(a, str) for a in v)
+        for k, v in data.items()
+    ):
+        raise ValueError(
+            f'{path}: expected a map of image name to command list, e.g. {{"model:v1": ["python", "-m", "server"]}}'
+        )
+    return data
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="airflow-canary mesh", description="Run the local mesh on 127.0.0.1."
+    )
+    parser.add_argument(
+        "--api-port", type=int, default=8001, help="Kubernetes API port (0: any free port)"
+    )
+    parser.add_argument(
+        "--kubeconfig", type=Path, required=True, help="where to write the kubeconfig"
+    )
+    parser.add_argument(
+        "--state-file", type=Path, help="keep API objects in this file across restarts"
+    )
+    parser.add_argument(
+        "--state-dir", type=Path, help="directory for process logs and runtime files"
+    )
+    parser.add_argument("--data-port", type=int, default=8081, help="data-plane (proxy) port")
+    parser.add_argument("--metrics-port", type=int, default=15020, help="Istio telemetry port")
+    parser.add_argument(
+        "--image-map", type=Path, help="JSON/YAML map of container image to command"
+    )
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        image_map = load_image_map(args.image_map) if args.image_map else {}
+    except (OSError, ValueError) as exc:
+        print(f"airflow-canary mesh: --image-map: {exc}", file=sys.stderr)
+        return 2
+    config = MeshConfig(
+        kubeconfig=args.kubeconfig,
+        api_port=args.api_port,
+        data_port=args.data_port,
+        metrics_port=args.metrics_port,
+        state_file=args.state_file,
+        state_dir=args.state_dir,
+        image_map=image_map,
+    )
+    try:
+        asyncio.run(run_mesh(config))
+    except PortInUse as exc:
+        print(f"airflow-canary mesh: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        pass
+    print("mesh: stopped", flush=True)
+    return 0
