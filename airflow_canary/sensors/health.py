@@ -1,0 +1,139 @@
+"""CanaryHealthSensor: wait for a PASS verdict on the canary's live metrics (deferrable)."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import time
+from collections.abc import Mapping
+from datetime import timedelta
+from typing import Any
+
+from airflow.sdk import BaseSensorOperator
+from airflow.sdk.exceptions import AirflowException, AirflowFailException
+
+from airflow_canary.analysis import AnalysisError
+from airflow_canary.triggers.health import HealthAnalysisConfig, HealthAnalysisRun
+
+#: Parameter names the analysis takes (see ``HealthAnalysisConfig.from_params``).
+ANALYSIS_PARAMS: tuple[str, ...] = tuple(
+    inspect.signature(HealthAnalysisConfig.from_params).parameters
+)
+
+# The task-level timeout leaves the trigger room to fire its own INCONCLUSIVE at its timeout.
+_TIMEOUT_MARGIN_SECONDS = 120.0
+
+
+class CanaryHealthAnalysisMixin:
+    """What the sensor and the branch operator share: parameters, running, reading the verdict."""
+
+    analysis: HealthAnalysisConfig
+    deferrable: bool
+    log: Any
+
+    @staticmethod
+    def split_analysis_params(kwargs: dict[str, Any]) -> dict[str, Any]:
+        """Remove the analysis parameters from an operator's ``kwargs`` and return them."""
+        return {name: kwargs.pop(name) for name in ANALYSIS_PARAMS if name in kwargs}
+
+    @staticmethod
+    def build_config(params: Mapping[str, Any], task_id: str) -> HealthAnalysisConfig:
+        try:
+            return HealthAnalysisConfig.from_params(**params)
+        except AnalysisError as err:
+            raise AnalysisError(f"task {task_id!r}: {err}") from err
+
+    def start_analysis(self, context: Any) -> dict[str, Any]:
+        """Defer to the trigger, or run the same loop in this worker and return the verdict."""
+        started_at = time.time()
+        if self.deferrable:
+            self.defer(  # type: ignore[attr-defined]
+                trigger=self.analysis.trigger(started_at),
+                method_name="execute_complete",
+                timeout=timedelta(
+                    seconds=self.analysis.effective_timeout_seconds + _TIMEOUT_MARGIN_SECONDS
+                ),
+            )
+        return asyncio.run(HealthAnalysisRun(self.analysis, started_at, logger=self.log).run())
+
+    def log_verdict(self, event: Mapping[str, Any]) -> None:
+        self.log.info(
+            "Canary %s vs %s in %s: %s after %s polls - %s",
+            event.get("canary_version"),
+            event.get("stable_version"),
+            event.get("namespace"),
+            event.get("verdict"),
+            event.get("polls"),
+            event.get("reason"),
+        )
+        for check in event.get("checks") or []:
+            self.log.info(
+                "  %s %s: canary=%s stable=%s requests canary=%s stable=%s p=%s - %s",
+                check.get("name"),
+                check.get("status"),
+                check.get("canary_value"),
+                check.get("stable_value"),
+                check.get("canary_requests"),
+                check.get("stable_requests"),
+                check.get("p_value"),
+                check.get("message"),
+            )
+        if event.get("rolled_back_at"):
+            self.log.warning(
+                "Traffic was rolled back to stable at %s (%.3fs after the decision)",
+                event["rolled_back_at"],
+                event.get("rollback_seconds") or 0.0,
+            )
+        if event.get("rollback_error"):
+            self.log.error("Rollback failed: %s", event["rollback_error"])
+
+
+class CanaryHealthSensor(CanaryHealthAnalysisMixin, BaseSensorOperator):
+    """
+    Judge the canary against stable from live Prometheus metrics; succeed on PASS.
+
+    Analysis parameters (validated when the DAG is parsed): ``namespace``, ``checks`` (check
+    objects such as ``ErrorRateCheck``), ``stable_version="v1"``, ``canary_version="v2"``,
+    ``judge="sequential"``, ``judge_options``, ``bake_time`` and ``poll_interval`` (timedelta or
+    seconds), ``max_inconclusive_polls=3``, ``prometheus_conn_id="prometheus_default"``,
+    ``timeout`` (default ``2 × bake_time + 10 × poll_interval``; INCONCLUSIVE when reached).
+
+    ``rollback_on_failure=True`` with ``virtual_service`` (and ``stable_subset``,
+    ``canary_subset``, ``route_name``, ``kubernetes_conn_id``) sends all traffic to stable the
+    moment the verdict is FAIL, from the trigger, before this task resumes.
+
+    PASS returns the verdict (XCom ``return_value``). FAIL raises ``AirflowFailException`` (no
+    retries: the canary is bad); INCONCLUSIVE raises ``AirflowException`` (retries may help).
+    ``deferrable=True`` (default) waits in the triggerer; ``False`` runs the same loop here.
+    """
+
+    ui_color = "#f0e4ff"
+
+    def __init__(self, *, deferrable: bool = True, **kwargs: Any) -> None:
+        params = self.split_analysis_params(kwargs)
+        task_id = str(kwargs.get("task_id", "?"))
+        config = self.build_config(params, task_id)
+        kwargs.setdefault("poke_interval", config.poll_interval_seconds)
+        super().__init__(
+            timeout=config.effective_timeout_seconds + _TIMEOUT_MARGIN_SECONDS, **kwargs
+        )
+        self.analysis = config
+        self.deferrable = deferrable
+
+    def execute(self, context: Any) -> dict[str, Any]:
+        return self.execute_complete(context, self.start_analysis(context))
+
+    def execute_complete(self, context: Any, event: dict[str, Any]) -> dict[str, Any]:
+        self.log_verdict(event)
+        verdict = event.get("verdict")
+        if verdict == "PASS":
+            return event
+        message = f"canary analysis {verdict}: {event.get('reason')}"
+        if verdict == "FAIL":
+            raise AirflowFailException(message)
+        raise AirflowException(message)
+
+    def poke(self, context: Any) -> bool:
+        raise AirflowException(
+            f"{type(self).__name__} runs its own analysis loop in execute(); poke() is not used"
+        )

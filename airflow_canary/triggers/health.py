@@ -1,0 +1,459 @@
+"""The canary health analysis loop (async), its parameters, and the trigger that runs it deferred."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from functools import cached_property
+from typing import Any
+
+from airflow.triggers.base import BaseTrigger, TriggerEvent
+
+from airflow_canary.analysis import (
+    AnalysisError,
+    Arms,
+    CanaryAnalysis,
+    Check,
+    Query,
+    QueryFailure,
+    Status,
+    check_from_dict,
+)
+from airflow_canary.hooks.prometheus import PrometheusError, PrometheusHook
+
+log = logging.getLogger(__name__)
+
+Seconds = timedelta | float | int
+
+
+def to_seconds(what: str, value: Seconds) -> float:
+    """A positive number of seconds from a timedelta or a number; errors name ``what``."""
+    if isinstance(value, timedelta):
+        seconds = value.total_seconds()
+    elif isinstance(value, (int, float)) and not isinstance(value, bool):
+        seconds = float(value)
+    else:
+        raise AnalysisError(f"{what} must be a timedelta or a number of seconds, got {value!r}")
+    if not math.isfinite(seconds) or seconds <= 0:
+        raise AnalysisError(f"{what} must be positive, got {value!r}")
+    return seconds
+
+
+def _iso(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, tz=timezone.utc).isoformat(timespec="seconds")
+
+
+@dataclass(frozen=True)
+class RollbackSpec:
+    """Where to send all traffic back to stable when the analysis fails."""
+
+    virtual_service: str
+    namespace: str
+    stable_subset: str = "v1"
+    canary_subset: str = "v2"
+    route_name: str | None = None
+    kubernetes_conn_id: str = "kubernetes_default"
+
+    def __post_init__(self) -> None:
+        from airflow_canary.routing.values import RouteTarget
+
+        if not self.virtual_service:
+            raise AnalysisError("rollback needs virtual_service, the VirtualService to roll back")
+        RouteTarget(self.stable_subset, self.canary_subset, self.route_name)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "virtual_service": self.virtual_service,
+            "namespace": self.namespace,
+            "stable_subset": self.stable_subset,
+            "canary_subset": self.canary_subset,
+            "route_name": self.route_name,
+            "kubernetes_conn_id": self.kubernetes_conn_id,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> RollbackSpec:
+        return cls(**dict(data))
+
+
+@dataclass(frozen=True)
+class HealthAnalysisConfig:
+    """Every parameter of a health analysis, validated once; shared by sensor, branch and trigger.
+
+    ``timeout_seconds`` bounds the whole analysis; ``None`` means
+    ``2 × bake_time + 10 × poll_interval``. At the timeout the verdict is INCONCLUSIVE.
+    """
+
+    namespace: str
+    checks: tuple[Check, ...]
+    stable_version: str = "v1"
+    canary_version: str = "v2"
+    judge: str = "sequential"
+    judge_options: Mapping[str, Any] | None = None
+    bake_time_seconds: float = 300.0
+    poll_interval_seconds: float = 15.0
+    max_inconclusive_polls: int = 3
+    prometheus_conn_id: str = "prometheus_default"
+    timeout_seconds: float | None = None
+    rollback: RollbackSpec | None = None
+    arms: Arms = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        checks = tuple(check_from_dict(c) if isinstance(c, Mapping) else c for c in self.checks)
+        for check in checks:
+            if not isinstance(check, Check):
+                raise AnalysisError(
+                    f"checks must be Check objects (ErrorRateCheck, LatencyCheck, ...) or their "
+                    f"to_dict() form, got {check!r}"
+                )
+        object.__setattr__(self, "checks", checks)
+        object.__setattr__(
+            self, "arms", Arms(self.namespace, self.stable_version, self.canary_version)
+        )
+        if self.timeout_seconds is not None:
+            to_seconds("timeout", self.timeout_seconds)
+        # Building the analysis runs the engine's own validation (judge, limits, times).
+        self.build_analysis()
+
+    @classmethod
+    def from_params(
+        cls,
+        *,
+        namespace: str,
+        checks: Sequence[Check | Mapping[str, Any]],
+        stable_version: str = "v1",
+        canary_version: str = "v2",
+        judge: str = "sequential",
+        judge_options: Mapping[str, Any] | None = None,
+        bake_time: Seconds = 300,
+        poll_interval: Seconds = 15,
+        max_inconclusive_polls: int = 3,
+        prometheus_conn_id: str = "prometheus_default",
+        timeout: Seconds | None = None,
+        rollback_on_failure: bool = False,
+        virtual_service: str | None = None,
+        stable_subset: str = "v1",
+        canary_subset: str = "v2",
+        route_name: str | None = None,
+        kubernetes_conn_id: str = "kubernetes_default",
+    ) -> HealthAnalysisConfig:
+        """The operator-facing parameters (timedeltas, rollback flags) -> a config."""
+        if not checks:
+            raise AnalysisError("checks must name at least one check, got an empty list")
+        rollback = None
+        if rollback_on_failure:
+            if not virtual_service:
+                raise AnalysisError(
+                    "rollback_on_failure=True needs virtual_service, the VirtualService to roll back"
+                )
+            rollback = RollbackSpec(
+                virtual_service=virtual_service,
+                namespace=namespace,
+                stable_subset=stable_subset,
+                canary_subset=canary_subset,
+                route_name=route_name,
+                kubernetes_conn_id=kubernetes_conn_id,
+            )
+        return cls(
+            namespace=namespace,
+            checks=tuple(checks),  # type: ignore[arg-type]  # dicts are converted in __post_init__
+            stable_version=stable_version,
+            canary_version=canary_version,
+            judge=judge,
+            judge_options=dict(judge_options) if judge_options else None,
+            bake_time_seconds=to_seconds("bake_time", bake_time),
+            poll_interval_seconds=to_seconds("poll_interval", poll_interval),
+            max_inconclusive_polls=max_inconclusive_polls,
+            prometheus_conn_id=prometheus_conn_id,
+            timeout_seconds=None if timeout is None else to_seconds("timeout", timeout),
+            rollback=rollback,
+        )
+
+    @property
+    def effective_timeout_seconds(self) -> float:
+        if self.timeout_seconds is not None:
+            return self.timeout_seconds
+        return 2 * self.bake_time_seconds + 10 * self.poll_interval_seconds
+
+    def build_analysis(self) -> CanaryAnalysis:
+        return CanaryAnalysis(
+            self.arms,
+            list(self.checks),
+            judge=self.judge,
+            bake_time_seconds=self.bake_time_seconds,
+            poll_interval_seconds=self.poll_interval_seconds,
+            max_inconclusive_polls=self.max_inconclusive_polls,
+            judge_options=dict(self.judge_options) if self.judge_options else None,
+        )
+
+    def trigger_kwargs(self, started_at: float) -> dict[str, Any]:
+        """The trigger's constructor arguments: JSON-able values only."""
+        return {
+            "namespace": self.namespace,
+            "stable_version": self.stable_version,
+            "canary_version": self.canary_version,
+            "checks": [check.to_dict() for check in self.checks],
+            "judge": self.judge,
+            "judge_options": dict(self.judge_options) if self.judge_options else None,
+            "bake_time_seconds": self.bake_time_seconds,
+            "poll_interval_seconds": self.poll_interval_seconds,
+            "max_inconclusive_polls": self.max_inconclusive_polls,
+            "prometheus_conn_id": self.prometheus_conn_id,
+            "started_at": started_at,
+            "timeout_seconds": self.effective_timeout_seconds,
+            "rollback": self.rollback.to_dict() if self.rollback else None,
+        }
+
+    def trigger(self, started_at: float | None = None) -> CanaryHealthTrigger:
+        return CanaryHealthTrigger(
+            **self.trigger_kwargs(time.time() if started_at is None else started_at)
+        )
+
+
+class HealthAnalysisRun:
+    """One run of the analysis loop: poll Prometheus, judge, roll back on FAIL, return the verdict."""
+
+    def __init__(
+        self,
+        config: HealthAnalysisConfig,
+        started_at: float,
+        *,
+        prometheus: PrometheusHook | None = None,
+        logger: logging.Logger | logging.LoggerAdapter[Any] | Any = None,
+    ) -> None:
+        self.config = config
+        self.started_at = started_at
+        self.prometheus = prometheus or PrometheusHook(config.prometheus_conn_id)
+        self.log = logger or log
+
+    async def run(self) -> dict[str, Any]:
+        config = self.config
+        analysis = config.build_analysis()
+        deadline = self.started_at + config.effective_timeout_seconds
+        last: dict[str, Any] | None = None
+        while True:
+            poll_started = time.time()
+            elapsed = max(0.0, poll_started - self.started_at)
+            queries = analysis.plan(elapsed)
+            samples = await self.sample(queries)
+            verdict = analysis.observe(elapsed, samples)
+            last = verdict.to_dict()
+            self.log.info("%s", poll_line(last))
+            if verdict.final:
+                break
+            now = time.time()
+            if now + config.poll_interval_seconds > deadline:
+                last = {
+                    **last,
+                    "verdict": Status.INCONCLUSIVE.value,
+                    "final": True,
+                    "reason": (
+                        f"no decision within the {config.effective_timeout_seconds:g}s timeout; "
+                        f"last poll: {last['reason']}"
+                    ),
+                }
+                break
+            await asyncio.sleep(max(0.0, config.poll_interval_seconds - (now - poll_started)))
+        decided_at = time.time()
+        event = {
+            **last,
+            "started_at": _iso(self.started_at),
+            "decided_at": _iso(decided_at),
+            "elapsed_seconds": round(decided_at - self.started_at, 3),
+            "window": {"start": _iso(self.started_at), "end": _iso(decided_at)},
+            "namespace": config.namespace,
+            "stable_version": config.stable_version,
+            "canary_version": config.canary_version,
+            "rolled_back_at": None,
+            "rollback_seconds": None,
+        }
+        if event["verdict"] == Status.FAIL.value and config.rollback is not None:
+            event.update(await self.roll_back(config.rollback, event["reason"], decided_at))
+        return event
+
+    async def sample(self, queries: Sequence[Query]) -> dict[str, Any]:
+        results = await asyncio.gather(*(self.run_query(q) for q in queries))
+        return {query.id: result for query, result in zip(queries, results, strict=True)}
+
+    async def run_query(self, query: Query) -> float | None | list[float] | QueryFailure:
+        try:
+            if query.kind == "range":
+                assert query.range_seconds is not None and query.step_seconds is not None
+                end = time.time()
+                series = await self.prometheus.aquery_range(
+                    query.promql, end - query.range_seconds, end, query.step_seconds
+                )
+                if len(series) > 1:
+                    return QueryFailure(
+                        f"range query {query.id!r} returned {len(series)} series, expected one: "
+                        f"{query.promql}"
+                    )
+                return series[0].values if series else []
+            return await self.prometheus.aquery_scalar(query.promql)
+        except PrometheusError as err:
+            return QueryFailure(str(err))
+
+    async def roll_back(self, spec: RollbackSpec, reason: str, decided_at: float) -> dict[str, Any]:
+        """All traffic to stable through the async Istio hook; the verdict records when and how fast."""
+        from airflow_canary.hooks.istio import AsyncIstioHook
+        from airflow_canary.routing.values import RouteTarget
+
+        target = RouteTarget(spec.stable_subset, spec.canary_subset, spec.route_name)
+        hook = AsyncIstioHook(kubernetes_conn_id=spec.kubernetes_conn_id)
+        try:
+            result = await hook.rollback(
+                spec.virtual_service,
+                spec.namespace,
+                target,
+                reason=f"canary analysis FAIL: {reason}",
+            )
+        except Exception as err:  # the verdict must still reach the task, with why rollback failed
+            self.log.error(
+                "Rollback of %s/%s failed: %s", spec.namespace, spec.virtual_service, err
+            )
+            return {"rollback_error": f"{type(err).__name__}: {err}"}
+        done = time.time()
+        self.log.warning(
+            "Rolled back %s/%s to 100%% %s in %.3fs",
+            spec.namespace,
+            spec.virtual_service,
+            spec.stable_subset,
+            done - decided_at,
+        )
+        return {
+            "rolled_back_at": _iso_precise(done),
+            "rollback_seconds": round(done - decided_at, 3),
+            "rollback": result,
+        }
+
+
+def _iso_precise(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, tz=timezone.utc).isoformat(timespec="milliseconds")
+
+
+def poll_line(verdict: Mapping[str, Any]) -> str:
+    """One log line per poll: time, requests per arm, each check's values, the decision so far."""
+    checks = verdict.get("checks") or []
+    canary_requests = max((c.get("canary_requests", 0) for c in checks), default=0)
+    stable_requests = max((c.get("stable_requests", 0) for c in checks), default=0)
+    parts = [
+        f"poll {verdict.get('polls', '?')} t={float(verdict.get('elapsed_seconds', 0)):.0f}s",
+        f"requests canary={canary_requests} stable={stable_requests}",
+    ]
+    for check in checks:
+        parts.append(
+            f"{check['name']}: canary={_fmt(check.get('canary_value'))} "
+            f"stable={_fmt(check.get('stable_value'))} {check['status']}"
+        )
+    decision = verdict.get("verdict")
+    parts.append(f"-> {decision}{' (final)' if verdict.get('final') else ''}")
+    return " | ".join(parts)
+
+
+def _fmt(value: Any) -> str:
+    return "n/a" if value is None else f"{float(value):.4g}"
+
+
+class CanaryHealthTrigger(BaseTrigger):
+    """Runs the health analysis in the triggerer and fires one event carrying the verdict.
+
+    With ``rollback`` set, a FAIL verdict sends all traffic to stable before the event fires,
+    so the rollback does not wait for a worker slot.
+    """
+
+    def __init__(
+        self,
+        *,
+        namespace: str,
+        stable_version: str,
+        canary_version: str,
+        checks: list[dict[str, Any]],
+        judge: str,
+        judge_options: dict[str, Any] | None,
+        bake_time_seconds: float,
+        poll_interval_seconds: float,
+        max_inconclusive_polls: int,
+        prometheus_conn_id: str,
+        started_at: float,
+        timeout_seconds: float | None,
+        rollback: dict[str, Any] | None,
+    ) -> None:
+        super().__init__()
+        self.namespace = namespace
+        self.stable_version = stable_version
+        self.canary_version = canary_version
+        self.checks = checks
+        self.judge = judge
+        self.judge_options = judge_options
+        self.bake_time_seconds = bake_time_seconds
+        self.poll_interval_seconds = poll_interval_seconds
+        self.max_inconclusive_polls = max_inconclusive_polls
+        self.prometheus_conn_id = prometheus_conn_id
+        self.started_at = started_at
+        self.timeout_seconds = timeout_seconds
+        self.rollback = rollback
+
+    def serialize(self) -> tuple[str, dict[str, Any]]:
+        return (
+            f"{type(self).__module__}.{type(self).__qualname__}",
+            {
+                "namespace": self.namespace,
+                "stable_version": self.stable_version,
+                "canary_version": self.canary_version,
+                "checks": self.checks,
+                "judge": self.judge,
+                "judge_options": self.judge_options,
+                "bake_time_seconds": self.bake_time_seconds,
+                "poll_interval_seconds": self.poll_interval_seconds,
+                "max_inconclusive_polls": self.max_inconclusive_polls,
+                "prometheus_conn_id": self.prometheus_conn_id,
+                "started_at": self.started_at,
+                "timeout_seconds": self.timeout_seconds,
+                "rollback": self.rollback,
+            },
+        )
+
+    @cached_property
+    def config(self) -> HealthAnalysisConfig:
+        return HealthAnalysisConfig(
+            namespace=self.namespace,
+            checks=tuple(self.checks),  # type: ignore[arg-type]  # converted from dicts
+            stable_version=self.stable_version,
+            canary_version=self.canary_version,
+            judge=self.judge,
+            judge_options=self.judge_options,
+            bake_time_seconds=self.bake_time_seconds,
+            poll_interval_seconds=self.poll_interval_seconds,
+            max_inconclusive_polls=self.max_inconclusive_polls,
+            prometheus_conn_id=self.prometheus_conn_id,
+            timeout_seconds=self.timeout_seconds,
+            rollback=RollbackSpec.from_dict(self.rollback) if self.rollback else None,
+        )
+
+    @cached_property
+    def hook(self) -> PrometheusHook:
+        return PrometheusHook(self.prometheus_conn_id)
+
+    async def run(self) -> AsyncIterator[TriggerEvent]:
+        try:
+            verdict = await HealthAnalysisRun(
+                self.config, self.started_at, prometheus=self.hook, logger=self.log
+            ).run()
+        except AnalysisError as err:
+            # Parameters were validated at parse time; this only happens across provider upgrades.
+            verdict = {
+                "verdict": Status.INCONCLUSIVE.value,
+                "final": True,
+                "judge": self.judge,
+                "reason": f"analysis could not run: {err}",
+                "checks": [],
+                "polls": 0,
+                "rolled_back_at": None,
+                "error": str(err),
+            }
+        yield TriggerEvent(verdict)
