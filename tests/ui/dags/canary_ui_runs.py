@@ -38,9 +38,7 @@ def _verdict(weight: int, healthy: bool) -> dict[str, Any]:
     canary_errors = 0.011 if healthy else 0.102
     status = "PASS" if healthy else "FAIL"
     canary_requests = 120 * weight + 40
-    reason = (
-        f"error-rate: canary {canary_errors:.1%} vs stable 1.0% ({canary_requests:,} vs 10,933 requests)"
-    )
+    reason = f"error-rate: canary {canary_errors:.1%} vs stable 1.0% ({canary_requests:,} vs 10,933 requests)"
     return {
         "verdict": status,
         "final": True,
@@ -81,7 +79,13 @@ def _verdict(weight: int, healthy: bool) -> dict[str, Any]:
 
 def rollout_like_dag(dag_id: str, steps: list[int], failing_step: int | None) -> DAG:
     """A DAG with the ``canary`` group layout; the analysis of ``failing_step`` fails."""
-    with DAG(dag_id, schedule=None, start_date=datetime(2026, 1, 1), catchup=False, tags=["canary-ui-test"]) as dag:
+    with DAG(
+        dag_id,
+        schedule=None,
+        start_date=datetime(2026, 1, 1),
+        catchup=False,
+        tags=["canary-ui-test"],
+    ) as dag:
         with TaskGroup("canary"):
 
             @task(task_id="header_route")
@@ -99,7 +103,9 @@ def rollout_like_dag(dag_id: str, steps: list[int], failing_step: int | None) ->
                 @task.branch(task_id=f"analyze_{weight}")
                 def run() -> str:
                     healthy = weight != failing_step
-                    get_current_context()["ti"].xcom_push(key="verdict", value=_verdict(weight, healthy))
+                    get_current_context()["ti"].xcom_push(
+                        key="verdict", value=_verdict(weight, healthy)
+                    )
                     return on_pass if healthy else "canary.rollback"
 
                 return run()
@@ -125,7 +131,11 @@ def rollout_like_dag(dag_id: str, steps: list[int], failing_step: int | None) ->
             rollback_task = rollback()
             promote_task = promote()
             for index, weight in enumerate(steps):
-                nxt = f"canary.set_weight_{steps[index + 1]}" if index + 1 < len(steps) else "canary.promote"
+                nxt = (
+                    f"canary.set_weight_{steps[index + 1]}"
+                    if index + 1 < len(steps)
+                    else "canary.promote"
+                )
                 step = set_weight(weight)
                 judged = analyze(weight, nxt)
                 previous >> step >> judged >> rollback_task
@@ -138,7 +148,9 @@ def rollout_like_dag(dag_id: str, steps: list[int], failing_step: int | None) ->
 healthy = rollout_like_dag("canary_ui_healthy", [1, 10, 50], failing_step=None)
 rolled_back = rollout_like_dag("canary_ui_rolled_back", [1, 10, 50], failing_step=10)
 
-with DAG("canary_ui_malformed", schedule=None, start_date=datetime(2026, 1, 1), catchup=False) as malformed:
+with DAG(
+    "canary_ui_malformed", schedule=None, start_date=datetime(2026, 1, 1), catchup=False
+) as malformed:
     with TaskGroup("canary"):
 
         @task(task_id="set_weight_5")
@@ -151,7 +163,9 @@ with DAG("canary_ui_malformed", schedule=None, start_date=datetime(2026, 1, 1), 
 
         set_weight_without_xcom() >> analyze_with_bad_verdict()
 
-with DAG("canary_ui_unrelated", schedule=None, start_date=datetime(2026, 1, 1), catchup=False) as unrelated:
+with DAG(
+    "canary_ui_unrelated", schedule=None, start_date=datetime(2026, 1, 1), catchup=False
+) as unrelated:
 
     @task(task_id="promote")
     def not_a_rollout() -> dict[str, Any]:
