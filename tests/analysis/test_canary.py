@@ -1,0 +1,460 @@
+"""CanaryAnalysis driven poll by poll with crafted and simulated counters."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable
+
+import numpy as np
+import pytest
+
+from airflow_canary.analysis import (
+    AnalysisError,
+    Arms,
+    CanaryAnalysis,
+    ErrorRateCheck,
+    LatencyCheck,
+    PredictionDriftCheck,
+    PromQLCheck,
+    Query,
+    QueryFailure,
+    Status,
+    Verdict,
+    make_judge,
+)
+
+ARMS = Arms("default")
+POLL = 15.0
+
+
+class Counters:
+    """Cumulative counters of one check's arms, as Prometheus would return them."""
+
+    def __init__(self) -> None:
+        self.values: dict[str, float] = {
+            "canary.total": 0,
+            "stable.total": 0,
+            "canary.bad": 0,
+            "stable.bad": 0,
+        }
+
+    def add(self, canary: tuple[float, float], stable: tuple[float, float]) -> None:
+        self.values["canary.total"] += canary[0]
+        self.values["canary.bad"] += canary[1]
+        self.values["stable.total"] += stable[0]
+        self.values["stable.bad"] += stable[1]
+
+
+def answer(
+    queries: list[Query], counters: dict[str, float], extra: dict[str, object] | None = None
+):
+    samples: dict[str, object] = {}
+    for q in queries:
+        role = q.id.split("/", 1)[1]
+        if extra and q.id in extra:
+            samples[q.id] = extra[q.id]
+        elif role in counters:
+            samples[q.id] = counters[role]
+        else:
+            samples[q.id] = None
+    return samples
+
+
+def drive(
+    analysis: CanaryAnalysis,
+    step: Callable[[int, Counters], None],
+    polls: int = 41,
+    extra: Callable[[int], dict[str, object]] | None = None,
+) -> list[Verdict]:
+    counters = Counters()
+    verdicts = []
+    for i in range(polls):
+        elapsed = i * POLL
+        queries = analysis.plan(elapsed)
+        verdict = analysis.observe(
+            elapsed, answer(queries, counters.values, extra(i) if extra else None)
+        )
+        verdicts.append(verdict)
+        # The state must survive JSON between polls, as it does in a deferred trigger.
+        analysis = CanaryAnalysis(
+            analysis.arms,
+            analysis.checks,
+            analysis.judge.name,
+            analysis.bake_time_seconds,
+            analysis.poll_interval_seconds,
+            analysis.max_inconclusive_polls,
+            analysis.judge.options(),
+            json.loads(json.dumps(analysis.state())),
+        )
+        if verdict.final:
+            break
+        step(i, counters)
+    return verdicts
+
+
+def steady(
+    canary: tuple[float, float], stable: tuple[float, float]
+) -> Callable[[int, Counters], None]:
+    return lambda i, c: c.add(canary, stable)
+
+
+def error_analysis(judge: str = "sequential", **kwargs) -> CanaryAnalysis:
+    return CanaryAnalysis(
+        ARMS,
+        [ErrorRateCheck(max_ratio=2.0, max_rate=0.05)],
+        judge=judge,
+        bake_time_seconds=300,
+        **kwargs,
+    )
+
+
+# -- validation -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"checks": []}, "at least one check"),
+        (
+            {"bake_time_seconds": 10, "poll_interval_seconds": 15},
+            r"bake_time_seconds \(10\) must be at least poll_interval_seconds \(15\)",
+        ),
+        (
+            {"bake_time_seconds": -1},
+            "bake_time_seconds must be a positive number of seconds, got -1",
+        ),
+        (
+            {"checks": [ErrorRateCheck(max_rate=0.1), ErrorRateCheck(max_ratio=2)]},
+            "duplicate check name 'error-rate'",
+        ),
+        ({"max_inconclusive_polls": 0}, "max_inconclusive_polls must be an integer >= 1, got 0"),
+        (
+            {"judge": "bayes"},
+            "unknown judge 'bayes'; known judges: mann_whitney, sequential, threshold",
+        ),
+        (
+            {"judge_options": {"alpah": 0.1}},
+            r"unknown option\(s\) \['alpah'\] for judge 'sequential'",
+        ),
+        ({"judge_options": {"alpha": 2}}, "alpha must be between 0 and 0.5, got 2"),
+        (
+            {"checks": [LatencyCheck(max_ms=300)]},
+            "sequential judge compares the share of requests slower than an SLO",
+        ),
+        ({"checks": ["error-rate"]}, "checks must be Check values"),
+    ],
+)
+def test_bad_analysis_rejected_at_construction(kwargs, match) -> None:
+    params = {"arms": ARMS, "checks": [ErrorRateCheck(max_rate=0.01)], **kwargs}
+    with pytest.raises(AnalysisError, match=match):
+        CanaryAnalysis(**params)
+
+
+def test_make_judge_lists_known_judges() -> None:
+    assert make_judge().name == "sequential"
+    with pytest.raises(AnalysisError, match="known judges: mann_whitney, sequential, threshold"):
+        make_judge("kayenta")
+
+
+def test_state_from_another_judge_is_rejected() -> None:
+    state = error_analysis().state()
+    with pytest.raises(AnalysisError, match="state was saved by judge 'sequential'"):
+        error_analysis("threshold", state=state)
+
+
+# -- the poll loop ----------------------------------------------------------------------
+
+
+def test_first_poll_takes_the_baseline_and_later_polls_measure_from_it() -> None:
+    analysis = error_analysis()
+    first = analysis.plan(0)
+    assert {q.id for q in first} == {
+        "error-rate/canary.total",
+        "error-rate/canary.bad",
+        "error-rate/stable.total",
+        "error-rate/stable.bad",
+    }
+    # Counters already high at the step start (previous steps) must not count.
+    before = {"canary.total": 5000, "canary.bad": 900, "stable.total": 10**6, "stable.bad": 10**4}
+    v0 = analysis.observe(0, answer(first, before))
+    assert v0.status is Status.INCONCLUSIVE and not v0.final and "baseline" in v0.reason
+    after = {
+        "canary.total": 5100,
+        "canary.bad": 901,
+        "stable.total": 10**6 + 9900,
+        "stable.bad": 10**4 + 99,
+    }
+    v1 = analysis.observe(15, answer(analysis.plan(15), after))
+    (result,) = v1.checks
+    assert (result.canary_requests, result.stable_requests) == (100, 9900)
+    assert result.canary_value == pytest.approx(0.01)
+
+
+def test_good_canary_passes_only_after_bake_time() -> None:
+    verdicts = drive(error_analysis(), steady((250, 2), (2250, 22)))
+    assert [v.final for v in verdicts].index(True) == len(verdicts) - 1
+    final = verdicts[-1]
+    assert final.status is Status.PASS and final.elapsed_seconds >= 300
+    assert all(v.status is Status.INCONCLUSIVE for v in verdicts[:-1])
+    assert "no evidence against the canary" in final.checks[0].message
+
+
+def test_bad_canary_fails_early_with_numbers_in_the_message() -> None:
+    verdicts = drive(error_analysis(), steady((250, 25), (2250, 22)))
+    final = verdicts[-1]
+    assert final.status is Status.FAIL and final.final and final.elapsed_seconds < 300
+    message = final.checks[0].message
+    assert message.startswith("error rate: canary 10.0% (")
+    assert "vs stable 1.0% (" in message and "< alpha 0.01" in message
+    assert final.checks[0].p_value is not None and final.checks[0].p_value < 0.01
+
+
+def test_canary_better_than_stable_passes() -> None:
+    verdicts = drive(error_analysis(), steady((250, 0), (2250, 45)))
+    assert verdicts[-1].status is Status.PASS
+
+
+def test_too_little_canary_traffic_is_never_pass() -> None:
+    verdicts = drive(error_analysis(), steady((1, 0), (2500, 25)))
+    last = verdicts[-1]
+    assert last.status is Status.INCONCLUSIVE and not last.final
+    assert "canary received 40 requests, needs 100" in last.checks[0].message
+    assert last.reason.startswith("bake time over, not enough evidence to pass")
+
+
+def test_missing_canary_series_is_never_pass() -> None:
+    analysis = CanaryAnalysis(ARMS, [ErrorRateCheck(max_rate=0.05)], bake_time_seconds=60)
+    for i in range(8):
+        samples = {
+            q.id: (None if "canary" in q.id else 1000.0 * i) for q in analysis.plan(i * POLL)
+        }
+        verdict = analysis.observe(i * POLL, samples)
+    assert verdict.status is Status.INCONCLUSIVE and not verdict.final
+    assert "no data for canary requests" in verdict.checks[0].message
+
+
+def test_query_failures_in_a_row_give_a_final_fail() -> None:
+    analysis = error_analysis(max_inconclusive_polls=3)
+    analysis.observe(0, answer(analysis.plan(0), Counters().values))
+    verdicts = []
+    for i in range(1, 4):
+        samples = {q.id: QueryFailure("HTTP 503 from Prometheus") for q in analysis.plan(i * POLL)}
+        verdicts.append(analysis.observe(i * POLL, samples))
+    assert [v.status for v in verdicts] == [Status.INCONCLUSIVE, Status.INCONCLUSIVE, Status.FAIL]
+    assert not verdicts[0].final and verdicts[-1].final
+    assert verdicts[-1].reason.startswith("Prometheus failed 3 polls in a row: ")
+    assert "HTTP 503 from Prometheus" in verdicts[-1].reason
+    assert analysis.plan(100) == []
+
+
+def test_a_successful_poll_resets_the_failure_streak() -> None:
+    analysis = error_analysis(max_inconclusive_polls=2)
+    counters = Counters()
+    analysis.observe(0, answer(analysis.plan(0), counters.values))
+    fail = {q.id: QueryFailure("timeout") for q in analysis.plan(15)}
+    assert analysis.observe(15, fail).status is Status.INCONCLUSIVE
+    assert (
+        analysis.observe(30, answer(analysis.plan(30), counters.values)).status
+        is Status.INCONCLUSIVE
+    )
+    assert not analysis.observe(45, fail).final
+
+
+def test_missing_sample_counts_as_failure() -> None:
+    analysis = error_analysis(max_inconclusive_polls=1)
+    verdict = analysis.observe(0, {})
+    assert verdict.final and "no sample for query error-rate/" in verdict.reason
+
+
+def test_nan_and_negative_samples_are_no_data_not_pass() -> None:
+    analysis = CanaryAnalysis(ARMS, [ErrorRateCheck(max_rate=0.05)], bake_time_seconds=30)
+    analysis.observe(0, {q.id: 0.0 for q in analysis.plan(0)})
+    for i in range(1, 5):
+        verdict = analysis.observe(
+            i * POLL,
+            {q.id: (math.nan if "canary" in q.id else -5.0) for q in analysis.plan(i * POLL)},
+        )
+    assert verdict.status is Status.INCONCLUSIVE
+
+
+def test_counter_reset_does_not_invent_traffic() -> None:
+    def step(i: int, c: Counters) -> None:
+        c.add((250, 2), (2250, 22))
+        if i == 5:  # a canary pod restarted: its counters started again
+            c.values["canary.total"] = 30
+            c.values["canary.bad"] = 0
+
+    verdicts = drive(error_analysis(), step)
+    final = verdicts[-1]
+    assert final.status is Status.PASS
+    assert final.checks[0].canary_requests < 20 * 250
+
+
+def test_huge_counts_do_not_break_the_judge() -> None:
+    verdicts = drive(error_analysis(), steady((1e10, 1e8), (9e11, 9e9)))
+    assert verdicts[-1].status is Status.PASS
+    verdicts = drive(error_analysis(), steady((1e10, 3e8), (9e11, 9e9)))
+    assert verdicts[-1].status is Status.FAIL and verdicts[-1].elapsed_seconds == 15
+
+
+def test_verdict_round_trips_through_json() -> None:
+    final = drive(error_analysis(), steady((250, 25), (2250, 22)))[-1]
+    data = json.loads(json.dumps(final.to_dict()))
+    assert data["verdict"] == "FAIL" and data["judge"] == "sequential"
+    assert set(data["checks"][0]) == {
+        "name", "status", "canary_value", "stable_value", "canary_requests",
+        "stable_requests", "statistic", "p_value", "message",
+    }  # fmt: skip
+    assert Verdict.from_dict(data) == final
+
+
+def test_final_verdict_is_sticky_across_a_resume() -> None:
+    analysis = error_analysis()
+    counters = Counters()
+    for i in range(41):
+        verdict = analysis.observe(i * POLL, answer(analysis.plan(i * POLL), counters.values))
+        if verdict.final:
+            break
+        counters.add((250, 25), (2250, 22))
+    assert verdict.status is Status.FAIL
+    state = json.loads(json.dumps(analysis.state()))
+    resumed = CanaryAnalysis(ARMS, analysis.checks, state=state)
+    assert resumed.plan(999) == []
+    assert resumed.observe(999, {}) == verdict
+
+
+# -- threshold and Mann-Whitney ---------------------------------------------------------
+
+
+def test_threshold_fails_after_consecutive_failing_polls() -> None:
+    analysis = error_analysis(
+        "threshold", judge_options={"failure_threshold": 3, "window_seconds": 60}
+    )
+    verdicts = drive(analysis, steady((250, 25), (2250, 22)))
+    final = verdicts[-1]
+    assert final.status is Status.FAIL
+    assert len(verdicts) == 4  # baseline poll + 3 failing polls
+    assert "(3 of 3 failing polls in a row)" in final.checks[0].message
+
+
+def test_threshold_passes_a_good_canary_after_bake() -> None:
+    verdicts = drive(error_analysis("threshold"), steady((250, 2), (2250, 22)))
+    assert verdicts[-1].status is Status.PASS and verdicts[-1].elapsed_seconds >= 300
+
+
+def test_threshold_window_forgets_an_early_burst() -> None:
+    def step(i: int, c: Counters) -> None:
+        c.add((250, 100 if i < 1 else 2), (2250, 22))  # 4 polls see it, 5 would fail
+
+    verdicts = drive(error_analysis("threshold"), step)
+    assert verdicts[-1].status is Status.PASS
+
+
+def mw_extra(
+    canary_rate: float, stable_rate: float, seed: int = 1
+) -> Callable[[int], dict[str, object]]:
+    rng = np.random.default_rng(seed)
+
+    def extra(i: int) -> dict[str, object]:
+        return {
+            "error-rate/canary.series": list(rng.normal(canary_rate, canary_rate / 10, 5)),
+            "error-rate/stable.series": list(rng.normal(stable_rate, stable_rate / 10, 5)),
+        }
+
+    return extra
+
+
+def test_mann_whitney_decides_only_at_the_end_and_fails_a_worse_canary() -> None:
+    analysis = error_analysis("mann_whitney")
+    assert not any(q.kind == "range" for q in analysis.plan(0))
+    verdicts = drive(analysis, steady((250, 7), (2250, 22)), extra=mw_extra(0.03, 0.01))
+    final = verdicts[-1]
+    assert final.status is Status.FAIL and final.elapsed_seconds >= 300
+    assert all(not v.final for v in verdicts[:-1])
+    assert "significantly worse" in final.checks[0].message
+
+
+def test_mann_whitney_plans_range_queries_over_the_window() -> None:
+    analysis = error_analysis("mann_whitney")
+    analysis.observe(0, answer(analysis.plan(0), Counters().values))
+    ranges = [q for q in analysis.plan(300) if q.kind == "range"]
+    assert {q.id for q in ranges} == {"error-rate/canary.series", "error-rate/stable.series"}
+    assert all(q.step_seconds == 60 and q.range_seconds == 300 for q in ranges)
+
+
+def test_mann_whitney_passes_equal_arms_and_a_better_canary() -> None:
+    for canary_rate in (0.01, 0.002):
+        verdicts = drive(
+            error_analysis("mann_whitney"),
+            steady((250, 2), (2250, 22)),
+            extra=mw_extra(canary_rate, 0.01),
+        )
+        assert verdicts[-1].status is Status.PASS, verdicts[-1].reason
+
+
+def test_mann_whitney_with_empty_series_is_inconclusive() -> None:
+    verdicts = drive(
+        error_analysis("mann_whitney"),
+        steady((250, 2), (2250, 22)),
+        extra=lambda i: {"error-rate/canary.series": []},
+    )
+    assert verdicts[-1].status is Status.INCONCLUSIVE
+    assert "0 canary and 0 stable intervals with data, needs 3" in verdicts[-1].checks[0].message
+
+
+def test_value_checks_are_judged_at_the_end() -> None:
+    checks = [
+        ErrorRateCheck(max_rate=0.05),
+        PredictionDriftCheck(max_psi=0.2),
+        PromQLCheck(name="gpu", query="max(gpu_util)", max_value=0.9, min_requests=0),
+    ]
+    analysis = CanaryAnalysis(ARMS, checks, bake_time_seconds=60)
+    assert not [q for q in analysis.plan(0) if q.id.endswith(".value")]
+
+    def extra(i: int) -> dict[str, object]:
+        return {"prediction-drift/canary.value": 0.35, "gpu/canary.value": 0.5}
+
+    verdicts = drive(analysis, steady((250, 2), (2250, 22)), extra=extra)
+    final = verdicts[-1]
+    assert final.status is Status.FAIL
+    drift = next(c for c in final.checks if c.name == "prediction-drift")
+    assert (
+        drift.status is Status.FAIL
+        and "PSI 0.350 between canary and stable exceeds max_psi 0.2" in drift.message
+    )
+
+
+# -- false alarms under H0 --------------------------------------------------------------
+
+
+def test_sequential_false_fail_rate_under_h0_is_at_most_alpha() -> None:
+    """Identical 1% error rates, 1% canary weight, polled every 15 s for 10 minutes."""
+    rng = np.random.default_rng(20261126)
+    runs, alpha = 400, 0.01
+    per_poll = 10_000 / 4
+    false_fails = 0
+    for _ in range(runs):
+        analysis = CanaryAnalysis(
+            ARMS,
+            [ErrorRateCheck(max_ratio=1.0)],
+            bake_time_seconds=600,
+            judge_options={"alpha": alpha, "tolerance": 0.0},
+        )
+        n_c = rng.poisson(per_poll * 0.01, 41)
+        n_s = rng.poisson(per_poll * 0.99, 41)
+        k_c, k_s = rng.binomial(n_c, 0.01), rng.binomial(n_s, 0.01)
+        cum = np.cumsum(np.stack([n_c, k_c, n_s, k_s]), axis=1)
+        for i in range(41):
+            values = {
+                "canary.total": cum[0, i],
+                "canary.bad": cum[1, i],
+                "stable.total": cum[2, i],
+                "stable.bad": cum[3, i],
+            }
+            verdict = analysis.observe(i * POLL, answer(analysis.plan(i * POLL), values))
+            if verdict.final:
+                break
+        false_fails += verdict.status is Status.FAIL
+    # Ville's bound is alpha; allow three binomial standard errors of 400 runs on top.
+    assert false_fails / runs <= alpha + 3 * math.sqrt(alpha * (1 - alpha) / runs)
