@@ -18,6 +18,9 @@ _hosts: list[str] = []
 
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive, so the data plane's connection pool is exercised
+    # One write per response without Nagle: else headers and body meet delayed ACKs (40 ms stalls).
+    wbufsize = 64 * 1024
+    disable_nagle_algorithm = True
 
     def _answer(self, status: int, payload: dict[str, object]) -> None:
         body = json.dumps(payload).encode()
