@@ -53,6 +53,7 @@ PUBLIC_PATHS = frozenset({"/version", "/healthz", "/livez", "/readyz"})
 _DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _CRD = ("apiextensions.k8s.io", "customresourcedefinitions")
+_BINARY_TYPES = frozenset({"application/vnd.kubernetes.protobuf", "application/cbor"})
 
 
 class KubeApi:
@@ -284,6 +285,14 @@ class KubeApi:
         return obj
 
     async def _body(self, request: web.Request) -> Any:
+        if request.content_type in _BINARY_TYPES:
+            # client-go retries with JSON after a 415 for a protobuf/CBOR body.
+            raise ApiError(
+                415,
+                "UnsupportedMediaType",
+                f"the body of the request was in an unknown format ({request.content_type}) - "
+                "accepted media types include: application/json, application/yaml",
+            )
         raw = await request.read()
         if not raw:
             raise bad_request("the request body is empty; expected a JSON object")
@@ -390,7 +399,7 @@ class KubeApi:
             if since in ("", "0"):
                 # "Start at most recent": current objects first, as synthetic ADDED events.
                 for obj in self._select(request, path):
-                    await response.write(_event("ADDED", obj))
+                    await response.write(_event("ADDED", self._event_object(request, path, obj)))
             deadline = loop.time() + timeout
             closing = asyncio.ensure_future(self.closing.wait())
             try:
@@ -406,7 +415,10 @@ class KubeApi:
                     if since and _rv(obj) <= _rv_int(since):
                         continue
                     if selected(obj, labels, fields):
-                        await response.write(_event(event, self._served(obj, path)))
+                        served = self._served(obj, path)
+                        await response.write(
+                            _event(event, self._event_object(request, path, served))
+                        )
             finally:
                 closing.cancel()
         except (ConnectionResetError, asyncio.CancelledError):
@@ -414,6 +426,10 @@ class KubeApi:
         finally:
             unsubscribe()
         return response
+
+    def _event_object(self, request: web.Request, path: ResourcePath, obj: Obj) -> Obj:
+        # `kubectl get -w` asks for Tables: each event then carries a one-row Table.
+        return self._table(request, path.rtype, [obj]) if _wants_table(request) else obj
 
     # -- writes --------------------------------------------------------------------------------
 
@@ -627,7 +643,7 @@ class KubeApi:
     async def _delete(self, request: web.Request, path: ResourcePath) -> web.Response:
         options: Obj = {}
         raw = await request.read()
-        if raw:
+        if raw and request.content_type not in _BINARY_TYPES:
             try:
                 options = json.loads(raw) or {}
             except ValueError:
