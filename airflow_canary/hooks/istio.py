@@ -299,14 +299,37 @@ def traffic_result(
     }
 
 
+def _contains(current: Any, desired: Any) -> bool:
+    """Whether every field ``desired`` sets has that value in ``current`` (servers add defaults)."""
+    if isinstance(desired, Mapping):
+        return isinstance(current, Mapping) and all(
+            key in current and _contains(current[key], value) for key, value in desired.items()
+        )
+    if isinstance(desired, list):
+        return (
+            isinstance(current, list)
+            and len(current) == len(desired)
+            and all(_contains(c, d) for c, d in zip(current, desired, strict=True))
+        )
+    return bool(current == desired)
+
+
 def _merge_for_replace(desired: Mapping[str, Any], current: Document, api_version: str) -> Document:
-    """``current`` with ``desired``'s content: server-owned metadata and immutable fields kept."""
+    """``current`` with ``desired``'s content: server-owned metadata and immutable fields kept.
+
+    Returns ``current`` itself when it already has everything ``desired`` sets, so applying an
+    unchanged manifest writes nothing even though the server filled in defaults.
+    """
+    content = {k: v for k, v in desired.items() if k not in ("apiVersion", "metadata", "status")}
+    metadata = desired.get("metadata") or {}
+    labels = {k: metadata[k] for k in ("labels", "annotations") if k in metadata}
+    if _contains(current, content) and _contains(current.get("metadata") or {}, labels):
+        return current
     out = copy.deepcopy(current)
     for key, value in desired.items():
         if key not in ("metadata", "status"):
             out[key] = copy.deepcopy(value)
     out["apiVersion"] = api_version
-    metadata = desired.get("metadata") or {}
     for key in ("labels", "annotations"):
         if key in metadata:
             out["metadata"][key] = copy.deepcopy(metadata[key])

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -32,69 +33,85 @@ def _load(path: Path) -> dict[str, Any]:
     return loaded
 
 
+@dataclass(frozen=True)
+class Seeded:
+    """The mesh with the seed's Service, DestinationRule and all-v1 VirtualService in a fresh namespace."""
+
+    mesh: Any
+    namespace: str
+
+    def kubectl(self, *args: str) -> str:
+        run = self.mesh.kubectl("-n", self.namespace, *args)
+        assert run.returncode == 0, f"kubectl {' '.join(args)}: {run.stderr}"
+        text: str = run.stdout
+        return text
+
+    def stored(self) -> dict[str, Any]:
+        loaded: dict[str, Any] = json.loads(self.kubectl("get", "virtualservice", VS, "-o", "json"))
+        return loaded
+
+
 @pytest.fixture
-def seeded(mesh: Any, seed_manifests: Path, istio_crds_dir: Path, monkeypatch: Any) -> Any:
-    """The mesh with Istio's CRDs and the seed's Service, DestinationRule and all-v1 VS."""
+def seeded(mesh: Any, fresh_namespace: str, seed_manifests: Path, monkeypatch: Any) -> Seeded:
     for key, value in mesh.env.items():
         monkeypatch.setenv(key, value)
-    mesh.kubectl("apply", "-f", str(istio_crds_dir))
+    seeded = Seeded(mesh, fresh_namespace)
     for name in (
         "service-model-service.yaml",
         "destinationrule-model-destination.yaml",
         "vs-00-all-v1.yaml",
     ):
-        mesh.kubectl("apply", "-f", str(seed_manifests / name))
-    return mesh
-
-
-def _kubectl_vs(mesh: Any) -> dict[str, Any]:
-    out = mesh.kubectl("get", "virtualservice", VS, "-o", "json")
-    text = out if isinstance(out, str) else out.stdout
-    loaded: dict[str, Any] = json.loads(text)
-    return loaded
+        seeded.kubectl("apply", "-f", str(seed_manifests / name))
+    return seeded
 
 
 def _fast() -> RetryPolicy:
     return RetryPolicy(connect_attempts=3, connect_backoff_seconds=0.05, connect_deadline_seconds=5)
 
 
-def test_reads_the_virtual_service_in_a_served_version(seeded: Any, seed_manifests: Path) -> None:
+def test_reads_the_virtual_service_in_a_served_version(
+    seeded: Seeded, seed_manifests: Path
+) -> None:
     hook = IstioHook()
-    vs = hook.get_virtual_service(VS, "default")
+    vs = hook.get_virtual_service(VS, seeded.namespace)
     assert vs["spec"] == _load(seed_manifests / "vs-00-all-v1.yaml")["spec"]
     assert hook.served_version(IstioKind.VIRTUAL_SERVICE) in ("v1", "v1beta1", "v1alpha3")
 
 
-def test_unknown_virtual_service_names_it_and_its_namespace(seeded: Any) -> None:
+def test_unknown_virtual_service_names_it_and_its_namespace(seeded: Seeded) -> None:
     with pytest.raises(IstioNotFoundError) as err:
-        IstioHook().get_virtual_service("no-such-vs", "default")
-    assert str(err.value) == "VirtualService 'no-such-vs' not found in namespace 'default'"
+        IstioHook().get_virtual_service("no-such-vs", seeded.namespace)
+    assert str(err.value) == (
+        f"VirtualService 'no-such-vs' not found in namespace {seeded.namespace!r}"
+    )
     with pytest.raises(IstioNotFoundError, match="'no-such-vs' not found in namespace 'other'"):
         IstioHook().update_virtual_service("no-such-vs", "other", lambda vs: vs)
 
 
 def test_update_writes_once_and_validates_against_the_crds(
-    seeded: Any, istio_crds_dir: Path
+    seeded: Seeded, istio_crds_dir: Path
 ) -> None:
     result = IstioHook().update_virtual_service(
-        VS, "default", lambda vs: set_canary_weight(vs, TARGET, 10)
+        VS, seeded.namespace, lambda vs: set_canary_weight(vs, TARGET, 10)
     )
     assert result.changed and result.attempts == 1
-    stored = _kubectl_vs(seeded)
+    stored = seeded.stored()
     assert stored["spec"] == result.after["spec"]
     assert [d["weight"] for d in stored["spec"]["http"][0]["route"]] == [90, 10]
     assert load_crd_dir(istio_crds_dir).validate(result.after) == []
 
 
-def test_no_write_when_the_transformation_changes_nothing(seeded: Any) -> None:
+def test_no_write_when_the_transformation_changes_nothing(seeded: Seeded) -> None:
     hook = IstioHook()
-    before = _kubectl_vs(seeded)["metadata"]["resourceVersion"]
-    result = hook.update_virtual_service(VS, "default", lambda vs: set_canary_weight(vs, TARGET, 0))
+    before = seeded.stored()["metadata"]["resourceVersion"]
+    result = hook.update_virtual_service(
+        VS, seeded.namespace, lambda vs: set_canary_weight(vs, TARGET, 0)
+    )
     assert not result.changed
-    assert _kubectl_vs(seeded)["metadata"]["resourceVersion"] == before
+    assert seeded.stored()["metadata"]["resourceVersion"] == before
 
 
-def test_conflicts_are_bounded_and_leave_the_other_writer_intact(seeded: Any) -> None:
+def test_conflicts_are_bounded_and_leave_the_other_writer_intact(seeded: Seeded) -> None:
     other = IstioHook()
     hook = IstioHook(retry_policy=RetryPolicy(conflict_attempts=3, conflict_backoff_seconds=0.001))
     bumps: list[int] = []
@@ -103,75 +120,82 @@ def test_conflicts_are_bounded_and_leave_the_other_writer_intact(seeded: Any) ->
         # Another writer lands between every read and replace of ours.
         bumps.append(len(bumps) + 1)
         other.update_virtual_service(
-            VS, "default", lambda cur: set_canary_weight(cur, TARGET, len(bumps))
+            VS, seeded.namespace, lambda cur: set_canary_weight(cur, TARGET, len(bumps))
         )
         return set_header_route(vs, TARGET, HeaderRoute("x-mine", "yes"))
 
     with pytest.raises(IstioConflictError, match="3 read-modify-replace attempts"):
-        hook.update_virtual_service(VS, "default", racing)
-    stored = _kubectl_vs(seeded)
+        hook.update_virtual_service(VS, seeded.namespace, racing)
+    stored = seeded.stored()
     assert [d["weight"] for d in stored["spec"]["http"][0]["route"]] == [97, 3]
     assert all("match" not in r for r in stored["spec"]["http"])
 
 
-def test_destination_rule_found_by_short_or_fqdn_host(seeded: Any) -> None:
+def test_destination_rule_found_by_short_or_fqdn_host(seeded: Seeded) -> None:
     hook = IstioHook()
-    for host in ("model-service", "model-service.default.svc.cluster.local"):
-        rule = hook.get_destination_rule_for_host(host, "default")
+    for host in ("model-service", f"model-service.{seeded.namespace}.svc.cluster.local"):
+        rule = hook.get_destination_rule_for_host(host, seeded.namespace)
         assert rule["metadata"]["name"] == "model-destination"
-    with pytest.raises(IstioNotFoundError, match="no DestinationRule in namespace 'default'"):
-        hook.get_destination_rule_for_host("other-service", "default")
+    with pytest.raises(
+        IstioNotFoundError, match=f"no DestinationRule in namespace '{seeded.namespace}'"
+    ):
+        hook.get_destination_rule_for_host("other-service", seeded.namespace)
 
 
 def test_unreachable_api_fails_after_bounded_retries_and_writes_nothing(
-    seeded: Any, tmp_path: Path, monkeypatch: Any
+    seeded: Seeded, tmp_path: Path, monkeypatch: Any
 ) -> None:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         closed_port = sock.getsockname()[1]
-    config = yaml.safe_load(Path(seeded.kubeconfig).read_text())
+    config = yaml.safe_load(Path(seeded.mesh.kubeconfig).read_text())
     for cluster in config["clusters"]:
-        cluster["cluster"]["server"] = f"http://127.0.0.1:{closed_port}"
+        cluster["cluster"]["server"] = f"https://127.0.0.1:{closed_port}"
     dead = tmp_path / "dead-kubeconfig"
     dead.write_text(yaml.safe_dump(config))
     monkeypatch.setenv(
         "AIRFLOW_CONN_DEAD_CLUSTER",
         json.dumps({"conn_type": "kubernetes", "extra": {"kube_config_path": str(dead)}}),
     )
-    before = _kubectl_vs(seeded)
+    before = seeded.stored()
     hook = IstioHook("dead_cluster", retry_policy=_fast())
     with pytest.raises(
         IstioUnavailableError, match=f"127.0.0.1:{closed_port} is unreachable after 3 attempts"
     ):
-        hook.update_virtual_service(VS, "default", lambda vs: set_canary_weight(vs, TARGET, 50))
-    assert _kubectl_vs(seeded) == before
+        hook.update_virtual_service(
+            VS, seeded.namespace, lambda vs: set_canary_weight(vs, TARGET, 50)
+        )
+    assert seeded.stored() == before
 
 
 def test_apply_object_creates_replaces_and_skips_unchanged(
-    seeded: Any, seed_manifests: Path
+    seeded: Seeded, seed_manifests: Path
 ) -> None:
     hook = IstioHook()
     deployment = _load(seed_manifests / "deployment-model-v1.yaml")
     deployment["spec"]["replicas"] = 1
-    created = hook.apply_object(deployment)
+    created = hook.apply_object(deployment, namespace=seeded.namespace)
     assert created.changed and created.after["metadata"]["name"] == "model-v1"
-    again = hook.apply_object(deployment)
+    again = hook.apply_object(deployment, namespace=seeded.namespace)
     assert not again.changed
-    scaled = hook.scale_deployment("model-v1", "default", 0)
-    assert scaled.changed and hook.get_deployment("model-v1")["spec"]["replicas"] == 0
-    assert not hook.scale_deployment("model-v1", "default", 0).changed
-    assert isinstance(hook.list_pods("default", "app=model"), list)
+    scaled = hook.scale_deployment("model-v1", seeded.namespace, 0)
+    assert (
+        scaled.changed
+        and hook.get_deployment("model-v1", seeded.namespace)["spec"]["replicas"] == 0
+    )
+    assert not hook.scale_deployment("model-v1", seeded.namespace, 0).changed
+    assert isinstance(hook.list_pods(seeded.namespace, "app=model"), list)
     vs = _load(seed_manifests / "vs-02-canary-10.yaml")
-    applied = hook.apply_object(vs)
+    applied = hook.apply_object(vs, namespace=seeded.namespace)
     assert applied.changed and applied.after["spec"] == vs["spec"]
     with pytest.raises(ValueError, match="cannot apply v1 ConfigMap 'x'"):
         hook.apply_object({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "x"}})
 
 
-def test_async_update_and_rollback(seeded: Any) -> None:
+def test_async_update_and_rollback(seeded: Seeded) -> None:
     IstioHook().update_virtual_service(
         VS,
-        "default",
+        seeded.namespace,
         lambda vs: set_header_route(
             set_canary_weight(vs, TARGET, 50), TARGET, HeaderRoute("x-canary-version", "v2")
         ),
@@ -179,9 +203,9 @@ def test_async_update_and_rollback(seeded: Any) -> None:
 
     async def scenario() -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
         hook = AsyncIstioHook()
-        read = await hook.aget_virtual_service(VS, "default")
-        result = await hook.rollback(VS, "default", TARGET, reason="error rate")
-        again = await hook.rollback(VS, "default", TARGET, reason="error rate")
+        read = await hook.aget_virtual_service(VS, seeded.namespace)
+        result = await hook.rollback(VS, seeded.namespace, TARGET, reason="error rate")
+        again = await hook.rollback(VS, seeded.namespace, TARGET, reason="error rate")
         return read, result, again
 
     read, result, again = asyncio.run(scenario())
@@ -190,7 +214,7 @@ def test_async_update_and_rollback(seeded: Any) -> None:
     assert result["header_routes"] == [] and result["changed"] is True
     assert result["rolled_back"] is True and result["reason"] == "error rate"
     assert again["changed"] is False
-    stored = _kubectl_vs(seeded)
+    stored = seeded.stored()
     assert stored["spec"]["http"] == [
         {"route": [{"destination": {"host": "model-service", "subset": "v1"}, "weight": 100}]}
     ]

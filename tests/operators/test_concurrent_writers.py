@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,28 +27,46 @@ WRITERS = 8
 ROUNDS = 3
 
 
+@dataclass(frozen=True)
+class Seeded:
+    """The mesh with the seed's Service, DestinationRule and all-v1 VirtualService in a fresh namespace."""
+
+    mesh: Any
+    namespace: str
+
+    def kubectl(self, *args: str) -> str:
+        run = self.mesh.kubectl("-n", self.namespace, *args)
+        assert run.returncode == 0, f"kubectl {' '.join(args)}: {run.stderr}"
+        text: str = run.stdout
+        return text
+
+    def stored(self) -> dict[str, Any]:
+        loaded: dict[str, Any] = json.loads(self.kubectl("get", "virtualservice", VS, "-o", "json"))
+        return loaded
+
+
 @pytest.fixture
-def seeded(mesh: Any, seed_manifests: Path, istio_crds_dir: Path, monkeypatch: Any) -> Any:
+def seeded(mesh: Any, fresh_namespace: str, seed_manifests: Path, monkeypatch: Any) -> Seeded:
     for key, value in mesh.env.items():
         monkeypatch.setenv(key, value)
-    mesh.kubectl("apply", "-f", str(istio_crds_dir))
+    seeded = Seeded(mesh, fresh_namespace)
     for name in (
         "service-model-service.yaml",
         "destinationrule-model-destination.yaml",
         "vs-00-all-v1.yaml",
     ):
-        mesh.kubectl("apply", "-f", str(seed_manifests / name))
-    return mesh
+        seeded.kubectl("apply", "-f", str(seed_manifests / name))
+    return seeded
 
 
 def test_eight_writers_interleaving_weights_and_header_routes(
-    seeded: Any, istio_crds_dir: Path
+    seeded: Seeded, istio_crds_dir: Path
 ) -> None:
     # Generous conflict budget: eight writers on one object collide by design.
     policy = RetryPolicy(conflict_attempts=40, conflict_backoff_seconds=0.005)
     hooks = [IstioHook(retry_policy=policy) for _ in range(WRITERS)]
     for hook in hooks:
-        hook.get_virtual_service(VS, "default")  # connect before the race starts
+        hook.get_virtual_service(VS, seeded.namespace)  # connect before the race starts
     start = threading.Barrier(WRITERS)
     results: list[list[UpdateResult]] = [[] for _ in range(WRITERS)]
     errors: list[BaseException] = []
@@ -62,13 +81,13 @@ def test_eight_writers_interleaving_weights_and_header_routes(
                 weight = 10 * (index + 1) + round_
                 results[index].append(
                     hook.update_virtual_service(
-                        VS, "default", lambda vs, w=weight: set_canary_weight(vs, TARGET, w)
+                        VS, seeded.namespace, lambda vs, w=weight: set_canary_weight(vs, TARGET, w)
                     )
                 )
                 if round_ == 0:
                     results[index].append(
                         hook.update_virtual_service(
-                            VS, "default", lambda vs: set_header_route(vs, TARGET, route)
+                            VS, seeded.namespace, lambda vs: set_header_route(vs, TARGET, route)
                         )
                     )
         except BaseException as exc:  # surfaced in the main thread below
@@ -82,8 +101,7 @@ def test_eight_writers_interleaving_weights_and_header_routes(
     assert not any(t.is_alive() for t in threads), "a writer did not finish"
     assert errors == []
 
-    out = seeded.kubectl("get", "virtualservice", VS, "-o", "json")
-    stored = json.loads(out if isinstance(out, str) else out.stdout)
+    stored = seeded.stored()
     headers = {route.header for route in product_header_routes(stored)}
     assert headers == {f"x-writer-{i}" for i in range(WRITERS)}
     assert read_split(stored, TARGET).canary_weight in written_weights

@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import textwrap
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,7 @@ from airflow_canary.operators.traffic import (
 from airflow_canary.routing import RoutingError
 
 VS = "model-virtual-service"
-COMMON = {"virtual_service": VS, "namespace": "default"}
+COMMON: dict[str, Any] = {"virtual_service": VS, "namespace": "default"}
 
 
 def _load(path: Path) -> dict[str, Any]:
@@ -31,25 +32,36 @@ def _load(path: Path) -> dict[str, Any]:
     return loaded
 
 
+@dataclass(frozen=True)
+class Seeded:
+    """The mesh with the seed's Service, DestinationRule and all-v1 VirtualService in a fresh namespace."""
+
+    mesh: Any
+    namespace: str
+
+    def kubectl(self, *args: str) -> str:
+        run = self.mesh.kubectl("-n", self.namespace, *args)
+        assert run.returncode == 0, f"kubectl {' '.join(args)}: {run.stderr}"
+        text: str = run.stdout
+        return text
+
+    def stored(self) -> dict[str, Any]:
+        loaded: dict[str, Any] = json.loads(self.kubectl("get", "virtualservice", VS, "-o", "json"))
+        return loaded
+
+
 @pytest.fixture
-def seeded(mesh: Any, seed_manifests: Path, istio_crds_dir: Path, monkeypatch: Any) -> Any:
-    """The mesh with Istio's CRDs and the seed's Service, DestinationRule and all-v1 VS."""
+def seeded(mesh: Any, fresh_namespace: str, seed_manifests: Path, monkeypatch: Any) -> Seeded:
     for key, value in mesh.env.items():
         monkeypatch.setenv(key, value)
-    mesh.kubectl("apply", "-f", str(istio_crds_dir))
+    seeded = Seeded(mesh, fresh_namespace)
     for name in (
         "service-model-service.yaml",
         "destinationrule-model-destination.yaml",
         "vs-00-all-v1.yaml",
     ):
-        mesh.kubectl("apply", "-f", str(seed_manifests / name))
-    return mesh
-
-
-def _stored(mesh: Any) -> dict[str, Any]:
-    out = mesh.kubectl("get", "virtualservice", VS, "-o", "json")
-    loaded: dict[str, Any] = json.loads(out if isinstance(out, str) else out.stdout)
-    return loaded
+        seeded.kubectl("apply", "-f", str(seed_manifests / name))
+    return seeded
 
 
 def _without_route_names(spec: dict[str, Any]) -> dict[str, Any]:
@@ -78,18 +90,19 @@ def test_invalid_literals_fail_at_parse_and_templates_wait_for_rendering() -> No
 
 
 def test_operators_reproduce_the_seed_rollout(
-    seeded: Any, seed_manifests: Path, istio_crds_dir: Path
+    seeded: Seeded, seed_manifests: Path, istio_crds_dir: Path
 ) -> None:
+    common = {**COMMON, "namespace": seeded.namespace}
     crds = load_crd_dir(istio_crds_dir)
     steps = [
-        (SetCanaryWeightOperator(task_id="w1", weight=1, **COMMON), "vs-01-canary-1.yaml"),
-        (SetCanaryWeightOperator(task_id="w10", weight="10", **COMMON), "vs-02-canary-10.yaml"),
-        (SetCanaryWeightOperator(task_id="w50", weight=50, **COMMON), "vs-03-canary-50.yaml"),
-        (PromoteCanaryOperator(task_id="promote", **COMMON), "vs-04-all-v2.yaml"),
+        (SetCanaryWeightOperator(task_id="w1", weight=1, **common), "vs-01-canary-1.yaml"),
+        (SetCanaryWeightOperator(task_id="w10", weight="10", **common), "vs-02-canary-10.yaml"),
+        (SetCanaryWeightOperator(task_id="w50", weight=50, **common), "vs-03-canary-50.yaml"),
+        (PromoteCanaryOperator(task_id="promote", **common), "vs-04-all-v2.yaml"),
     ]
     for operator, manifest in steps:
         result = operator.execute(context={})  # type: ignore[arg-type]
-        stored = _stored(seeded)
+        stored = seeded.stored()
         assert stored["spec"] == _load(seed_manifests / manifest)["spec"], manifest
         assert crds.validate(stored) == []
         assert result["changed"] is True and result["virtual_service"] == VS
@@ -98,11 +111,12 @@ def test_operators_reproduce_the_seed_rollout(
 
 
 def test_header_route_matches_the_seed_and_is_idempotent(
-    seeded: Any, seed_manifests: Path, istio_crds_dir: Path
+    seeded: Seeded, seed_manifests: Path, istio_crds_dir: Path
 ) -> None:
-    operator = SetHeaderRouteOperator(task_id="h", **COMMON)
+    common = {**COMMON, "namespace": seeded.namespace}
+    operator = SetHeaderRouteOperator(task_id="h", **common)
     result = operator.execute(context={})  # type: ignore[arg-type]
-    stored = _stored(seeded)
+    stored = seeded.stored()
     assert stored["spec"]["http"][0]["name"] == "airflow-canary-header-x-canary-version"
     assert (
         _without_route_names(stored["spec"])
@@ -120,31 +134,34 @@ def test_header_route_matches_the_seed_and_is_idempotent(
     ]
     version = stored["metadata"]["resourceVersion"]
     assert operator.execute(context={})["changed"] is False  # type: ignore[arg-type]
-    assert _stored(seeded)["metadata"]["resourceVersion"] == version
-    removed = SetHeaderRouteOperator(task_id="r", remove=True, **COMMON).execute(context={})  # type: ignore[arg-type]
+    assert seeded.stored()["metadata"]["resourceVersion"] == version
+    removed = SetHeaderRouteOperator(task_id="r", remove=True, **common).execute(context={})  # type: ignore[arg-type]
     assert removed["header_routes"] == [] and removed["changed"] is True
 
 
-def test_missing_subset_lists_the_defined_ones_and_leaves_traffic(seeded: Any) -> None:
-    before = _stored(seeded)
-    operator = SetCanaryWeightOperator(task_id="w", weight=10, canary_subset="v3", **COMMON)
+def test_missing_subset_lists_the_defined_ones_and_leaves_traffic(seeded: Seeded) -> None:
+    common = {**COMMON, "namespace": seeded.namespace}
+    before = seeded.stored()
+    operator = SetCanaryWeightOperator(task_id="w", weight=10, canary_subset="v3", **common)
     with pytest.raises(
         RoutingError, match="does not define subset 'v3'; its subsets are: 'v1', 'v2'"
     ):
         operator.execute(context={})  # type: ignore[arg-type]
-    assert _stored(seeded) == before
+    assert seeded.stored() == before
 
 
-def test_unrendered_template_is_rejected_at_execute(seeded: Any) -> None:
-    operator = SetCanaryWeightOperator(task_id="w", weight="{{ params.weight }}", **COMMON)
+def test_unrendered_template_is_rejected_at_execute(seeded: Seeded) -> None:
+    common = {**COMMON, "namespace": seeded.namespace}
+    operator = SetCanaryWeightOperator(task_id="w", weight="{{ params.weight }}", **common)
     with pytest.raises(RoutingError, match="got '\\{\\{ params.weight \\}\\}'"):
         operator.execute(context={})  # type: ignore[arg-type]
 
 
-def test_rollback_returns_reason_and_removes_header_routes(seeded: Any) -> None:
-    SetHeaderRouteOperator(task_id="h", **COMMON).execute(context={})  # type: ignore[arg-type]
-    SetCanaryWeightOperator(task_id="w", weight=10, **COMMON).execute(context={})  # type: ignore[arg-type]
-    result = RollbackCanaryOperator(task_id="rb", reason="p99 latency doubled", **COMMON).execute(
+def test_rollback_returns_reason_and_removes_header_routes(seeded: Seeded) -> None:
+    common = {**COMMON, "namespace": seeded.namespace}
+    SetHeaderRouteOperator(task_id="h", **common).execute(context={})  # type: ignore[arg-type]
+    SetCanaryWeightOperator(task_id="w", weight=10, **common).execute(context={})  # type: ignore[arg-type]
+    result = RollbackCanaryOperator(task_id="rb", reason="p99 latency doubled", **common).execute(
         context={}  # type: ignore[arg-type]
     )
     assert result["split"] == {"v1": 100, "v2": 0}
@@ -160,7 +177,7 @@ def test_rollback_returns_reason_and_removes_header_routes(seeded: Any) -> None:
         "reason",
         "rolled_back",
     }
-    assert _stored(seeded)["spec"]["http"] == [
+    assert seeded.stored()["spec"]["http"] == [
         {"route": [{"destination": {"host": "model-service", "subset": "v1"}, "weight": 100}]}
     ]
 
@@ -180,15 +197,15 @@ DAG_FILE = textwrap.dedent(
     with DAG(
         "canary_traffic_test",
         schedule=None,
-        params={"weight": 10, "vs": "model-virtual-service"},
+        params={"weight": 10, "vs": "model-virtual-service", "ns": "default"},
     ) as dag:
-        header = SetHeaderRouteOperator(task_id="header", virtual_service="{{ params.vs }}")
+        header = SetHeaderRouteOperator(task_id="header", virtual_service="{{ params.vs }}", namespace="{{ params.ns }}")
         step = SetCanaryWeightOperator(
-            task_id="step", virtual_service="{{ params.vs }}", weight="{{ params.weight }}"
+            task_id="step", virtual_service="{{ params.vs }}", namespace="{{ params.ns }}", weight="{{ params.weight }}"
         )
         rollback = RollbackCanaryOperator(
             task_id="rollback",
-            virtual_service="{{ params.vs }}",
+            virtual_service="{{ params.vs }}", namespace="{{ params.ns }}",
             reason="rolled back by {{ dag.dag_id }} at {{ params.weight }}%",
         )
         header >> step >> rollback
@@ -196,11 +213,11 @@ DAG_FILE = textwrap.dedent(
 )
 
 
-def test_real_dag_run_renders_templates_and_moves_traffic(seeded: Any, airflow_db: Path) -> None:
+def test_real_dag_run_renders_templates_and_moves_traffic(seeded: Seeded, airflow_db: Path) -> None:
     dags = Path(os.environ["AIRFLOW__CORE__DAGS_FOLDER"])
     dags.mkdir(parents=True, exist_ok=True)
     (dags / "canary_traffic_test.py").write_text(DAG_FILE)
-    env = {**os.environ, **seeded.env}
+    env = {**os.environ, **seeded.mesh.env}
     run = subprocess.run(
         [
             sys.executable,
@@ -210,7 +227,7 @@ def test_real_dag_run_renders_templates_and_moves_traffic(seeded: Any, airflow_d
             "test",
             "canary_traffic_test",
             "-c",
-            '{"weight": 25}',
+            json.dumps({"weight": 25, "ns": seeded.namespace}),
         ],
         env=env,
         capture_output=True,
@@ -221,6 +238,6 @@ def test_real_dag_run_renders_templates_and_moves_traffic(seeded: Any, airflow_d
     assert run.returncode == 0, output[-4000:]
     assert "rolled back by canary_traffic_test at 25%" in output
     assert "{'v1': 75, 'v2': 25}" in output
-    assert _stored(seeded)["spec"]["http"] == [
+    assert seeded.stored()["spec"]["http"] == [
         {"route": [{"destination": {"host": "model-service", "subset": "v1"}, "weight": 100}]}
     ]
