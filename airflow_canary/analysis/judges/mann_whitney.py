@@ -78,7 +78,7 @@ class MannWhitneyJudge(Judge):
 
     def classify(self, obs: Observation, state: dict[str, Any]) -> Classification:
         check = obs.check
-        label = check.describe()
+        label = check.name  # the series are the raw values (e.g. p99), not the SLO share
         if not obs.bake_done:
             return Classification(
                 result(obs, Status.INCONCLUSIVE, f"{label}: judged at the end of bake time")
