@@ -18,6 +18,7 @@ import yaml
 from aiohttp import web
 
 from airflow_canary.local.apiserver import create_api_app
+from airflow_canary.local.dataplane import create_data_app
 from airflow_canary.local.kubeconfig import (
     MeshCredentials,
     ServingCert,
@@ -26,7 +27,9 @@ from airflow_canary.local.kubeconfig import (
     read_credentials,
     write_kubeconfig,
 )
+from airflow_canary.local.runner import ProcessRunner
 from airflow_canary.local.store import ObjectStore
+from airflow_canary.local.telemetry import Telemetry, create_metrics_app
 
 HOST = "127.0.0.1"
 
@@ -121,10 +124,14 @@ async def run_mesh(
         )
 
         # -- companions: the process runner, data plane and telemetry share the store. ----------
-        # Started here once their modules exist: runner = ProcessRunner(store, state_dir,
-        # config.image_map); await runner.start(); stack.push_async_callback(runner.stop);
-        # the data plane on config.data_port ("--data-port") and metrics on
-        # config.metrics_port ("--metrics-port") via start_app(stack, app, port, flag).
+        runner = ProcessRunner(store, state_dir, config.image_map)
+        await runner.start()
+        stack.push_async_callback(runner.stop)  # closes after the data plane: no process outlives the mesh
+        telemetry = Telemetry()
+        data_port = await start_app(stack, create_data_app(store, telemetry), config.data_port, "--data-port")
+        endpoints.append(Endpoint("data plane", f"http://{HOST}:{data_port} (route by Host header)"))
+        metrics_port = await start_app(stack, create_metrics_app(telemetry), config.metrics_port, "--metrics-port")
+        endpoints.append(Endpoint("Istio telemetry", f"http://{HOST}:{metrics_port}/stats/prometheus"))
 
         if announce:
             for endpoint in endpoints:

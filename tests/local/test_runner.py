@@ -3,16 +3,22 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
+import httpx
 import psutil
 import pytest
+import yaml
+from prometheus_client.parser import text_string_to_metric_families
 
 from airflow_canary.local.imagemap import ImageMapError, command_for_image, load_image_map
+from tests.fixtures.mesh import start_mesh
 from tests.local.apps.inprocess import (
     VERSION_SERVER,
     InProcessMesh,
@@ -306,3 +312,65 @@ def test_stop_leaves_no_process_behind(tmp_path: Path) -> None:
 
     pids = run(scenario())
     assert all(gone(pid) for pid in pids), [p for p in pids if not gone(p)]
+
+
+# -- end to end through ``airflow-canary mesh`` ----------------------------------------------------
+
+
+def test_mesh_command_runs_routes_counts_and_leaves_nothing_behind(tmp_path: Path) -> None:
+    manifests = [seed("service-model-service"), seed("destinationrule-model-destination")]
+    manifests += [version_deployment("v1", 1), version_deployment("v2", 1), seed("vs-05-header-v2")]
+    unmapped = seed("deployment-model-v1")
+    unmapped["metadata"]["name"] = "unmapped"
+    unmapped["spec"]["replicas"] = 1
+    manifests.append(unmapped)
+    with start_mesh(tmp_path / "mesh") as mesh:
+        applied = mesh.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(manifests))
+        assert applied.returncode == 0, applied.stderr
+
+        def deployments() -> dict[str, dict[str, Any]]:
+            out = mesh.kubectl("get", "deployments", "-o", "json")
+            return {
+                d["metadata"]["name"]: d.get("status") or {}
+                for d in json.loads(out.stdout)["items"]
+            }
+
+        for _ in range(150):
+            status = deployments()
+            if all(status.get(n, {}).get("readyReplicas") == 1 for n in ("model-v1", "model-v2")):
+                break
+            time.sleep(0.1)
+        else:
+            raise AssertionError(f"deployments not ready: {deployments()}")
+        pods = json.loads(mesh.kubectl("get", "pods", "-o", "json").stdout)["items"]
+        pending = [p for p in pods if p["metadata"]["name"].startswith("unmapped-")]
+        assert pending and pending[0]["status"]["phase"] == "Pending"
+        assert (
+            pending[0]["status"]["containerStatuses"][0]["state"]["waiting"]["reason"]
+            == "ImageNotMapped"
+        )
+
+        data = f"http://127.0.0.1:{mesh.data_port}/"
+        with httpx.Client(timeout=10) as client:
+            for _ in range(20):
+                resp = client.get(data, headers={"Host": "model-service", "x-canary-version": "v2"})
+                assert (resp.status_code, resp.headers["x-canary-served-by"]) == (200, "v2")
+            for _ in range(30):
+                assert (
+                    client.get(data, headers={"Host": "model-service"}).headers[
+                        "x-canary-served-by"
+                    ]
+                    == "v1"
+                )
+            text = client.get(f"http://127.0.0.1:{mesh.metrics_port}/stats/prometheus").text
+        counts = {
+            s.labels["destination_version"]: s.value
+            for f in text_string_to_metric_families(text)
+            for s in f.samples
+            if s.name == "istio_requests_total" and s.labels["response_code"] == "200"
+        }
+        assert counts == {"v1": 30, "v2": 20}
+        children = {c.pid for c in psutil.Process(mesh.process.pid).children(recursive=True)}
+        assert len(children) == 2
+    assert mesh.process.returncode == 0
+    assert all(gone(pid) for pid in children)
