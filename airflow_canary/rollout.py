@@ -94,7 +94,7 @@ def canary_rollout(
             f"header_route must be a (header, value) pair such as ('x-canary-version', 'v2') or None, got {header_route!r}"
         )
 
-    traffic = {
+    traffic: dict[str, Any] = {
         "virtual_service": virtual_service,
         "namespace": namespace,
         "stable_subset": plan.stable_subset,
@@ -191,7 +191,7 @@ def canary_rollout(
         if decommission_stable:
             decommission = ScaleDeploymentOperator(
                 task_id="decommission_stable",
-                deployment=stable_deployment,
+                deployment=str(stable_deployment),
                 namespace=namespace,
                 replicas=0,
                 kubernetes_conn_id=kubernetes_conn_id,
