@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import shutil
 import signal
@@ -19,6 +20,8 @@ from enum import Enum
 from pathlib import Path
 from types import FrameType
 from typing import Any
+
+import yaml
 
 REPO = Path(__file__).resolve().parent.parent
 MANIFESTS = REPO / "examples" / "manifests"
@@ -63,18 +66,23 @@ def _free_port() -> int:
         return port
 
 
-def _api_ready(url: str) -> bool:
+def _api_url(kubeconfig: Path) -> str | None:
+    """The API address once the mesh has written its kubeconfig and the port accepts connections."""
+    if not kubeconfig.exists():
+        return None
+    doc = yaml.safe_load(kubeconfig.read_text()) or {}
+    server = str(doc["clusters"][0]["cluster"]["server"])
     try:
-        with socket.create_connection(("127.0.0.1", int(url.rsplit(":", 1)[1])), timeout=0.5):
-            return True
+        with socket.create_connection(("127.0.0.1", int(server.rsplit(":", 1)[1])), timeout=0.5):
+            return server
     except OSError:
-        return False
+        return None
 
 
 @contextmanager
 def local_mesh(state_dir: Path) -> Iterator[RunningMesh]:
     """Run the mesh on free loopback ports until the block exits, then stop it."""
-    api_port, data_port, metrics_port = _free_port(), _free_port(), _free_port()
+    data_port, metrics_port = _free_port(), _free_port()
     kubeconfig = state_dir / "kubeconfig"
     log = state_dir / "mesh.log"
     command = [
@@ -83,7 +91,7 @@ def local_mesh(state_dir: Path) -> Iterator[RunningMesh]:
         "airflow_canary.cli",
         "mesh",
         "--api-port",
-        str(api_port),
+        "0",
         "--data-port",
         str(data_port),
         "--metrics-port",
@@ -97,10 +105,9 @@ def local_mesh(state_dir: Path) -> Iterator[RunningMesh]:
         process = subprocess.Popen(
             command, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True
         )
-    mesh = RunningMesh(process, f"http://127.0.0.1:{api_port}", kubeconfig, log)
     try:
         deadline = time.monotonic() + STARTUP_TIMEOUT_SECONDS
-        while not (kubeconfig.exists() and _api_ready(mesh.api_url)):
+        while (api_url := _api_url(kubeconfig)) is None:
             if process.poll() is not None:
                 raise DemoError(
                     f"the local mesh exited with code {process.returncode} while starting:\n"
@@ -108,11 +115,10 @@ def local_mesh(state_dir: Path) -> Iterator[RunningMesh]:
                 )
             if time.monotonic() > deadline:
                 raise DemoError(
-                    f"the local mesh did not serve {mesh.api_url} within "
-                    f"{STARTUP_TIMEOUT_SECONDS:.0f}s; see {log}"
+                    f"the local mesh did not start within {STARTUP_TIMEOUT_SECONDS:.0f}s; see {log}"
                 )
             time.sleep(0.1)
-        yield mesh
+        yield RunningMesh(process, api_url, kubeconfig, log)
     finally:
         _stop(process)
 
@@ -159,7 +165,8 @@ def run_demo(canary: Canary, state_dir: Path) -> None:
         )
         crds = REPO.parent / "shared" / "istio-crds"
         if crds.is_dir():
-            kubectl(mesh, "apply", "-f", str(crds))
+            # create, not apply: Istio's CRDs exceed the last-applied annotation's size limit.
+            kubectl(mesh, "create", "-f", str(crds))
             print(f"applied Istio CRDs from {crds}: every write is schema-validated")
         for name in MANIFEST_ORDER:
             print(kubectl(mesh, "apply", "-f", str(MANIFESTS / name)).strip())
@@ -172,6 +179,8 @@ def run_demo(canary: Canary, state_dir: Path) -> None:
             SetHeaderRouteOperator,
         )
 
+        # The table is the demo's output; keep the operators' INFO lines out of it.
+        logging.getLogger("airflow.task").setLevel(logging.WARNING)
         common: dict[str, Any] = {"virtual_service": VIRTUAL_SERVICE, "namespace": NAMESPACE}
         steps: list[tuple[str, Any]] = [
             ("header route x-canary-version", SetHeaderRouteOperator(task_id="header", **common)),
