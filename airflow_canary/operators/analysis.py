@@ -29,8 +29,9 @@ class BranchCanaryHealthOperator(CanaryHealthAnalysisMixin, BaseBranchOperator):
     ``follow_task_ids_if_healthy`` (followed on PASS) and ``follow_task_ids_if_unhealthy``
     (followed on FAIL and INCONCLUSIVE); every other direct downstream task is skipped.
 
-    The verdict dict is pushed to XCom under the key ``"verdict"``; the return value
-    (``return_value``) is the list of followed task ids, as for every branch operator.
+    The verdict dict is pushed to XCom under the key ``"verdict"`` (read it from there: in
+    Airflow 3 a branch that skips tasks pushes no ``return_value``; Airflow records the followed
+    task ids itself under ``skipmixin_key``).
     ``deferrable=True`` (default) waits in the triggerer and branches when the task resumes.
     """
 
