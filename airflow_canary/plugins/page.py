@@ -222,7 +222,7 @@ def _pending(step: Step) -> str:
         return "analysing…"
     if state == "skipped":
         return "skipped"
-    return f"no verdict ({state})"
+    return f"no verdict recorded (task {state})"
 
 
 def _fmt(value: float | None, *, ratio: bool = False) -> str:
@@ -326,6 +326,12 @@ def weight_chart(rollout: Rollout, now: datetime) -> str:
             f'<circle cx="{px(xs[i]):.1f}" cy="{py(point.weight):.1f}" r="3" fill="var(--accent)">'
             f"<title>{escape(point.task_id)}: canary {point.weight}%</title></circle>"
         )
+    for i, point in enumerate(points):
+        if point.task_id.endswith("rollback") and rollout.outcome is Outcome.ROLLED_BACK:
+            parts.append(
+                f'<text class="rollback-marker" x="{px(xs[i]):.1f}" y="{py(point.weight) - 9:.1f}" '
+                f'text-anchor="end" style="fill:{_VERDICT_COLOUR["FAIL"]};font-weight:700">rolled back</text>'
+            )
     step_x = {point.task_id: xs[i] for i, point in enumerate(points)}
     for step in rollout.steps:
         if not step.verdict:

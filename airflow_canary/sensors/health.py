@@ -5,14 +5,15 @@ from __future__ import annotations
 import asyncio
 import inspect
 import time
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from datetime import timedelta
 from typing import Any
 
-from airflow.sdk import BaseSensorOperator
+from airflow.sdk import BaseOperatorLink, BaseSensorOperator
 from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
 from airflow_canary.analysis import AnalysisError
+from airflow_canary.operators.links import DashboardLink, PrometheusLink
 from airflow_canary.triggers.health import HealthAnalysisConfig, HealthAnalysisRun
 
 #: Parameter names the analysis takes (see ``HealthAnalysisConfig.from_params``).
@@ -30,6 +31,7 @@ class CanaryHealthAnalysisMixin:
     analysis: HealthAnalysisConfig
     deferrable: bool
     log: Any
+    operator_extra_links: Collection[BaseOperatorLink] = (PrometheusLink(), DashboardLink())
 
     @staticmethod
     def split_analysis_params(kwargs: dict[str, Any]) -> dict[str, Any]:

@@ -24,6 +24,12 @@ RUN_DAGS = (
     "canary_ui_rolled_back",
     "canary_ui_malformed",
     "canary_ui_unrelated",
+    "canary_ui_links",
+)
+PROMETHEUS_UI = "http://prometheus.example:9090"
+#: The analysis task of canary_ui_links reads this connection for its Prometheus link.
+PROMETHEUS_CONNECTION = json.dumps(
+    {"conn_type": "prometheus", "host": "http://127.0.0.1:9", "extra": {"ui_url": PROMETHEUS_UI}}
 )
 #: user -> (role, password); "nobody" has no role and so may read no DAG.
 USERS = {
@@ -53,6 +59,7 @@ def rollout_runs(airflow_db: Path) -> dict[str, str]:
         subprocess.run(
             [str(AIRFLOW), "dags", "test", dag_id],
             cwd=airflow_db,
+            env={**os.environ, "AIRFLOW_CONN_PROMETHEUS_UI_TEST": PROMETHEUS_CONNECTION},
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             timeout=180,

@@ -11,7 +11,14 @@ from typing import Any
 
 from airflow.sdk import DAG, TaskGroup, get_current_context, task
 
+from airflow_canary.analysis.checks import ErrorRateCheck, LatencyCheck
+from airflow_canary.sensors.health import CanaryHealthSensor
+
 VIRTUAL_SERVICE = "model-virtual-service"
+DASHBOARD_TEMPLATE = (
+    "https://grafana.example/d/canary?var-ns={namespace}&var-stable={stable_version}"
+    "&var-canary={canary_version}&from={start_ms}&to={end_ms}"
+)
 NAMESPACE = "default"
 HEADER_ROUTE = {
     "name": "airflow-canary-header-x-canary-version",
@@ -172,3 +179,31 @@ with DAG(
         return {"split": {"a": 100}}
 
     not_a_rollout()
+
+
+class RecordedVerdictSensor(CanaryHealthSensor):
+    """The real sensor with its Prometheus analysis replaced by a recorded PASS verdict."""
+
+    def execute(self, context: Any) -> dict[str, Any]:
+        verdict = _verdict(10, healthy=True)
+        verdict.update(namespace=NAMESPACE, stable_version="v1", canary_version="v2")
+        return self.execute_complete(context, verdict)
+
+
+with DAG(
+    "canary_ui_links", schedule=None, start_date=datetime(2026, 1, 1), catchup=False
+) as links_dag:
+    with TaskGroup("canary"):
+
+        @task(task_id="set_weight_10")
+        def set_weight_10() -> dict[str, Any]:
+            return _traffic(10, header=False)
+
+        sensor = RecordedVerdictSensor(
+            task_id="analyze_10",
+            namespace=NAMESPACE,
+            checks=[ErrorRateCheck(max_rate=0.05), LatencyCheck(max_ms=500)],
+            prometheus_conn_id="prometheus_ui_test",
+        )
+        sensor.dashboard_url_template = DASHBOARD_TEMPLATE
+        set_weight_10() >> sensor
