@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import errno
-import json
 import signal
 import ssl
 import sys
@@ -14,11 +13,12 @@ from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
 from aiohttp import web
 
 from airflow_canary.local.apiserver import create_api_app
 from airflow_canary.local.dataplane import create_data_app
+from airflow_canary.local.discovery import add_discovery_routes
+from airflow_canary.local.imagemap import load_image_map
 from airflow_canary.local.kubeconfig import (
     MeshCredentials,
     ServingCert,
@@ -130,8 +130,11 @@ async def run_mesh(
         telemetry = Telemetry()
         data_port = await start_app(stack, create_data_app(store, telemetry), config.data_port, "--data-port")
         endpoints.append(Endpoint("data plane", f"http://{HOST}:{data_port} (route by Host header)"))
-        metrics_port = await start_app(stack, create_metrics_app(telemetry), config.metrics_port, "--metrics-port")
+        metrics_app = create_metrics_app(telemetry)
+        add_discovery_routes(metrics_app, store)
+        metrics_port = await start_app(stack, metrics_app, config.metrics_port, "--metrics-port")
         endpoints.append(Endpoint("Istio telemetry", f"http://{HOST}:{metrics_port}/stats/prometheus"))
+        endpoints.append(Endpoint("pod discovery", f"http://{HOST}:{metrics_port}/sd/pods"))
 
         if announce:
             for endpoint in endpoints:
@@ -157,23 +160,6 @@ def _stop_on_signals() -> asyncio.Event:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     return stop
-
-
-def load_image_map(path: Path) -> dict[str, list[str]]:
-    """``{image: [command, args...]}`` from a JSON or YAML file."""
-    data = (
-        yaml.safe_load(path.read_text())
-        if path.suffix in (".yaml", ".yml")
-        else json.loads(path.read_text())
-    )
-    if not isinstance(data, dict) or not all(
-        isinstance(k, str) and isinstance(v, list) and all(isinstance(a, str) for a in v)
-        for k, v in data.items()
-    ):
-        raise ValueError(
-            f'{path}: expected a map of image name to command list, e.g. {{"model:v1": ["python", "-m", "server"]}}'
-        )
-    return data
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -104,6 +104,9 @@ class Replica:
         self.key = ResourceKey("", "pods", self.namespace, self.name)
         self.labels: dict[str, str] = {**((template.get("metadata") or {}).get("labels") or {})}
         self.labels["pod-template-hash"] = pod_template_hash
+        self.annotations: dict[str, str] = {
+            **((template.get("metadata") or {}).get("annotations") or {})
+        }
         self.command = command
         self.port = free_port()
         self.log_path = state_dir / "logs" / self.namespace / f"{self.name}.log"
@@ -134,7 +137,7 @@ class Replica:
                 "name": self.name,
                 "namespace": self.namespace,
                 "labels": dict(self.labels),
-                "annotations": {PORT_ANNOTATION: str(self.port)},
+                "annotations": {**self.annotations, PORT_ANNOTATION: str(self.port)},
                 "ownerReferences": [
                     {
                         "apiVersion": "apps/v1",
