@@ -2,15 +2,48 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Iterator
+
 import pytest
 
+from airflow_canary.hooks.prometheus import PrometheusHook
 from airflow_canary.local.prometheus import PrometheusServer
 from tests.fixtures.prometheus import IstioExporter
 
 
+@pytest.fixture(scope="session")
+def shared_istio_prometheus() -> Iterator[tuple[IstioExporter, PrometheusServer]]:
+    """One exporter and one Prometheus for the health tests (a new target takes ~5 s to scrape).
+
+    Sharing works because every analysis takes a baseline at its first poll and judges only
+    the requests recorded after it (``istio_prometheus`` waits for earlier traffic to land).
+    """
+    exporter = IstioExporter().start()
+    server = PrometheusServer(0, [exporter.target], 1.0)
+    try:
+        server.start()
+        server.wait_for_scrape(timeout_seconds=30)
+        yield exporter, server
+    finally:
+        server.stop()
+        exporter.stop()
+
+
 @pytest.fixture
-def istio_prometheus(istio_exporter: IstioExporter, prometheus_factory, prometheus_conn_env):
-    """(exporter, prometheus): Istio request metrics the test drives, scraped every second."""
-    server: PrometheusServer = prometheus_factory([istio_exporter.target])
+def istio_prometheus(
+    shared_istio_prometheus: tuple[IstioExporter, PrometheusServer], prometheus_conn_env
+) -> tuple[IstioExporter, PrometheusServer]:
+    """(exporter, prometheus) scraping every second, with ``prometheus_default`` pointing at it."""
+    exporter, server = shared_istio_prometheus
     prometheus_conn_env(server.url)
-    return istio_exporter, server
+    # Wait until Prometheus has scraped every request an earlier test recorded; otherwise the
+    # tail of its traffic would land after this test's baseline and count as this test's.
+    hook = PrometheusHook()
+    expected = exporter.total_requests()
+    deadline = time.monotonic() + 30
+    while (hook.query_scalar("sum(istio_requests_total)") or 0.0) != expected:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"Prometheus did not catch up with {expected} recorded requests")
+        time.sleep(0.2)
+    return exporter, server

@@ -82,8 +82,14 @@ def test_no_traffic_is_inconclusive_at_the_timeout(istio_prometheus) -> None:
     assert "timeout" in verdict["reason"]
 
 
-def test_prometheus_down_mid_bake_gives_inconclusive_polls_then_fail(istio_prometheus) -> None:
-    exporter, server = istio_prometheus
+def test_prometheus_down_mid_bake_gives_inconclusive_polls_then_fail(
+    istio_exporter, prometheus_factory, prometheus_conn_env
+) -> None:
+    # A Prometheus of its own: this test stops it.
+    exporter = istio_exporter
+    exporter.record("v1", ok=1)
+    server = prometheus_factory([exporter.target])
+    prometheus_conn_env(server.url)
     config = make_config(bake_time=60, timeout=90, max_inconclusive_polls=2)
     lines: list[str] = []
 
