@@ -87,8 +87,17 @@ class ScrapeTarget:
         return f"{self.address}{self.path}"
 
 
-def render_config(targets: Sequence[ScrapeTarget], interval_seconds: float) -> str:
-    """prometheus.yml with one job per target (a job per path, since metrics_path is per job)."""
+def render_config(
+    targets: Sequence[ScrapeTarget],
+    interval_seconds: float,
+    pod_discovery_urls: Sequence[str] = (),
+) -> str:
+    """prometheus.yml with one job per target (a job per path, since metrics_path is per job).
+
+    Each of ``pod_discovery_urls`` (the mesh's ``/sd/pods``) becomes a job with HTTP service
+    discovery: the pods annotated ``prometheus.io/scrape: "true"``, as kubernetes_sd would find
+    them on a cluster.
+    """
     interval = prometheus_duration(interval_seconds)
     jobs: list[dict[str, object]] = []
     seen: set[str] = set()
@@ -102,6 +111,13 @@ def render_config(targets: Sequence[ScrapeTarget], interval_seconds: float) -> s
                 "job_name": name,
                 "metrics_path": target.path,
                 "static_configs": [{"targets": [target.address]}],
+            }
+        )
+    for index, url in enumerate(pod_discovery_urls):
+        jobs.append(
+            {
+                "job_name": "kubernetes-pods" if index == 0 else f"kubernetes-pods-{index}",
+                "http_sd_configs": [{"url": url, "refresh_interval": interval}],
             }
         )
     config = {
@@ -143,6 +159,7 @@ class PrometheusServer:
         host: str = "127.0.0.1",
         binary: str | None = None,
         ready_timeout_seconds: float = 30.0,
+        pod_discovery_urls: Iterable[str] = (),
     ) -> None:
         if not 0 <= port < 65536:
             raise ValueError(f"port must be 0..65535 (0 picks a free one), got {port}")
@@ -155,6 +172,7 @@ class PrometheusServer:
         self.binary = binary
         self.ready_timeout_seconds = ready_timeout_seconds
         self.targets: list[ScrapeTarget] = [_as_target(t) for t in scrape_targets]
+        self.pod_discovery_urls: list[str] = list(pod_discovery_urls)
         self._storage_dir = Path(storage_dir) if storage_dir else None
         self._workdir: Path | None = None
         self._process: subprocess.Popen[bytes] | None = None
@@ -279,7 +297,7 @@ class PrometheusServer:
     # -- internals -------------------------------------------------------------------------
     def _write_config(self) -> None:
         tmp = self.config_path.with_suffix(".tmp")
-        tmp.write_text(render_config(self.targets, self.interval_seconds))
+        tmp.write_text(render_config(self.targets, self.interval_seconds, self.pod_discovery_urls))
         os.replace(tmp, self.config_path)
 
     def _spawn(self, binary: str) -> None:
@@ -376,6 +394,13 @@ def _parser() -> argparse.ArgumentParser:
         metavar="HOST:PORT[/PATH]",
         help="endpoint to scrape (repeatable); the path defaults to /metrics",
     )
+    parser.add_argument(
+        "--pod-discovery",
+        action="append",
+        default=[],
+        metavar="URL",
+        help="HTTP service discovery of annotated pods, e.g. the mesh's http://127.0.0.1:15020/sd/pods",
+    )
     parser.add_argument("--interval", default="1s", help="scrape interval, e.g. 1s, 15s")
     parser.add_argument(
         "--storage", default=None, help="TSDB directory to keep (default: temporary)"
@@ -400,7 +425,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
 
     server = PrometheusServer(
-        args.port, targets, interval, storage_dir=args.storage, retention=args.retention
+        args.port,
+        targets,
+        interval,
+        storage_dir=args.storage,
+        retention=args.retention,
+        pod_discovery_urls=args.pod_discovery,
     )
     stop = threading.Event()
 

@@ -1,0 +1,374 @@
+"""The local stack: mesh, Istio CRDs, model-v1, Prometheus and steady load, started and stopped as one.
+
+``make demo``, ``make ui``, the end-to-end tests and the benchmarks all stand on it. Every part
+is a real process on loopback; ``stop()`` ends all of them, also after an error or Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+EXAMPLE_MANIFESTS = REPO / "examples" / "manifests"
+#: the image the example manifests use; the mesh runs ``serve-model`` for it
+MODEL_IMAGE = "your-docker-repo/model-runner"
+#: applied in this order: the Service and subsets before the route that names them
+BASE_MANIFESTS = (
+    "service-model-service.yaml",
+    "destinationrule-model-destination.yaml",
+    "vs-00-all-v1.yaml",
+    "deployment-model-v1.yaml",
+)
+START_TIMEOUT_SECONDS = 60.0
+
+
+class StackError(RuntimeError):
+    """A part of the local stack did not start; the message says which and shows its log."""
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def default_crds_dir() -> Path | None:
+    """Istio CRDs to apply: ``$CANARY_ISTIO_CRDS``, else ``../shared/istio-crds`` beside the repo."""
+    candidates = [os.environ.get("CANARY_ISTIO_CRDS"), str(REPO.parent / "shared" / "istio-crds")]
+    for candidate in candidates:
+        if candidate and Path(candidate).is_dir():
+            return Path(candidate)
+    return None
+
+
+@dataclass
+class _Process:
+    name: str
+    popen: subprocess.Popen[bytes]
+    log: Path
+
+    def log_tail(self, lines: int = 30) -> str:
+        try:
+            return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return "(no log)"
+
+    def stop(self, timeout: float = 10.0) -> None:
+        if self.popen.poll() is not None:
+            return
+        self.popen.terminate()
+        try:
+            self.popen.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.popen.kill()
+            self.popen.wait(timeout=timeout)
+
+
+def _spawn(name: str, args: list[str], log: Path, env: Mapping[str, str] | None = None) -> _Process:
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("wb") as handle:
+        popen = subprocess.Popen(
+            args,
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env={**os.environ, **(env or {})},
+            start_new_session=True,  # Ctrl-C reaches the stack, which stops its parts in order
+        )
+    return _Process(name, popen, log)
+
+
+@dataclass
+class StackConfig:
+    """What to start; ports of 0 are picked free at start."""
+
+    state_dir: Path
+    api_port: int = 0
+    data_port: int = 0
+    metrics_port: int = 0
+    prometheus_port: int = 0
+    v1_replicas: int = 2
+    rps: float = 200.0
+    load: bool = True
+    scrape_interval_seconds: float = 1.0
+    crds_dir: Path | None = field(default_factory=default_crds_dir)
+    namespace: str = "default"
+
+
+class LocalStack:
+    """The running parts of the local stack and how to reach them."""
+
+    def __init__(self, config: StackConfig) -> None:
+        self.config = config
+        self.state_dir = config.state_dir.resolve()
+        self.kubeconfig = self.state_dir / "kubeconfig"
+        self.models_dir = self.state_dir / "models"
+        self.logs_dir = self.state_dir / "logs"
+        self.api_port = config.api_port or free_port()
+        self.data_port = config.data_port or free_port()
+        self.metrics_port = config.metrics_port or free_port()
+        self.prometheus_port = config.prometheus_port or free_port()
+        self._processes: list[_Process] = []
+        self._prometheus: Any = None
+
+    # -- addresses -------------------------------------------------------------------------
+
+    @property
+    def data_url(self) -> str:
+        return f"http://127.0.0.1:{self.data_port}"
+
+    @property
+    def prometheus_url(self) -> str:
+        return f"http://127.0.0.1:{self.prometheus_port}"
+
+    def connection_env(self) -> dict[str, str]:
+        """Airflow connections (Kubernetes, Prometheus) and settings the example DAG reads."""
+        return {
+            "KUBECONFIG": str(self.kubeconfig),
+            "AIRFLOW_CONN_KUBERNETES_DEFAULT": json.dumps(
+                {"conn_type": "kubernetes", "extra": {"kube_config_path": str(self.kubeconfig)}}
+            ),
+            "AIRFLOW_CONN_PROMETHEUS_DEFAULT": json.dumps(
+                {
+                    "conn_type": "prometheus",
+                    "host": "127.0.0.1",
+                    "port": self.prometheus_port,
+                    "schema": "http",
+                }
+            ),
+            "CANARY_MODEL_DIR": str(self.models_dir),
+        }
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def __enter__(self) -> LocalStack:
+        try:
+            self.start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def start(self) -> None:
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        v1_model = self._train_v1()
+        image_map = self._write_image_map()
+        self._start_mesh(image_map)
+        api = self.api_client()
+        if self.config.crds_dir:
+            self.apply_crds(api, self.config.crds_dir)
+        objects = [
+            yaml.safe_load((EXAMPLE_MANIFESTS / name).read_text()) for name in BASE_MANIFESTS
+        ]
+        for obj in objects:
+            if obj["kind"] == "Deployment":
+                self._configure_model_deployment(
+                    obj, version="v1", model=v1_model, replicas=self.config.v1_replicas
+                )
+        self.apply(api, objects)
+        self.wait_for_deployment(api, "model-v1")
+        self._start_prometheus()
+        if self.config.load:
+            self.start_load()
+
+    def stop(self) -> None:
+        for process in reversed(self._processes):
+            process.stop()
+        self._processes.clear()
+        if self._prometheus is not None:
+            self._prometheus.stop()
+            self._prometheus = None
+
+    # -- parts -----------------------------------------------------------------------------
+
+    def _train_v1(self) -> Path:
+        from airflow_canary.local.training import train_model
+
+        path = self.models_dir / "model-v1.joblib"
+        if not path.exists():
+            train_model(path, quality="good")
+        return path
+
+    def _write_image_map(self) -> Path:
+        path = self.state_dir / "image-map.yaml"
+        command = [sys.executable, "-m", "airflow_canary.cli", "serve-model"]
+        path.write_text(yaml.safe_dump({MODEL_IMAGE: command}))
+        return path
+
+    def _start_mesh(self, image_map: Path) -> None:
+        if self.kubeconfig.exists():
+            self.kubeconfig.unlink()
+        args = [
+            sys.executable, "-m", "airflow_canary.cli", "mesh",
+            "--api-port", str(self.api_port),
+            "--data-port", str(self.data_port),
+            "--metrics-port", str(self.metrics_port),
+            "--kubeconfig", str(self.kubeconfig),
+            "--state-dir", str(self.state_dir / "mesh"),
+            "--image-map", str(image_map),
+        ]  # fmt: skip
+        mesh = _spawn("mesh", args, self.logs_dir / "mesh.log")
+        self._processes.append(mesh)
+        deadline = time.monotonic() + START_TIMEOUT_SECONDS
+        while not self.kubeconfig.exists():
+            if mesh.popen.poll() is not None or time.monotonic() > deadline:
+                raise StackError(f"the mesh did not start:\n{mesh.log_tail()}")
+            time.sleep(0.1)
+        api = self.api_client()
+        from kubernetes.client import VersionApi
+
+        while True:
+            try:
+                VersionApi(api).get_code()
+                return
+            except Exception:
+                if mesh.popen.poll() is not None or time.monotonic() > deadline:
+                    raise StackError(f"the mesh API did not answer:\n{mesh.log_tail()}") from None
+                time.sleep(0.1)
+
+    def api_client(self) -> Any:
+        """A ``kubernetes`` ApiClient for the mesh, from the kubeconfig it wrote."""
+        from kubernetes import config
+
+        return config.new_client_from_config(config_file=str(self.kubeconfig))
+
+    def _start_prometheus(self) -> None:
+        from airflow_canary.local.prometheus import PrometheusServer
+
+        self._prometheus = PrometheusServer(
+            self.prometheus_port,
+            [f"127.0.0.1:{self.metrics_port}/stats/prometheus"],
+            self.config.scrape_interval_seconds,
+            pod_discovery_urls=[f"http://127.0.0.1:{self.metrics_port}/sd/pods"],
+        )
+        self._prometheus.start()
+
+    def start_load(self, rps: float | None = None, headers: Iterable[str] = ()) -> None:
+        args = [
+            sys.executable, "-m", "airflow_canary.cli", "loadgen",
+            "--target", self.data_url, "--host", "model-service",
+            "--rps", str(rps or self.config.rps), "--duration", "86400", "--feedback",
+        ]  # fmt: skip
+        for header in headers:
+            args += ["--header", header]
+        self._processes.append(_spawn("load", args, self.logs_dir / "load.log"))
+
+    # -- Kubernetes helpers ----------------------------------------------------------------
+
+    @staticmethod
+    def _configure_model_deployment(
+        obj: dict[str, Any], *, version: str, model: Path, replicas: int
+    ) -> None:
+        obj["spec"]["replicas"] = replicas
+        template = obj["spec"]["template"]
+        template["metadata"].setdefault("annotations", {})["prometheus.io/scrape"] = "true"
+        container = template["spec"]["containers"][0]
+        env = [
+            e
+            for e in container.get("env", [])
+            if e.get("name") not in ("MODEL_PATH", "MODEL_VERSION")
+        ]
+        container["env"] = [
+            *env,
+            {"name": "MODEL_PATH", "value": str(model)},
+            {"name": "MODEL_VERSION", "value": version},
+        ]
+        container.setdefault(
+            "readinessProbe", {"httpGet": {"path": "/healthz", "port": 8080}, "periodSeconds": 1}
+        )
+
+    def apply_crds(self, api: Any, directory: Path) -> None:
+        from kubernetes.client import ApiextensionsV1Api
+        from kubernetes.client.exceptions import ApiException
+
+        ext = ApiextensionsV1Api(api)
+        for path in sorted(directory.glob("*.yaml")):
+            for crd in yaml.load_all(
+                path.read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+            ):
+                if not crd:
+                    continue
+                try:
+                    ext.create_custom_resource_definition(crd)
+                except ApiException as err:
+                    if err.status != 409:
+                        raise
+
+    def apply(self, api: Any, objects: Iterable[Mapping[str, Any]]) -> None:
+        """Create each object, or replace it when it exists (the dynamic client, via discovery)."""
+        from kubernetes.dynamic import DynamicClient
+        from kubernetes.dynamic.exceptions import NotFoundError
+
+        dynamic = DynamicClient(api)
+        namespace = self.config.namespace
+        for obj in objects:
+            resource = dynamic.resources.get(api_version=obj["apiVersion"], kind=obj["kind"])
+            name = obj["metadata"]["name"]
+            try:
+                current = resource.get(name=name, namespace=namespace)
+            except NotFoundError:
+                resource.create(body=dict(obj), namespace=namespace)
+                continue
+            body = json.loads(json.dumps(obj))
+            body["metadata"]["resourceVersion"] = current.metadata.resourceVersion
+            resource.replace(body=body, namespace=namespace)
+
+    def wait_for_deployment(
+        self, api: Any, name: str, timeout: float = START_TIMEOUT_SECONDS
+    ) -> None:
+        from kubernetes.client import AppsV1Api
+
+        from airflow_canary.readiness import deployment_readiness
+
+        apps = AppsV1Api(api)
+        deadline = time.monotonic() + timeout
+        while True:
+            doc = api.sanitize_for_serialization(
+                apps.read_namespaced_deployment(name, self.config.namespace)
+            )
+            readiness = deployment_readiness(doc)
+            if readiness.ready:
+                return
+            if time.monotonic() > deadline:
+                raise StackError(f"{readiness.message}; see {self.state_dir / 'mesh' / 'logs'}")
+            time.sleep(0.3)
+
+    def virtual_service(self, name: str = "model-virtual-service") -> dict[str, Any]:
+        from kubernetes.client import CustomObjectsApi
+
+        api = CustomObjectsApi(self.api_client())
+        doc: dict[str, Any] = api.get_namespaced_custom_object(
+            "networking.istio.io", "v1", self.config.namespace, "virtualservices", name
+        )
+        return doc
+
+    def query(self, promql: str) -> list[dict[str, Any]]:
+        """Instant query against the stack's Prometheus (for printing progress)."""
+        import httpx
+
+        response = httpx.get(
+            f"{self.prometheus_url}/api/v1/query", params={"query": promql}, timeout=5
+        )
+        response.raise_for_status()
+        result: list[dict[str, Any]] = response.json()["data"]["result"]
+        return result
+
+
+def prometheus_available() -> bool:
+    return shutil.which("prometheus") is not None
