@@ -24,7 +24,9 @@ from airflow_canary.analysis import (
     Status,
     check_from_dict,
 )
+from airflow_canary.hooks.istio import AsyncIstioHook
 from airflow_canary.hooks.prometheus import PrometheusError, PrometheusHook
+from airflow_canary.routing.values import RouteTarget
 
 log = logging.getLogger(__name__)
 
@@ -60,8 +62,6 @@ class RollbackSpec:
     kubernetes_conn_id: str = "kubernetes_default"
 
     def __post_init__(self) -> None:
-        from airflow_canary.routing.values import RouteTarget
-
         if not self.virtual_service:
             raise AnalysisError("rollback needs virtual_service, the VirtualService to roll back")
         RouteTarget(self.stable_subset, self.canary_subset, self.route_name)
@@ -231,9 +231,16 @@ class HealthAnalysisRun:
         self.prometheus = prometheus or PrometheusHook(config.prometheus_conn_id)
         self.log = logger or log
 
+    @cached_property
+    def istio(self) -> AsyncIstioHook:
+        assert self.config.rollback is not None
+        return AsyncIstioHook(kubernetes_conn_id=self.config.rollback.kubernetes_conn_id)
+
     async def run(self) -> dict[str, Any]:
         config = self.config
         analysis = config.build_analysis()
+        if config.rollback is not None:
+            await self.prepare_rollback(config.rollback)
         deadline = self.started_at + config.effective_timeout_seconds
         last: dict[str, Any] | None = None
         while True:
@@ -298,15 +305,24 @@ class HealthAnalysisRun:
         except PrometheusError as err:
             return QueryFailure(str(err))
 
+    async def prepare_rollback(self, spec: RollbackSpec) -> None:
+        """Read the VirtualService once up front: a missing one is reported now, not at FAIL, and
+        the hook has its connection and the served Istio API version ready for a fast rollback."""
+        try:
+            await self.istio.aget_virtual_service(spec.virtual_service, spec.namespace)
+        except Exception as err:  # the analysis still runs; the rollback will retry and report
+            self.log.warning(
+                "Rollback target %s/%s is not readable now: %s",
+                spec.namespace,
+                spec.virtual_service,
+                err,
+            )
+
     async def roll_back(self, spec: RollbackSpec, reason: str, decided_at: float) -> dict[str, Any]:
         """All traffic to stable through the async Istio hook; the verdict records when and how fast."""
-        from airflow_canary.hooks.istio import AsyncIstioHook
-        from airflow_canary.routing.values import RouteTarget
-
         target = RouteTarget(spec.stable_subset, spec.canary_subset, spec.route_name)
-        hook = AsyncIstioHook(kubernetes_conn_id=spec.kubernetes_conn_id)
         try:
-            result = await hook.rollback(
+            result = await self.istio.rollback(
                 spec.virtual_service,
                 spec.namespace,
                 target,
