@@ -22,6 +22,9 @@ test: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/python -m airflow_canary.demo --canary $(CANARY)
 
+ui: $(STAMP)
+	$(BIN)/python -m airflow_canary.ui_stack
+
 lint: $(STAMP)
 	$(BIN)/ruff check airflow_canary dags tests benchmarks
 	$(BIN)/mypy
