@@ -380,6 +380,10 @@ class CanaryHealthTrigger(BaseTrigger):
 
     With ``rollback`` set, a FAIL verdict sends all traffic to stable before the event fires,
     so the rollback does not wait for a worker slot.
+
+    ``started_at`` (epoch seconds) anchors the timeout. If the triggerer restarts, the trigger
+    is rebuilt from ``serialize()`` and the analysis takes a new baseline: the bake time starts
+    again (never a shortcut to PASS) while the timeout keeps counting from ``started_at``.
     """
 
     def __init__(
