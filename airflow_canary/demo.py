@@ -1,253 +1,255 @@
-"""``make demo``: a canary traffic walk-through on the local mesh with the product's operators."""
+"""``make demo``: the example rollout DAG on the local mesh, with real model servers, load and Prometheus.
+
+Starts the local stack (mesh, Istio CRDs, model-v1, Prometheus, steady load), runs the
+``canary_rollout`` DAG with ``airflow dags test`` and short bake times, and prints a table as
+it goes: the canary weight, requests, error rate and p99 per version from Prometheus, and each
+step's verdict. ``--canary bad`` (and its variants) deploys a worse model-v2 and shows the
+detection and the rollback with its reason. Every process stops on exit and on Ctrl-C.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
-import logging
 import os
-import shutil
+import re
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass
-from enum import Enum
 from pathlib import Path
 from types import FrameType
 from typing import Any
 
 import yaml
 
-REPO = Path(__file__).resolve().parent.parent
-MANIFESTS = REPO / "examples" / "manifests"
-#: Applied in this order: the Service and subsets before the route that names them.
-MANIFEST_ORDER = (
-    "service-model-service.yaml",
-    "destinationrule-model-destination.yaml",
-    "vs-00-all-v1.yaml",
-    "deployment-model-v1.yaml",
-    "deployment-model-v2.yaml",
+from airflow_canary.local.stack import REPO, LocalStack, StackConfig, StackError
+
+#: what each ``--canary`` choice sets in the DAG's params
+CANARIES: dict[str, dict[str, Any]] = {
+    "good": {},
+    "bad": {"v2_error_rate": 0.10},
+    "bad-model": {"model_quality": "bad"},
+    "slow": {"v2_extra_latency_ms": 400},
+}
+VERDICT_LINE = re.compile(
+    r"Canary (?P<canary>\S+) vs (?P<stable>\S+) in \S+: (?P<verdict>PASS|FAIL|INCONCLUSIVE) after (?P<polls>\d+) polls - (?P<reason>.*)"
 )
-VIRTUAL_SERVICE = "model-virtual-service"
-NAMESPACE = "default"
-STARTUP_TIMEOUT_SECONDS = 30.0
+RUN_FINISHED_LINE = re.compile(r"DagRun Finished: .*?, state=(\w+)")
+ROLLED_BACK_LINE = re.compile(r"Canary rolled back to stable: (?P<reason>.*)")
 
 
-class Canary(str, Enum):
-    """Which model-v2 the demo rolls out."""
-
-    GOOD = "good"
-    BAD = "bad"
-
-
-class DemoError(RuntimeError):
-    """A demo step failed; the message says which and why."""
-
-
-@dataclass(frozen=True)
-class RunningMesh:
-    """A started ``airflow-canary mesh`` subprocess and how to reach its API."""
-
-    process: subprocess.Popen[bytes]
-    api_url: str
-    kubeconfig: Path
-    log: Path
+@dataclass
+class Row:
+    elapsed: float
+    weight: str
+    rps: dict[str, float]
+    errors: dict[str, float]
+    p99: dict[str, float]
+    verdict: str
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def _api_url(kubeconfig: Path) -> str | None:
-    """The API address once the mesh has written its kubeconfig and the port accepts connections."""
-    if not kubeconfig.exists():
-        return None
-    doc = yaml.safe_load(kubeconfig.read_text()) or {}
-    server = str(doc["clusters"][0]["cluster"]["server"])
+def _by_version(stack: LocalStack, promql: str) -> dict[str, float]:
     try:
-        with socket.create_connection(("127.0.0.1", int(server.rsplit(":", 1)[1])), timeout=0.5):
-            return server
-    except OSError:
-        return None
+        result = stack.query(promql)
+    except Exception:
+        return {}
+    values = {}
+    for series in result:
+        value = float(series["value"][1])
+        if value == value:  # NaN when a version had no requests in the window
+            values[series["metric"].get("destination_version", "?")] = value
+    return values
 
 
-@contextmanager
-def local_mesh(state_dir: Path) -> Iterator[RunningMesh]:
-    """Run the mesh on free loopback ports until the block exits, then stop it."""
-    data_port, metrics_port = _free_port(), _free_port()
-    kubeconfig = state_dir / "kubeconfig"
-    log = state_dir / "mesh.log"
-    command = [
-        sys.executable,
-        "-m",
-        "airflow_canary.cli",
-        "mesh",
-        "--api-port",
-        "0",
-        "--data-port",
-        str(data_port),
-        "--metrics-port",
-        str(metrics_port),
-        "--state-dir",
-        str(state_dir / "mesh"),
-        "--kubeconfig",
-        str(kubeconfig),
-    ]
-    with log.open("wb") as log_file:
-        process = subprocess.Popen(
-            command, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True
-        )
+def _split(stack: LocalStack) -> str:
     try:
-        deadline = time.monotonic() + STARTUP_TIMEOUT_SECONDS
-        while (api_url := _api_url(kubeconfig)) is None:
-            if process.poll() is not None:
-                raise DemoError(
-                    f"the local mesh exited with code {process.returncode} while starting:\n"
-                    + log.read_text(errors="replace")[-2000:]
-                )
-            if time.monotonic() > deadline:
-                raise DemoError(
-                    f"the local mesh did not start within {STARTUP_TIMEOUT_SECONDS:.0f}s; see {log}"
-                )
-            time.sleep(0.1)
-        yield RunningMesh(process, api_url, kubeconfig, log)
-    finally:
-        _stop(process)
+        vs = stack.virtual_service()
+    except Exception:
+        return "?"
+    routes = vs["spec"].get("http") or []
+    header = sum(1 for r in routes if str(r.get("name", "")).startswith("airflow-canary-header-"))
+    weights: dict[str, int] = {}
+    for route in routes:
+        if route.get("match"):
+            continue
+        for dest in route.get("route") or []:
+            weights[dest["destination"].get("subset", "?")] = int(dest.get("weight", 100))
+    text = " ".join(f"{k}={v}%" for k, v in sorted(weights.items()))
+    return text + (" +header" if header else "")
 
 
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is not None:
-        return
-    # The mesh runs model processes as children: signal the whole session it leads.
-    os.killpg(process.pid, signal.SIGTERM)
-    try:
-        process.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait(timeout=5)
-
-
-def kubectl(mesh: RunningMesh, *args: str) -> str:
-    kubectl_bin = shutil.which("kubectl")
-    if kubectl_bin is None:
-        raise DemoError("kubectl not found on PATH; install it to run the demo")
-    run = subprocess.run(
-        [kubectl_bin, "--kubeconfig", str(mesh.kubeconfig), *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
+def sample(stack: LocalStack, started: float, verdict: str) -> Row:
+    window = "10s"
+    rps = _by_version(
+        stack,
+        f'sum by (destination_version) (rate(istio_requests_total{{reporter="destination"}}[{window}]))',
     )
-    if run.returncode != 0:
-        raise DemoError(f"kubectl {' '.join(args)} failed: {run.stderr.strip() or run.stdout}")
-    return run.stdout
+    bad = _by_version(
+        stack,
+        f'sum by (destination_version) (rate(istio_requests_total{{reporter="destination",response_code=~"5.."}}[{window}]))',
+    )
+    p99 = _by_version(
+        stack,
+        "histogram_quantile(0.99, sum by (le, destination_version) "
+        f'(rate(istio_request_duration_milliseconds_bucket{{reporter="destination"}}[{window}])))',
+    )
+    errors = {v: (bad.get(v, 0.0) / r if r > 0 else 0.0) for v, r in rps.items()}
+    return Row(time.monotonic() - started, _split(stack), rps, errors, p99, verdict)
 
 
-def _row(step: str, result: dict[str, Any]) -> str:
-    split = result["split"]
-    headers = ", ".join(f"{r['header']}={r['value']}" for r in result["header_routes"]) or "-"
-    return f"{step:<28} {split.get('v1', 0):>4} {split.get('v2', 0):>4}   {headers}"
+def _fmt(values: dict[str, float], fmt: str) -> str:
+    return " ".join(f"{v}:{fmt.format(values[v])}" for v in sorted(values)) or "-"
 
 
-def run_demo(canary: Canary, state_dir: Path) -> None:
-    with local_mesh(state_dir) as mesh:
-        print(f"local mesh API at {mesh.api_url} (kubeconfig {mesh.kubeconfig})")
-        os.environ["KUBECONFIG"] = str(mesh.kubeconfig)
-        os.environ["AIRFLOW_CONN_KUBERNETES_DEFAULT"] = json.dumps(
-            {"conn_type": "kubernetes", "extra": {"kube_config_path": str(mesh.kubeconfig)}}
+def print_header() -> None:
+    print(
+        f"{'time':>6}  {'traffic':<22} {'req/s':<20} {'errors':<20} {'p99 ms':<20} verdict",
+        flush=True,
+    )
+
+
+def print_row(row: Row) -> None:
+    print(
+        f"{row.elapsed:5.0f}s  {row.weight:<22} {_fmt(row.rps, '{:.0f}'):<20} "
+        f"{_fmt(row.errors, '{:.1%}'):<20} {_fmt(row.p99, '{:.0f}'):<20} {row.verdict}",
+        flush=True,
+    )
+
+
+def airflow_env(
+    stack: LocalStack, home: Path, bake_seconds: int, poll_seconds: float
+) -> dict[str, str]:
+    return {
+        **os.environ,
+        **stack.connection_env(),
+        "AIRFLOW_HOME": str(home),
+        "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home}/airflow.db",
+        "CANARY_BAKE_TIME_SECONDS": str(bake_seconds),
+        "CANARY_POLL_INTERVAL_SECONDS": str(poll_seconds),
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+    }
+
+
+def run_demo(canary: str, state_dir: Path, bake_seconds: int, rps: float) -> int:
+    conf = {"bake_time_seconds": bake_seconds, **CANARIES[canary]}
+    print(
+        f"demo: canary '{canary}' ({json.dumps(CANARIES[canary]) if CANARIES[canary] else 'a good model-v2'}); state in {state_dir}"
+    )
+    print("demo: starting the local mesh, model-v1, Prometheus and load ...", flush=True)
+    with LocalStack(StackConfig(state_dir=state_dir, rps=rps)) as stack:
+        print(
+            f"demo: mesh data plane {stack.data_url}, Prometheus {stack.prometheus_url}, kubeconfig {stack.kubeconfig}"
         )
-        crds = REPO.parent / "shared" / "istio-crds"
-        if crds.is_dir():
-            # create, not apply: Istio's CRDs exceed the last-applied annotation's size limit.
-            kubectl(mesh, "create", "-f", str(crds))
-            print(f"applied Istio CRDs from {crds}: every write is schema-validated")
-        for name in MANIFEST_ORDER:
-            print(kubectl(mesh, "apply", "-f", str(MANIFESTS / name)).strip())
-
-        # Imported here: AIRFLOW_HOME and the connection must be set before Airflow loads.
-        from airflow_canary.operators.traffic import (
-            PromoteCanaryOperator,
-            RollbackCanaryOperator,
-            SetCanaryWeightOperator,
-            SetHeaderRouteOperator,
+        home = state_dir / "airflow"
+        home.mkdir(parents=True, exist_ok=True)
+        env = airflow_env(stack, home, bake_seconds, poll_seconds=2.0)
+        airflow = [sys.executable, "-m", "airflow"]
+        subprocess.run(
+            [*airflow, "db", "migrate"],
+            env=env,
+            check=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
-
-        # The table is the demo's output; keep the operators' INFO lines out of it.
-        logging.getLogger("airflow.task").setLevel(logging.WARNING)
-        common: dict[str, Any] = {"virtual_service": VIRTUAL_SERVICE, "namespace": NAMESPACE}
-        steps: list[tuple[str, Any]] = [
-            ("header route x-canary-version", SetHeaderRouteOperator(task_id="header", **common)),
-            ("canary 1%", SetCanaryWeightOperator(task_id="w1", weight=1, **common)),
-            ("canary 10%", SetCanaryWeightOperator(task_id="w10", weight=10, **common)),
-            ("canary 50%", SetCanaryWeightOperator(task_id="w50", weight=50, **common)),
-            ("promote (100%)", PromoteCanaryOperator(task_id="promote", **common)),
-            ("canary 10% again", SetCanaryWeightOperator(task_id="w10b", weight=10, **common)),
-            (
-                "rollback",
-                RollbackCanaryOperator(
-                    task_id="rollback",
-                    reason="demo: showing an instant rollback to v1",
-                    **common,
-                ),
-            ),
-        ]
-        if canary is Canary.BAD:
-            print(
-                "--canary bad: the statistical analysis that catches a bad model arrives with "
-                "the health checks; this walk-through shows the traffic steps and the rollback."
+        log_path = state_dir / "logs" / "dag-run.log"
+        print(
+            f"demo: airflow dags test canary_rollout -c '{json.dumps(conf)}' (log: {log_path})\n",
+            flush=True,
+        )
+        print_header()
+        started = time.monotonic()
+        verdicts: list[str] = []
+        with log_path.open("wb") as log:
+            run = subprocess.Popen(
+                [*airflow, "dags", "test", "canary_rollout", "-c", json.dumps(conf)],
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
             )
-        print(f"\n{'step':<28} {'v1':>4} {'v2':>4}   header routes")
-        print("-" * 64)
-        for label, operator in steps:
-            result = operator.execute(context={})
-            print(_row(label, result))
-            if result.get("rolled_back"):
-                print(f"{'':<28} reason: {result['reason']}")
-        print(f"\nfinal VirtualService ({NAMESPACE}/{VIRTUAL_SERVICE}):\n")
-        print(kubectl(mesh, "get", "virtualservice", VIRTUAL_SERVICE, "-o", "yaml"))
+            try:
+                seen = 0
+                last: tuple[str, str] | None = None
+                last_printed = 0.0
+                while run.poll() is None:
+                    time.sleep(2)
+                    text = log_path.read_text(errors="replace")
+                    for match in VERDICT_LINE.finditer(text[seen:]):
+                        verdicts.append(f"{match['verdict']}: {match['reason'][:80]}")
+                    seen = len(text)
+                    row = sample(stack, started, verdicts[-1] if verdicts else "")
+                    # a row when traffic moves or a verdict arrives, else every 10 s
+                    if (row.weight, row.verdict) != last or row.elapsed - last_printed >= 10:
+                        print_row(row)
+                        last, last_printed = (row.weight, row.verdict), row.elapsed
+            finally:
+                if run.poll() is None:
+                    os.killpg(run.pid, signal.SIGTERM)
+                    run.wait(timeout=30)
+        print_row(sample(stack, started, verdicts[-1] if verdicts else ""))
+        text = log_path.read_text(errors="replace")
+        finished = RUN_FINISHED_LINE.findall(text)
+        succeeded = bool(finished) and finished[-1] == "success"
+        print("\ndemo: verdicts, step by step:")
+        for index, verdict in enumerate(verdicts, 1):
+            print(f"  step {index}: {verdict}")
+        rolled_back = ROLLED_BACK_LINE.search(text)
+        if rolled_back:
+            print(f"\ndemo: ROLLED BACK - {rolled_back['reason']}")
+        print(f"\ndemo: DAG run {'succeeded: model-v2 promoted' if succeeded else 'failed'}")
+        print("\ndemo: final VirtualService:")
+        vs = stack.virtual_service()
+        print(yaml.safe_dump({k: vs[k] for k in ("apiVersion", "kind", "spec")}, sort_keys=False))
+        expected_success = canary == "good"
+        if succeeded != expected_success:
+            print(
+                f"demo: unexpected outcome for canary '{canary}'; see {log_path}", file=sys.stderr
+            )
+            return 1
+        return 0
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m airflow_canary.demo", description=__doc__)
     parser.add_argument(
-        "--canary",
-        choices=[c.value for c in Canary],
-        default=Canary.GOOD.value,
-        help="roll out a good or a bad model-v2 (default good)",
+        "--canary", choices=sorted(CANARIES), default="good", help="which model-v2 to roll out"
     )
-    parser.add_argument(
-        "--state-dir", type=Path, help="keep the mesh state and logs here (default: a temp dir)"
-    )
+    parser.add_argument("--bake-seconds", type=int, default=30, help="bake time of each step")
+    parser.add_argument("--rps", type=float, default=200.0, help="steady load on model-service")
+    parser.add_argument("--state-dir", type=Path, default=None, help="where to keep logs and state")
     args = parser.parse_args(argv)
-    state_dir = args.state_dir or Path(tempfile.mkdtemp(prefix="airflow-canary-demo-"))
-    state_dir.mkdir(parents=True, exist_ok=True)
-    os.environ.setdefault("AIRFLOW_HOME", str(state_dir / "airflow"))
-    os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
+    state_dir = args.state_dir or Path(
+        tempfile.mkdtemp(
+            prefix="canary-demo-",
+            dir=REPO / ".state" if (REPO / ".state").is_dir() or _mkdir(REPO / ".state") else None,
+        )
+    )
 
-    # SIGTERM takes the same exit path as Ctrl-C, so the mesh is always stopped.
     def interrupt(signum: int, frame: FrameType | None) -> None:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, interrupt)
     try:
-        run_demo(Canary(args.canary), state_dir)
+        return run_demo(args.canary, state_dir, args.bake_seconds, args.rps)
     except KeyboardInterrupt:
-        print("\ninterrupted; the local mesh was stopped", file=sys.stderr)
+        print("\ndemo: interrupted; everything stopped", file=sys.stderr)
         return 130
-    except Exception as exc:  # a demo reports the failure instead of a traceback wall
-        print(f"demo failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+    except (StackError, subprocess.CalledProcessError) as err:
+        print(f"demo: {err}", file=sys.stderr)
         return 1
-    finally:
-        if args.state_dir is None:
-            shutil.rmtree(state_dir, ignore_errors=True)
-    return 0
+
+
+def _mkdir(path: Path) -> bool:
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        return False
+    return True
 
 
 if __name__ == "__main__":

@@ -9,6 +9,10 @@ from typing import Any
 
 import yaml
 
+from airflow_canary.templating import is_template
+
+__all__ = ["ManifestError", "deployments", "is_template", "load_manifest"]
+
 #: kinds the deploy operator applies, with the apiVersion prefixes it accepts for each
 DEPLOYABLE_KINDS: dict[str, tuple[str, ...]] = {
     "Deployment": ("apps/v1",),
@@ -19,17 +23,6 @@ DEPLOYABLE_KINDS: dict[str, tuple[str, ...]] = {
 
 class ManifestError(ValueError):
     """A manifest is unreadable or holds an object the deploy operator cannot apply."""
-
-
-def is_template(value: object) -> bool:
-    """True when ``value`` still holds Jinja markup, so it can only be checked after rendering."""
-    if isinstance(value, str):
-        return "{{" in value or "{%" in value
-    if isinstance(value, Mapping):
-        return any(is_template(v) for v in value.values())
-    if isinstance(value, (list, tuple)):
-        return any(is_template(v) for v in value)
-    return False
 
 
 def load_manifest(manifest: object) -> list[dict[str, Any]]:

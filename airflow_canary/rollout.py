@@ -148,7 +148,7 @@ def canary_rollout(
             head = header_task
 
         set_weights: list[Any] = []
-        gates: list[Any] = []
+        gates: list[Any | None] = []
         step_groups: list[TaskGroup] = []
         for index, default_weight in enumerate(plan.steps):
             weight: int | str = default_weight
@@ -167,21 +167,28 @@ def canary_rollout(
                 set_weights.append(
                     SetCanaryWeightOperator(task_id="set_weight", weight=weight, **traffic)
                 )
-                gates.append(EmptyOperator(task_id="unhealthy"))
+                gates.append(EmptyOperator(task_id="unhealthy") if default_weight != 100 else None)
             step_groups.append(step_group)
 
         promote = PromoteCanaryOperator(task_id="promote", **traffic)
         analyzes: list[Any] = []
         for index, step_group in enumerate(step_groups):
             healthy_next = set_weights[index + 1] if index + 1 < len(set_weights) else promote
+            if plan.steps[index] == 100:
+                # At 100% the stable arm gets no traffic, so there is nothing to compare with:
+                # the full shift is the promotion (Flagger likewise promotes after its last step).
+                set_weights[index] >> healthy_next
+                continue
+            gate = gates[index]
+            assert gate is not None  # only a 100% step has no gate
             with step_group:
                 analyze = BranchCanaryHealthOperator(
                     task_id="analyze",
                     follow_task_ids_if_healthy=[healthy_next.task_id],
-                    follow_task_ids_if_unhealthy=[gates[index].task_id],
+                    follow_task_ids_if_unhealthy=[gate.task_id],
                     **analysis,
                 )
-            set_weights[index] >> analyze >> [healthy_next, gates[index]]
+            set_weights[index] >> analyze >> [healthy_next, gate]
             analyzes.append(analyze)
         head >> set_weights[0]
         # Analysis tasks are branches: they skip every direct downstream they do not follow, so a
@@ -207,6 +214,6 @@ def canary_rollout(
             reason="",
             **traffic,
         )
-        [*gates, task_failed] >> rollback
+        [*(g for g in gates if g is not None), task_failed] >> rollback
         rollback >> FailRolloutOperator(task_id="fail_rollout", rollback_task_id=rollback.task_id)
     return group

@@ -38,7 +38,10 @@ MODEL_V2_MANIFEST = {
         "replicas": 2,
         "selector": {"matchLabels": {"app": "model", "version": "v2"}},
         "template": {
-            "metadata": {"labels": {"app": "model", "version": "v2"}},
+            "metadata": {
+                "labels": {"app": "model", "version": "v2"},
+                "annotations": {"prometheus.io/scrape": "true"},
+            },
             "spec": {
                 "containers": [
                     {
@@ -104,7 +107,7 @@ PARAMS = {
 
 CHECKS = [
     ErrorRateCheck(max_increase=0.02),
-    LatencyCheck(quantile=0.99, slo_ms=250, max_ratio=1.5),
+    LatencyCheck(quantile=0.99, max_ms=250),
     ModelAccuracyCheck(max_drop=0.05),
 ]
 

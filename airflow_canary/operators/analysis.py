@@ -35,6 +35,7 @@ class BranchCanaryHealthOperator(CanaryHealthAnalysisMixin, BaseBranchOperator):
     ``deferrable=True`` (default) waits in the triggerer and branches when the task resumes.
     """
 
+    template_fields: Sequence[str] = ("analysis_params",)
     ui_color = "#f0e4ff"
 
     def __init__(
@@ -47,9 +48,11 @@ class BranchCanaryHealthOperator(CanaryHealthAnalysisMixin, BaseBranchOperator):
     ) -> None:
         params = self.split_analysis_params(kwargs)
         task_id = str(kwargs.get("task_id", "?"))
-        config = self.build_config(params, task_id)
+        config, templated = self.prepare_analysis(params, task_id)
         super().__init__(**kwargs)
         self.analysis = config
+        self.analysis_templated = templated
+        self.analysis_params = params
         self.deferrable = deferrable
         self.follow_task_ids_if_healthy = _task_ids(
             "follow_task_ids_if_healthy", follow_task_ids_if_healthy

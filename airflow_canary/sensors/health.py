@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import time
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Mapping, Sequence
 from datetime import timedelta
 from typing import Any
 
@@ -14,6 +14,7 @@ from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
 from airflow_canary.analysis import AnalysisError
 from airflow_canary.operators.links import DashboardLink, PrometheusLink
+from airflow_canary.templating import is_template
 from airflow_canary.triggers.health import HealthAnalysisConfig, HealthAnalysisRun
 
 #: Parameter names the analysis takes (see ``HealthAnalysisConfig.from_params``).
@@ -21,14 +22,49 @@ ANALYSIS_PARAMS: tuple[str, ...] = tuple(
     inspect.signature(HealthAnalysisConfig.from_params).parameters
 )
 
+#: Analysis parameters that may be Jinja templates; they are checked again after rendering.
+TEMPLATED_ANALYSIS_PARAMS: tuple[str, ...] = (
+    "namespace",
+    "stable_version",
+    "canary_version",
+    "bake_time",
+    "poll_interval",
+    "timeout",
+    "virtual_service",
+    "stable_subset",
+    "canary_subset",
+    "route_name",
+)
+#: Stand-ins used to check everything else at parse time while a parameter is still a template.
+_PLACEHOLDERS: dict[str, Any] = {
+    "namespace": "default",
+    "stable_version": "stable",
+    "canary_version": "canary",
+    "virtual_service": "virtual-service",
+    "stable_subset": "stable",
+    "canary_subset": "canary",
+    "route_name": None,
+    "timeout": None,
+}
+
 # The task-level timeout leaves the trigger room to fire its own INCONCLUSIVE at its timeout.
 _TIMEOUT_MARGIN_SECONDS = 120.0
+
+
+def _literal_seconds(value: object, default: float) -> float:
+    if isinstance(value, timedelta):
+        return value.total_seconds()
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    return default
 
 
 class CanaryHealthAnalysisMixin:
     """What the sensor and the branch operator share: parameters, running, reading the verdict."""
 
     analysis: HealthAnalysisConfig
+    analysis_params: dict[str, Any]
+    analysis_templated: bool = False
     deferrable: bool
     log: Any
     operator_extra_links: Collection[BaseOperatorLink] = (PrometheusLink(), DashboardLink())
@@ -45,8 +81,38 @@ class CanaryHealthAnalysisMixin:
         except AnalysisError as err:
             raise AnalysisError(f"task {task_id!r}: {err}") from err
 
+    @classmethod
+    def prepare_analysis(
+        cls, params: dict[str, Any], task_id: str
+    ) -> tuple[HealthAnalysisConfig, bool]:
+        """Check the parameters now (DAG parse time); templated ones are checked after rendering.
+
+        Literal values are checked as given; a templated one is replaced by a stand-in so that
+        everything else is still checked at parse time, and the whole analysis is built again
+        from the rendered values in ``resolve_analysis``.
+        """
+        templated = [name for name in TEMPLATED_ANALYSIS_PARAMS if is_template(params.get(name))]
+        probe = dict(params)
+        for name in templated:
+            if name == "bake_time":
+                probe[name] = max(_literal_seconds(params.get("poll_interval"), 15.0), 1.0)
+            elif name == "poll_interval":
+                probe[name] = 1.0
+            else:
+                probe[name] = _PLACEHOLDERS[name]
+        return cls.build_config(probe, task_id), bool(templated)
+
+    def resolve_analysis(self) -> HealthAnalysisConfig:
+        """The analysis from the rendered parameters (call in ``execute``)."""
+        if self.analysis_templated:
+            self.analysis = self.build_config(
+                self.analysis_params, str(getattr(self, "task_id", "?"))
+            )
+        return self.analysis
+
     def start_analysis(self, context: Any) -> dict[str, Any]:
         """Defer to the trigger, or run the same loop in this worker and return the verdict."""
+        self.resolve_analysis()
         started_at = time.time()
         if self.deferrable:
             self.defer(  # type: ignore[attr-defined]
@@ -109,17 +175,20 @@ class CanaryHealthSensor(CanaryHealthAnalysisMixin, BaseSensorOperator):
     ``deferrable=True`` (default) waits in the triggerer; ``False`` runs the same loop here.
     """
 
+    template_fields: Sequence[str] = ("analysis_params",)
     ui_color = "#f0e4ff"
 
     def __init__(self, *, deferrable: bool = True, **kwargs: Any) -> None:
         params = self.split_analysis_params(kwargs)
         task_id = str(kwargs.get("task_id", "?"))
-        config = self.build_config(params, task_id)
+        config, templated = self.prepare_analysis(params, task_id)
         kwargs.setdefault("poke_interval", config.poll_interval_seconds)
         super().__init__(
             timeout=config.effective_timeout_seconds + _TIMEOUT_MARGIN_SECONDS, **kwargs
         )
         self.analysis = config
+        self.analysis_templated = templated
+        self.analysis_params = params
         self.deferrable = deferrable
 
     def execute(self, context: Any) -> dict[str, Any]:

@@ -30,7 +30,7 @@ from airflow_canary.routing.values import RouteTarget
 
 log = logging.getLogger(__name__)
 
-Seconds = timedelta | float | int
+Seconds = timedelta | float | int | str
 
 
 def to_seconds(what: str, value: Seconds) -> float:
@@ -39,11 +39,21 @@ def to_seconds(what: str, value: Seconds) -> float:
         seconds = value.total_seconds()
     elif isinstance(value, (int, float)) and not isinstance(value, bool):
         seconds = float(value)
+    elif isinstance(value, str) and _is_number(value):
+        seconds = float(value)  # a rendered template, e.g. "{{ params.bake_time_seconds }}"
     else:
         raise AnalysisError(f"{what} must be a timedelta or a number of seconds, got {value!r}")
     if not math.isfinite(seconds) or seconds <= 0:
         raise AnalysisError(f"{what} must be positive, got {value!r}")
     return seconds
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 def _iso(epoch: float) -> str:
