@@ -10,7 +10,6 @@ import subprocess
 import sys
 import time
 from collections.abc import Sequence
-from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
@@ -81,7 +80,10 @@ def _wait_http(url: str, part: Part, timeout: float) -> bool:
 
 
 def airflow_env(state: Path, port: int, extra_connections: dict[str, str]) -> dict[str, str]:
-    """Environment of ``airflow standalone``: its home under ``state``, the repo's DAGs, one admin."""
+    """Environment of ``airflow standalone``: its home under ``state``, the repo's DAGs, one admin.
+
+    ``extra_connections`` are the local stack's connections and settings (``connection_env``).
+    """
     home = state / "airflow"
     home.mkdir(parents=True, exist_ok=True)
     passwords = home / "simple_auth_manager_passwords.json"
@@ -104,131 +106,46 @@ def airflow_env(state: Path, port: int, extra_connections: dict[str, str]) -> di
     return env
 
 
-def run(state: Path, port: int) -> int:
-    from airflow_canary.demo import MANIFESTS, _free_port, kubectl, local_mesh
+def run(state: Path, port: int, rps: float) -> int:
+    from airflow_canary.local.stack import LocalStack, StackConfig
 
     state.mkdir(parents=True, exist_ok=True)
-    missing: list[str] = []
-    connections: dict[str, str] = {}
-    with ExitStack() as stack:
+    print("starting the local mesh, model-v1, Prometheus and load ...", flush=True)
+    with LocalStack(StackConfig(state_dir=state, rps=rps)) as local:
+        print(f"mesh: data plane {local.data_url}, kubeconfig {local.kubeconfig}")
+        print(f"prometheus: {local.prometheus_url}")
+        print(f"load: {rps:g} requests/s to model-service with ground-truth feedback")
         parts: list[Part] = []
-        stack.callback(_stop_all, parts)
-
-        mesh_metrics: str | None = None
-        data_port: int | None = None
         try:
-            mesh = stack.enter_context(local_mesh(state))
-            connections["AIRFLOW_CONN_KUBERNETES_DEFAULT"] = json.dumps(
-                {"conn_type": "kubernetes", "extra": {"kube_config_path": str(mesh.kubeconfig)}}
+            env = airflow_env(state, port, local.connection_env())
+            airflow = _start(
+                "airflow", [str(BIN / "airflow"), "standalone"], state / "airflow.log", env=env
             )
-            crds = REPO.parent / "shared" / "istio-crds"
-            if crds.is_dir():
-                kubectl(mesh, "create", "-f", str(crds))
-            for name in (
-                "service-model-service.yaml",
-                "destinationrule-model-destination.yaml",
-                "vs-00-all-v1.yaml",
-                "deployment-model-v1.yaml",
-            ):
-                kubectl(mesh, "apply", "-f", str(MANIFESTS / name))
-            print(f"mesh: Kubernetes API at {mesh.api_url}, kubeconfig {mesh.kubeconfig}")
-            mesh_metrics, data_port = _mesh_ports(mesh.process.args)
-        except Exception as error:  # the rest of the stack is still useful without the mesh
-            missing.append(f"local mesh: {error}")
-
-        if mesh_metrics is not None:
-            prom_port = _free_port()
-            prometheus = _start(
-                "prometheus",
-                [
-                    str(BIN / "airflow-canary"),
-                    "prometheus",
-                    "--port",
-                    str(prom_port),
-                    "--scrape",
-                    f"127.0.0.1:{mesh_metrics}/stats/prometheus",
-                ],
-                state / "prometheus.log",
+            parts.append(airflow)
+            url = f"http://127.0.0.1:{port}"
+            if not _wait_http(f"{url}/api/v2/monitor/health", airflow, STARTUP_TIMEOUT_SECONDS):
+                print(f"airflow standalone did not start; see {airflow.log}", file=sys.stderr)
+                return 1
+            print()
+            print(f"Airflow UI:      {url}   (user {ADMIN_USER!r}, password {ADMIN_PASSWORD!r})")
+            print(
+                f"Canary rollouts: {url}/plugin/canary-rollouts   (JSON: {url}/canary-rollouts/rollouts)"
             )
-            parts.append(prometheus)
-            prom_url = f"http://127.0.0.1:{prom_port}"
-            if _wait_http(f"{prom_url}/-/ready", prometheus, 60):
-                connections["AIRFLOW_CONN_PROMETHEUS_DEFAULT"] = json.dumps(
-                    {"conn_type": "prometheus", "host": prom_url}
-                )
-                print(f"prometheus: {prom_url}")
-            else:
-                missing.append(f"Prometheus did not become ready; see {prometheus.log}")
-        else:
-            missing.append("Prometheus: needs the mesh's telemetry port")
-
-        if data_port is not None:
-            parts.append(
-                _start(
-                    "load",
-                    [
-                        str(BIN / "airflow-canary"),
-                        "loadgen",
-                        "--target",
-                        f"http://127.0.0.1:{data_port}",
-                        "--host",
-                        "model-service",
-                        "--rps",
-                        "20",
-                        "--duration",
-                        str(24 * 3600),
-                    ],
-                    state / "loadgen.log",
-                )
-            )
-            print(f"load: 20 requests/s to model-service through 127.0.0.1:{data_port}")
-        else:
-            missing.append("load: needs the mesh's data plane")
-
-        airflow = _start(
-            "airflow",
-            [str(BIN / "airflow"), "standalone"],
-            state / "airflow.log",
-            env=airflow_env(state, port, connections),
-        )
-        parts.append(airflow)
-        url = f"http://127.0.0.1:{port}"
-        if not _wait_http(f"{url}/api/v2/monitor/health", airflow, STARTUP_TIMEOUT_SECONDS):
-            print(f"airflow standalone did not start; see {airflow.log}", file=sys.stderr)
+            print("Trigger the 'canary_rollout' DAG from the UI; logs are in", state)
+            print("Ctrl-C stops everything.")
+            while airflow.process.poll() is None:
+                time.sleep(1)
+            print(f"airflow stopped unexpectedly; see {airflow.log}", file=sys.stderr)
             return 1
-        print()
-        print(f"Airflow UI:      {url}   (user {ADMIN_USER!r}, password {ADMIN_PASSWORD!r})")
-        print(
-            f"Canary rollouts: {url}/plugin/canary-rollouts   (JSON: {url}/canary-rollouts/rollouts)"
-        )
-        print("Trigger the 'canary_rollout' DAG from the UI; logs are in", state)
-        for item in missing:
-            print(f"not running: {item}")
-        print("Ctrl-C stops everything.")
-        while all(part.process.poll() is None for part in parts if part.name != "load"):
-            time.sleep(1)
-        stopped = [part.name for part in parts if part.process.poll() is not None]
-        print(
-            f"stopped unexpectedly: {', '.join(stopped)}; see the logs in {state}", file=sys.stderr
-        )
-        return 1
-
-
-def _mesh_ports(args: object) -> tuple[str | None, int | None]:
-    """The metrics and data ports ``local_mesh`` chose, read back from its command line."""
-    argv = [str(a) for a in args] if isinstance(args, list | tuple) else []
-
-    def value(flag: str) -> str | None:
-        return argv[argv.index(flag) + 1] if flag in argv else None
-
-    data = value("--data-port")
-    return value("--metrics-port"), int(data) if data else None
+        finally:
+            _stop_all(parts)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m airflow_canary.ui_stack", description=__doc__)
     parser.add_argument("--state-dir", type=Path, default=REPO / ".state" / "ui")
     parser.add_argument("--port", type=int, default=8080, help="Airflow UI port (default 8080)")
+    parser.add_argument("--rps", type=float, default=200.0, help="steady load on model-service")
     args = parser.parse_args(argv)
 
     def interrupt(signum: int, frame: FrameType | None) -> None:
@@ -236,7 +153,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, interrupt)
     try:
-        return run(args.state_dir, args.port)
+        return run(args.state_dir, args.port, args.rps)
     except KeyboardInterrupt:
         print("\nstopped")
         return 0
