@@ -180,9 +180,9 @@ def run_demo(canary: str, state_dir: Path, bake_seconds: int, rps: float) -> int
                     time.sleep(2)
                     text = log_path.read_text(errors="replace")
                     for match in VERDICT_LINE.finditer(text[seen:]):
-                        verdicts.append(f"{match['verdict']}: {match['reason'][:80]}")
+                        verdicts.append(f"{match['verdict']}: {match['reason']}")
                     seen = len(text)
-                    row = sample(stack, started, verdicts[-1] if verdicts else "")
+                    row = sample(stack, started, verdicts[-1][:70] if verdicts else "")
                     # a row when traffic moves or a verdict arrives, else every 10 s
                     if (row.weight, row.verdict) != last or row.elapsed - last_printed >= 10:
                         print_row(row)
@@ -191,13 +191,16 @@ def run_demo(canary: str, state_dir: Path, bake_seconds: int, rps: float) -> int
                 if run.poll() is None:
                     os.killpg(run.pid, signal.SIGTERM)
                     run.wait(timeout=30)
-        print_row(sample(stack, started, verdicts[-1] if verdicts else ""))
+        print_row(sample(stack, started, verdicts[-1][:70] if verdicts else ""))
         text = log_path.read_text(errors="replace")
         finished = RUN_FINISHED_LINE.findall(text)
         succeeded = bool(finished) and finished[-1] == "success"
         print("\ndemo: verdicts, step by step:")
         for index, verdict in enumerate(verdicts, 1):
-            print(f"  step {index}: {verdict}")
+            status, _, reason = verdict.partition(": ")
+            print(f"  step {index}: {status}")
+            for part in reason.split("; "):
+                print(f"      {part}")
         rolled_back = ROLLED_BACK_LINE.search(text)
         if rolled_back:
             print(f"\ndemo: ROLLED BACK - {rolled_back['reason']}")

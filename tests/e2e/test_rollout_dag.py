@@ -1,0 +1,83 @@
+"""The example rollout DAG end to end: real Airflow runs, the local mesh, real Prometheus, real model servers."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.e2e.conftest import E2E
+
+#: the example DAG with steps that collect enough canary traffic within a few seconds
+FAST = {"steps": [20, 40, 60, 100], "bake_time_seconds": 5}
+ALL_V2 = [{"route": [{"destination": {"host": "model-service", "subset": "v2"}, "weight": 100}]}]
+ALL_V1 = [{"route": [{"destination": {"host": "model-service", "subset": "v1"}, "weight": 100}]}]
+
+
+@pytest.fixture
+def e2e_clean(e2e: E2E) -> E2E:
+    e2e.reset_traffic()
+    return e2e
+
+
+def test_good_canary_is_promoted_and_retries_change_nothing(e2e_clean: E2E) -> None:
+    run = e2e_clean.run_dag("canary_rollout", FAST)
+    assert run.state == "success", run.log[-4000:]
+    vs = e2e_clean.stack.virtual_service()
+    assert vs["spec"]["http"] == ALL_V2  # header route removed, all traffic on v2
+    assert run.xcom("canary.plan")["steps"] == [20, 40, 60, 100]
+    weights = [run.xcom(f"canary.step_{i}.set_weight")["split"]["v2"] for i in range(1, 5)]
+    assert weights == [20, 40, 60, 100]
+    for step in (1, 2, 3):
+        verdict = run.xcom(f"canary.step_{step}.analyze", "verdict")
+        assert verdict["verdict"] == "PASS", verdict
+        assert verdict["checks"] and all(c["canary_requests"] >= 100 for c in verdict["checks"])
+    states = run.task_states()
+    assert states["canary.rollback"] == "skipped" and states["canary.promote"] == "success"
+
+    # A retry of a finished task writes nothing: the VirtualService and model-v2 keep their versions.
+    before = vs["metadata"]["resourceVersion"]
+    output = e2e_clean.run_task("canary_rollout", "canary.promote", run.run_id)
+    assert e2e_clean.stack.virtual_service()["metadata"]["resourceVersion"] == before, output[
+        -2000:
+    ]
+    output = e2e_clean.run_task("canary_rollout", "deploy_v2", run.run_id)
+    assert "unchanged" in output
+
+
+def test_canary_with_errors_is_rolled_back_with_a_reason(e2e_clean: E2E) -> None:
+    run = e2e_clean.run_dag("canary_rollout", {**FAST, "v2_error_rate": 0.1})
+    assert run.state == "failed"
+    assert e2e_clean.stack.virtual_service()["spec"]["http"] == ALL_V1
+    verdict = run.xcom("canary.step_1.analyze", "verdict")
+    assert verdict["verdict"] == "FAIL"
+    failing = [c for c in verdict["checks"] if c["status"] == "FAIL"]
+    assert [c["name"] for c in failing] == ["error-rate"], verdict
+    assert failing[0]["canary_value"] > 0.05 and failing[0]["stable_value"] < 0.01
+    reason = run.xcom("canary.rollback")["reason"]
+    assert "error rate" in reason and "canary" in reason and "stable" in reason, reason
+    states = run.task_states()
+    assert states["canary.fail_rollout"] == "failed"
+    assert states["canary.step_2.set_weight"] == "skipped" and states["canary.promote"] == "skipped"
+    assert "Canary rolled back to stable" in run.log
+
+
+def test_worse_model_is_rolled_back_on_accuracy(e2e_clean: E2E) -> None:
+    run = e2e_clean.run_dag("canary_rollout", {**FAST, "model_quality": "bad"})
+    assert run.state == "failed"
+    assert e2e_clean.stack.virtual_service()["spec"]["http"] == ALL_V1
+    verdict = run.xcom("canary.step_1.analyze", "verdict")
+    assert verdict["verdict"] == "FAIL"
+    failing = {c["name"] for c in verdict["checks"] if c["status"] == "FAIL"}
+    assert failing == {"accuracy"} or "accuracy" in failing, verdict
+
+
+def test_crashing_canary_fails_the_deploy_and_never_moves_traffic(e2e_clean: E2E) -> None:
+    before = e2e_clean.stack.virtual_service()["metadata"]["resourceVersion"]
+    run = e2e_clean.run_dag("canary_e2e_crash")
+    assert run.state == "failed"
+    states = run.task_states()
+    assert states["deploy_v2"] == "failed"
+    assert states["canary.header_route"] == "upstream_failed"
+    assert "CrashLoopBackOff" in run.log or "restarts=" in run.log
+    # the rollback ran, found nothing to undo, and wrote nothing
+    assert states["canary.rollback"] == "success"
+    assert e2e_clean.stack.virtual_service()["metadata"]["resourceVersion"] == before
