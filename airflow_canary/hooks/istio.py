@@ -294,7 +294,7 @@ def traffic_result(
         "split": read_split(after, target).as_dict(),
         "header_routes": [route.as_dict() for route in product_header_routes(after)],
         "changed": update.changed,
-        "at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "at": datetime.now(timezone.utc).isoformat(timespec="milliseconds"),
         **extra,
     }
 

@@ -7,13 +7,6 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator
 
-from airflow_canary.hooks.istio import (
-    Document,
-    IstioHook,
-    UpdateResult,
-    destination_host,
-    traffic_result,
-)
 from airflow_canary.routing import (
     HeaderRoute,
     RouteTarget,
@@ -30,18 +23,20 @@ from airflow_canary.routing import (
     validate_subsets,
     validate_weight,
 )
+from airflow_canary.templating import is_template
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
+    from airflow_canary.hooks.istio import UpdateResult
 
-def _is_template(value: object) -> bool:
-    """A string Airflow will render at run time; it can only be checked after rendering."""
-    return isinstance(value, str) and ("{{" in value or "{%" in value)
+# The Istio hook (and with it the Kubernetes client) is imported when a task runs, not when the
+# DAG file is parsed.
+Document = dict[str, Any]
 
 
 def _literal(*values: object) -> bool:
-    return not any(_is_template(v) for v in values)
+    return not any(is_template(v) for v in values)
 
 
 class CanaryTrafficOperator(BaseOperator):
@@ -113,11 +108,15 @@ class CanaryTrafficOperator(BaseOperator):
         validate_subsets(destination_rule, target)
 
     def result(self, update: UpdateResult, target: RouteTarget) -> dict[str, Any]:
+        from airflow_canary.hooks.istio import traffic_result
+
         return traffic_result(self.namespace, target, update)
 
     def execute(self, context: Context) -> dict[str, Any]:
         target = self.route_target()
         self.validate()
+        from airflow_canary.hooks.istio import IstioHook, destination_host
+
         hook = IstioHook(kubernetes_conn_id=self.kubernetes_conn_id)
         current = hook.get_virtual_service(self.virtual_service, self.namespace)
         host = destination_host(current, target)
@@ -254,6 +253,8 @@ class RollbackCanaryOperator(CanaryTrafficOperator):
             after,
             self.reason,
         )
+        from airflow_canary.hooks.istio import traffic_result
+
         return traffic_result(
             self.namespace, target, update, reason=str(self.reason), rolled_back=True
         )

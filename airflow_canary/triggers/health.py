@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from functools import cached_property
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
@@ -24,9 +24,11 @@ from airflow_canary.analysis import (
     Status,
     check_from_dict,
 )
-from airflow_canary.hooks.istio import AsyncIstioHook
-from airflow_canary.hooks.prometheus import PrometheusError, PrometheusHook
 from airflow_canary.routing.values import RouteTarget
+
+if TYPE_CHECKING:  # the hooks load when the analysis runs, not when a DAG file is parsed
+    from airflow_canary.hooks.istio import AsyncIstioHook
+    from airflow_canary.hooks.prometheus import PrometheusHook
 
 log = logging.getLogger(__name__)
 
@@ -238,11 +240,17 @@ class HealthAnalysisRun:
     ) -> None:
         self.config = config
         self.started_at = started_at
-        self.prometheus = prometheus or PrometheusHook(config.prometheus_conn_id)
+        if prometheus is None:
+            from airflow_canary.hooks.prometheus import PrometheusHook
+
+            prometheus = PrometheusHook(config.prometheus_conn_id)
+        self.prometheus = prometheus
         self.log = logger or log
 
     @cached_property
     def istio(self) -> AsyncIstioHook:
+        from airflow_canary.hooks.istio import AsyncIstioHook
+
         assert self.config.rollback is not None
         return AsyncIstioHook(kubernetes_conn_id=self.config.rollback.kubernetes_conn_id)
 
@@ -280,7 +288,7 @@ class HealthAnalysisRun:
         event = {
             **last,
             "started_at": _iso(self.started_at),
-            "decided_at": _iso(decided_at),
+            "decided_at": _iso_precise(decided_at),
             "elapsed_seconds": round(decided_at - self.started_at, 3),
             "window": {"start": _iso(self.started_at), "end": _iso(decided_at)},
             "namespace": config.namespace,
@@ -298,6 +306,8 @@ class HealthAnalysisRun:
         return {query.id: result for query, result in zip(queries, results, strict=True)}
 
     async def run_query(self, query: Query) -> float | None | list[float] | QueryFailure:
+        from airflow_canary.hooks.prometheus import PrometheusError
+
         try:
             if query.kind == "range":
                 assert query.range_seconds is not None and query.step_seconds is not None
@@ -467,6 +477,8 @@ class CanaryHealthTrigger(BaseTrigger):
 
     @cached_property
     def hook(self) -> PrometheusHook:
+        from airflow_canary.hooks.prometheus import PrometheusHook
+
         return PrometheusHook(self.prometheus_conn_id)
 
     async def run(self) -> AsyncIterator[TriggerEvent]:

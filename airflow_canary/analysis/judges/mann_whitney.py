@@ -14,10 +14,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from typing import Any, ClassVar
-
-import numpy as np
-from scipy import stats
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from airflow_canary.analysis.judges.base import (
     Classification,
@@ -30,14 +27,21 @@ from airflow_canary.analysis.judges.base import (
 from airflow_canary.analysis.observations import Observation
 from airflow_canary.analysis.values import AnalysisError, Status
 
+if TYPE_CHECKING:  # numpy and scipy load at the first judgement, not when a DAG file is parsed
+    import numpy as np
+
 
 def hodges_lehmann(canary: np.ndarray, stable: np.ndarray) -> float:
     """Median of all pairwise differences canary - stable: a robust shift estimate."""
+    import numpy as np
+
     return float(np.median(np.subtract.outer(canary, stable)))
 
 
 def mann_whitney_p(canary: np.ndarray, stable: np.ndarray) -> float:
     """Two-sided p-value; 1.0 when the samples cannot be told apart (e.g. all tied)."""
+    from scipy import stats
+
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         p = float(stats.mannwhitneyu(canary, stable, alternative="two-sided").pvalue)
@@ -88,6 +92,8 @@ class MannWhitneyJudge(Judge):
         violations = fixed_limit_violations(obs, c, s) + check.value_violations(
             obs.canary.value, obs.stable.value
         )
+        import numpy as np
+
         canary, stable = np.asarray(obs.canary.series), np.asarray(obs.stable.series)
         has_series = obs.has_series
         p_value = statistic = None

@@ -23,8 +23,6 @@ from __future__ import annotations
 import math
 from typing import Any, ClassVar
 
-from scipy import special, stats
-
 from airflow_canary.analysis.checks import Check, LatencyCheck
 from airflow_canary.analysis.judges.base import (
     Classification,
@@ -53,6 +51,8 @@ def log_mixture_lr(bad: float, good: float, p0: float) -> float:
     if p0 <= 0:
         return math.inf if bad > 0 else 0.0
     a, b = 1.0, 1.0 / p0
+    from scipy import special, stats  # at the first poll, not when a DAG file is parsed
+
     numerator = special.betaln(bad + a, good + b) + stats.beta.logsf(p0, bad + a, good + b)
     prior_mass = special.betaln(a, b) + stats.beta.logsf(p0, a, b)
     null = bad * math.log(p0) + good * math.log1p(-p0)

@@ -1,0 +1,124 @@
+"""canary_rollout(): the task group's layout, its trigger rules, and errors at DAG parse time."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pendulum
+import pytest
+from airflow.sdk import DAG
+
+from airflow_canary.analysis import ErrorRateCheck
+from airflow_canary.rollout import canary_rollout
+from tests.conftest import REPO
+
+CHECKS = [ErrorRateCheck(max_increase=0.02)]
+
+
+def _dag(**kwargs):
+    with DAG("t", start_date=pendulum.datetime(2026, 1, 1), schedule=None) as dag:
+        canary_rollout(virtual_service="vs", checks=CHECKS, bake_time=10, poll_interval=1, **kwargs)
+    return dag
+
+
+def test_layout_and_trigger_rules():
+    dag = _dag()
+    ids = set(dag.task_dict)
+    for k in (1, 2, 3):
+        assert {
+            f"canary.step_{k}.set_weight",
+            f"canary.step_{k}.analyze",
+            f"canary.step_{k}.unhealthy",
+        } <= ids
+    # a 100% step has no stable traffic to compare with: no analysis, straight to promote
+    assert "canary.step_4.analyze" not in ids and "canary.step_4.unhealthy" not in ids
+    assert dag.task_dict["canary.step_4.set_weight"].downstream_task_ids == {
+        "canary.promote",
+        "canary.task_failed",
+    }
+
+    analyze = dag.task_dict["canary.step_2.analyze"]
+    assert analyze.follow_task_ids_if_healthy == ["canary.step_3.set_weight"]
+    assert analyze.follow_task_ids_if_unhealthy == ["canary.step_2.unhealthy"]
+    assert dag.task_dict["canary.step_3.analyze"].follow_task_ids_if_healthy == [
+        "canary.step_4.set_weight"
+    ]
+
+    rollback = dag.task_dict["canary.rollback"]
+    assert rollback.trigger_rule == "one_success"
+    assert rollback.upstream_task_ids == {
+        "canary.step_1.unhealthy",
+        "canary.step_2.unhealthy",
+        "canary.step_3.unhealthy",
+        "canary.task_failed",
+    }
+    task_failed = dag.task_dict["canary.task_failed"]
+    assert task_failed.trigger_rule == "one_failed"
+    # branches skip every direct downstream they do not follow, so none may feed task_failed
+    assert not any(t.endswith(".analyze") for t in task_failed.upstream_task_ids)
+    assert dag.task_dict["canary.fail_rollout"].upstream_task_ids == {"canary.rollback"}
+    assert dag.task_dict["canary.header_route"].upstream_task_ids == {"canary.plan"}
+
+
+def test_without_header_route_and_with_decommission():
+    dag = _dag(
+        header_route=None, steps=(50, 100), decommission_stable=True, stable_deployment="model-v1"
+    )
+    assert "canary.header_route" not in dag.task_dict
+    assert dag.task_dict["canary.step_1.set_weight"].upstream_task_ids == {"canary.plan"}
+    decommission = dag.task_dict["canary.decommission_stable"]
+    assert decommission.upstream_task_ids == {"canary.promote"} and decommission.replicas == 0
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "fragment"),
+    [
+        ({"steps": [10, 1]}, "strictly increasing, got 1 after 10"),
+        ({"steps": [0]}, "got 0"),
+        ({"steps": [150]}, "got 150"),
+        ({"checks": []}, "at least one health check"),
+        ({"decommission_stable": True}, "needs stable_deployment"),
+        ({"header_route": ("x-canary-version",)}, "header_route must be a (header, value) pair"),
+        ({"stable_subset": "v2"}, "must differ"),
+    ],
+)
+def test_bad_input_fails_when_the_dag_is_parsed(kwargs, fragment):
+    kwargs.setdefault("checks", CHECKS)
+    with pytest.raises(ValueError) as err:
+        with DAG("t", start_date=pendulum.datetime(2026, 1, 1), schedule=None):
+            canary_rollout(virtual_service="vs", bake_time=10, poll_interval=1, **kwargs)
+    assert fragment in str(err.value)
+
+
+def test_bad_analysis_parameters_fail_when_the_dag_is_parsed():
+    with pytest.raises(ValueError, match="poll_interval"):
+        _dag_with(bake_time=1, poll_interval=5)
+
+
+def _dag_with(**kwargs):
+    with DAG("t", start_date=pendulum.datetime(2026, 1, 1), schedule=None) as dag:
+        canary_rollout(virtual_service="vs", checks=CHECKS, **kwargs)
+    return dag
+
+
+def test_example_dag_parses_without_heavy_imports():
+    """The DAG processor parses often: the example must not load scipy, sklearn or the Kubernetes client."""
+    script = f"""
+import json, sys, importlib.util
+import airflow.sdk
+before = set(sys.modules)
+spec = importlib.util.spec_from_file_location("example", {str(REPO / "dags" / "canary_rollout.py")!r})
+module = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(module)
+new = set(sys.modules) - before
+print(json.dumps({{"dags": sorted(module.dag.task_dict), "heavy": sorted(m for m in new if m.split(".")[0] in ("scipy", "sklearn", "kubernetes", "kubernetes_asyncio", "joblib"))}}))
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, cwd=REPO, timeout=120
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["heavy"] == []
+    assert "canary.step_3.analyze" in result["dags"] and "deploy_v2" in result["dags"]
