@@ -171,6 +171,24 @@ def dashboard_url(
     )
 
 
+def analysis_of(operator: Any) -> Any:
+    """The operator's analysis config, rebuilt from its rendered parameters when templated.
+
+    ``canary_rollout()`` passes templates (``namespace="{{ params.namespace }}"``, ...): until
+    they are rendered the config holds parse-time stand-ins, and a task resumed from the
+    triggerer has rendered parameters but has not rebuilt its config yet.
+    """
+    resolve = getattr(operator, "resolve_analysis", None)
+    if callable(resolve):
+        try:
+            return resolve()
+        except (
+            Exception
+        ) as err:  # a link must never fail the task; fall back to the parse-time config
+            log.warning("could not rebuild the analysis for its links: %s", err)
+    return getattr(operator, "analysis", None)
+
+
 class PrometheusLink(BaseOperatorLink):
     """ "Prometheus": the canary and stable queries of each check over the step's window."""
 
@@ -179,9 +197,9 @@ class PrometheusLink(BaseOperatorLink):
     def get_link(self, operator: Any, *, ti_key: Any) -> str:
         verdict = read_verdict(ti_key)
         window = Window.from_verdict(verdict) if verdict is not None else None
-        analysis = getattr(operator, "analysis", None)
         if verdict is None or window is None:
             return ""
+        analysis = analysis_of(operator)
         queries = queries_from_verdict(verdict)
         if not queries and analysis is not None:
             queries = queries_from_analysis(analysis, (window.end - window.start).total_seconds())
@@ -202,13 +220,26 @@ class DashboardLink(BaseOperatorLink):
             return ""
         verdict = read_verdict(ti_key)
         window = Window.from_verdict(verdict) if verdict is not None else None
-        analysis = getattr(operator, "analysis", None)
-        if window is None or analysis is None:
+        if verdict is None or window is None:
+            return ""
+        analysis = analysis_of(operator)
+
+        def field(name: str) -> str | None:
+            # The verdict names what was judged; the config is the fallback for older verdicts.
+            value = verdict.get(name)
+            if isinstance(value, str) and value:
+                return value
+            return getattr(analysis, name, None)
+
+        namespace, stable, canary = (
+            field(name) for name in ("namespace", "stable_version", "canary_version")
+        )
+        if namespace is None or stable is None or canary is None:
             return ""
         return dashboard_url(
             template,
-            namespace=analysis.namespace,
-            stable_version=analysis.stable_version,
-            canary_version=analysis.canary_version,
+            namespace=namespace,
+            stable_version=stable,
+            canary_version=canary,
             window=window,
         )

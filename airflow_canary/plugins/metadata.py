@@ -26,6 +26,7 @@ from airflow_canary.plugins.model import (
     UiLinks,
     assemble,
     classify,
+    marks_rollout,
 )
 
 log = logging.getLogger(__name__)
@@ -45,8 +46,8 @@ def _rollout_task_clause() -> Any:
     # Cheap pre-filter in SQL; classify() makes the exact decision in Python.
     return or_(
         TaskInstance.operator.in_(sorted(ROLLOUT_OPERATORS)),
-        TaskInstance.task_id.like("%set\\_weight\\_%", escape="\\"),
-        TaskInstance.task_id.like("%analyze\\_%", escape="\\"),
+        TaskInstance.task_id.like("%step\\_%.set\\_weight", escape="\\"),
+        TaskInstance.task_id.like("%step\\_%.analyze", escape="\\"),
     )
 
 
@@ -145,8 +146,15 @@ def load_rollouts(
     rollouts: list[Rollout] = []
     for run in runs:
         run_tasks = tasks.get((run.dag_id, run.run_id), [])
+        # Only groups with a step task or one of our operators: a "promote" in some other
+        # task group of the same run is not a second rollout.
         groups = sorted(
-            {found[0] for task in run_tasks if (found := classify(task.task_id, task.operator))}
+            {
+                found.group
+                for task in run_tasks
+                if (found := classify(task.task_id, task.operator))
+                and marks_rollout(found, task.operator)
+            }
         )
         for group in groups:
             try:

@@ -3,27 +3,29 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
-from datetime import datetime
+from datetime import datetime, timezone
 from enum import Enum
 from typing import Any
 
 #: Operator class names that mark a task as part of a canary rollout.
 ROLLOUT_OPERATORS = frozenset(
     {
+        "RolloutPlanOperator",
         "SetHeaderRouteOperator",
         "SetCanaryWeightOperator",
         "BranchCanaryHealthOperator",
-        "CanaryHealthSensor",
         "PromoteCanaryOperator",
-        "RollbackCanaryOperator",
+        "RolloutRollbackOperator",
+        "FailRolloutOperator",
     }
 )
 
-#: ``<group>.<role>`` task ids created by ``canary_rollout()``.
+#: Task ids created by ``canary_rollout()``: ``<group>.<role>`` and ``<group>.step_<k>.<role>``.
 _TASK_ID = re.compile(
-    r"^(?:(?P<group>.+)\.)?(?P<role>header_route|set_weight_(?P<sw>\d+)|analyze_(?P<aw>\d+)|promote|rollback|fail_rollout)$"
+    r"^(?:(?P<group>.+)\.)?(?:step_(?P<step>[1-9]\d*)\.(?P<step_role>set_weight|analyze|unhealthy)"
+    r"|(?P<role>plan|header_route|promote|decommission_stable|task_failed|rollback|fail_rollout))$"
 )
 
 VERDICT_KEY = "verdict"
@@ -35,12 +37,29 @@ DASHBOARD_LINK_KEY = "_link_DashboardLink"
 class TaskRole(str, Enum):
     """The part a task plays in a rollout, read from its task id."""
 
+    PLAN = "plan"
     HEADER_ROUTE = "header_route"
     SET_WEIGHT = "set_weight"
     ANALYZE = "analyze"
+    UNHEALTHY = "unhealthy"
     PROMOTE = "promote"
+    DECOMMISSION_STABLE = "decommission_stable"
+    TASK_FAILED = "task_failed"
     ROLLBACK = "rollback"
     FAIL_ROLLOUT = "fail_rollout"
+
+
+#: Roles that exist only in a step task group, so their ids alone mark a rollout.
+STEP_ROLES = frozenset({TaskRole.SET_WEIGHT, TaskRole.ANALYZE, TaskRole.UNHEALTHY})
+
+
+@dataclass(frozen=True)
+class TaskId:
+    """A rollout task id taken apart: its group, role and (for step tasks) the step number."""
+
+    group: str
+    role: TaskRole
+    step: int | None = None
 
 
 class Outcome(str, Enum):
@@ -105,9 +124,15 @@ class CheckResult:
 
 @dataclass(frozen=True)
 class Step:
-    """One traffic step: the weight task and the analysis that judged it."""
+    """One traffic step (``step_<index>``): the weight task and the analysis that judged it.
 
-    weight: int
+    ``weight`` is the canary weight the step set, else the one the plan gave it; None when
+    neither can be read (no plan XCom and the step has not run).
+    """
+
+    index: int
+    weight: int | None
+    planned_weight: int | None
     set_weight: TaskRef | None
     analysis: TaskRef | None
     weight_set_at: str | None
@@ -122,6 +147,7 @@ class Step:
     checks: tuple[CheckResult, ...]
     prometheus_url: str | None
     dashboard_url: str | None
+    rolled_back_at: str | None = None
 
 
 @dataclass(frozen=True)
@@ -151,6 +177,9 @@ class Rollout:
     namespace: str | None
     stable_version: str | None
     canary_version: str | None
+    stable_subset: str | None
+    canary_subset: str | None
+    planned_steps: tuple[int, ...] | None
     current_weight: int | None
     weights: tuple[WeightPoint, ...]
     steps: tuple[Step, ...]
@@ -177,6 +206,9 @@ class Rollout:
             namespace=None,
             stable_version=None,
             canary_version=None,
+            stable_subset=None,
+            canary_subset=None,
+            planned_steps=None,
             current_weight=None,
             weights=(),
             steps=(),
@@ -211,27 +243,48 @@ def _quote(part: str) -> str:
     return quote(part, safe="")
 
 
-def classify(task_id: str, operator: str | None) -> tuple[str, TaskRole, int | None] | None:
-    """``(group, role, weight)`` for a rollout task id, or None for any other task."""
+def parse_task_id(task_id: str) -> TaskId | None:
+    """The group, role and step of a ``canary_rollout()`` task id, or None for any other id."""
     match = _TASK_ID.match(task_id)
     if match is None:
         return None
-    role_text = match["role"]
-    weight_text = match["sw"] or match["aw"]
-    role = TaskRole(re.sub(r"_\d+$", "", role_text))
     group = match["group"] or ""
-    # A lone "promote" task in an unrelated DAG is not a rollout; weight steps or our
-    # operators are what make one.
-    if operator not in ROLLOUT_OPERATORS and role not in (TaskRole.SET_WEIGHT, TaskRole.ANALYZE):
-        return (group, role, None) if group else None
-    return group, role, int(weight_text) if weight_text is not None else None
+    if match["step_role"] is not None:
+        return TaskId(group, TaskRole(match["step_role"]), int(match["step"]))
+    return TaskId(group, TaskRole(match["role"]))
 
 
-def is_rollout_task(task_id: str, operator: str | None) -> bool:
-    return operator in ROLLOUT_OPERATORS or (
-        (found := classify(task_id, operator)) is not None
-        and found[1] in (TaskRole.SET_WEIGHT, TaskRole.ANALYZE)
-    )
+def classify(task_id: str, operator: str | None) -> TaskId | None:
+    """The parts of a rollout task id, or None for a task that is not part of a rollout.
+
+    A step task's id is enough; a ``plan`` or ``promote`` outside a group must also run one of
+    our operators, so that an unrelated DAG's lone ``promote`` task is no rollout.
+    """
+    found = parse_task_id(task_id)
+    if found is None:
+        return None
+    if found.role in STEP_ROLES or found.group or operator in ROLLOUT_OPERATORS:
+        return found
+    return None
+
+
+def marks_rollout(found: TaskId, operator: str | None) -> bool:
+    """Whether this task makes its group a rollout: a step task or one of our operators."""
+    return found.role in STEP_ROLES or operator in ROLLOUT_OPERATORS
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+
+
+def _moment(text: str | None) -> datetime | None:
+    """An ISO time as an aware datetime (naive ones are UTC), None when absent or unreadable."""
+    if not text:
+        return None
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
 
 
 def _iso(value: datetime | None) -> str | None:
@@ -312,44 +365,78 @@ def _checks(verdict: Mapping[str, Any]) -> tuple[tuple[CheckResult, ...], str | 
     return tuple(checks), problem
 
 
-def _canary_weight(split: Mapping[str, int], canary: str | None) -> int | None:
-    if canary is not None and canary in split:
-        return split[canary]
-    return None
+@dataclass(frozen=True)
+class Plan:
+    """What the ``plan`` task published: the weights and who is stable and canary."""
+
+    steps: tuple[int, ...] | None
+    stable_subset: str | None
+    canary_subset: str | None
+    stable_version: str | None
+    canary_version: str | None
+    virtual_service: str | None
+    namespace: str | None
+
+    @classmethod
+    def read(cls, value: Any) -> tuple[Plan | None, list[str]]:
+        """The plan from the ``plan`` XCom and what was wrong with it (fields left None)."""
+        if not isinstance(value, Mapping):
+            what = "no XCom" if value is None else f"XCom is not an object: {_describe(value)}"
+            return None, [what]
+        problems: list[str] = []
+        raw = value.get("steps")
+        steps: tuple[int, ...] | None = None
+        if isinstance(raw, list) and raw and all(_is_weight(w) for w in raw):
+            steps = tuple(raw)
+        else:
+            problems.append(f"plan XCom 'steps' is not a list of weights 0..100: {_describe(raw)}")
+        subsets = {name: _text(value.get(name)) for name in ("stable_subset", "canary_subset")}
+        problems += [f"plan XCom has no {name!r}" for name, got in subsets.items() if got is None]
+        return (
+            cls(
+                steps=steps,
+                stable_subset=subsets["stable_subset"],
+                canary_subset=subsets["canary_subset"],
+                stable_version=_text(value.get("stable_version")),
+                canary_version=_text(value.get("canary_version")),
+                virtual_service=_text(value.get("virtual_service")),
+                namespace=_text(value.get("namespace")),
+            ),
+            problems,
+        )
 
 
-def _infer_versions(
-    traffic: Sequence[tuple[TaskRole, int | None, Mapping[str, Any]]],
-) -> tuple[str | None, str | None]:
-    """Stable and canary subsets from the traffic tasks' XComs.
+def _is_weight(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= 100
 
-    The header route names the canary subset outright; otherwise a weight step whose
-    weight is not 50 tells the two subsets apart (the canary holds the step's weight).
-    """
-    canary: str | None = None
-    subsets: list[str] = []
-    for role, weight, value in traffic:
-        split = _split(value.get("split")) or {}
-        for subset in split:
-            if subset not in subsets:
-                subsets.append(subset)
-        routes = value.get("header_routes")
-        if canary is None and isinstance(routes, list):
-            for route in routes:
-                if isinstance(route, Mapping) and isinstance(route.get("subset"), str):
-                    canary = route["subset"]
-                    break
-        if canary is None and role is TaskRole.SET_WEIGHT and weight is not None and weight != 50:
-            holders = [subset for subset, share in split.items() if share == weight]
-            if len(holders) == 1:
-                canary = holders[0]
-        if canary is None and role is TaskRole.PROMOTE:
-            holders = [subset for subset, share in split.items() if share == 100]
-            if len(holders) == 1:
-                canary = holders[0]
-    others = [subset for subset in subsets if subset != canary]
-    stable = others[0] if canary is not None and len(others) == 1 else None
-    return stable, canary
+
+@dataclass(frozen=True)
+class _Tasks:
+    """A group's task instances by role, and by step number for the step tasks."""
+
+    by_role: dict[TaskRole, TaskRow]
+    by_step: dict[int, dict[TaskRole, TaskRow]]
+    refs: tuple[TaskRef, ...]
+
+
+def _sort_tasks(run: RunRow, group: str, tasks: Iterable[TaskRow], links: UiLinks) -> _Tasks:
+    by_role: dict[TaskRole, TaskRow] = {}
+    by_step: dict[int, dict[TaskRole, TaskRow]] = {}
+    refs: list[TaskRef] = []
+    for row in sorted(
+        tasks, key=lambda row: (row.start_date is None, row.start_date or datetime.min, row.task_id)
+    ):
+        found = classify(row.task_id, row.operator)
+        if found is None or found.group != group:
+            continue
+        refs.append(
+            TaskRef(row.task_id, row.state, links.task(run.dag_id, run.run_id, row.task_id))
+        )
+        if found.step is not None:
+            by_step.setdefault(found.step, {})[found.role] = row
+        else:
+            by_role[found.role] = row
+    return _Tasks(by_role, by_step, tuple(refs))
 
 
 def assemble(
@@ -371,85 +458,83 @@ def assemble(
         missing.append(
             f"you may not read XComs of DAG {run.dag_id!r}: versions, weights and verdicts are hidden"
         )
-
-    by_role: dict[TaskRole, TaskRow] = {}
-    set_weight: dict[int, TaskRow] = {}
-    analyze: dict[int, TaskRow] = {}
-    refs: list[TaskRef] = []
-    for row in sorted(
-        tasks, key=lambda row: (row.start_date is None, row.start_date or datetime.min, row.task_id)
-    ):
-        found = classify(row.task_id, row.operator)
-        if found is None or found[0] != group:
-            continue
-        _, role, weight = found
-        refs.append(
-            TaskRef(row.task_id, row.state, links.task(run.dag_id, run.run_id, row.task_id))
-        )
-        if role is TaskRole.SET_WEIGHT and weight is not None:
-            set_weight[weight] = row
-        elif role is TaskRole.ANALYZE and weight is not None:
-            analyze[weight] = row
-        else:
-            by_role[role] = row
+    found = _sort_tasks(run, group, tasks, links)
+    by_role, by_step = found.by_role, found.by_step
 
     def ref(row: TaskRow | None) -> TaskRef | None:
         if row is None:
             return None
         return TaskRef(row.task_id, row.state, links.task(run.dag_id, run.run_id, row.task_id))
 
+    def returned(row: TaskRow) -> Any:
+        return xcoms.get(row.task_id, {}).get(RETURN_KEY)
+
+    # The plan names the subsets and the weights; without it a split cannot be read.
+    plan: Plan | None = None
+    plan_row = by_role.get(TaskRole.PLAN)
+    if plan_row is None:
+        missing.append(f"no {prefix}plan task in this run: weights and versions are unknown")
+    elif not xcom_hidden:
+        plan, problems = Plan.read(returned(plan_row))
+        if plan_row.state == "success" or plan is not None:
+            missing += [f"{plan_row.task_id}: {problem}" for problem in problems]
+    canary = plan.canary_subset if plan is not None else None
+    planned = plan.steps if plan is not None else None
+
     # Traffic XComs, in the order they took effect.
-    traffic: list[tuple[TaskRole, int | None, TaskRow, Mapping[str, Any]]] = []
-    ordered: list[tuple[TaskRole, int | None, TaskRow]] = []
+    ordered: list[TaskRow] = []
     if TaskRole.HEADER_ROUTE in by_role:
-        ordered.append((TaskRole.HEADER_ROUTE, None, by_role[TaskRole.HEADER_ROUTE]))
-    ordered += [(TaskRole.SET_WEIGHT, weight, set_weight[weight]) for weight in sorted(set_weight)]
-    for role in (TaskRole.PROMOTE, TaskRole.ROLLBACK):
-        if role in by_role:
-            ordered.append((role, None, by_role[role]))
-    for role, weight, row in ordered:
-        if xcom_hidden:
-            continue
-        value = xcoms.get(row.task_id, {}).get(RETURN_KEY)
+        ordered.append(by_role[TaskRole.HEADER_ROUTE])
+    ordered += [
+        by_step[k][TaskRole.SET_WEIGHT]
+        for k in sorted(by_step)
+        if TaskRole.SET_WEIGHT in by_step[k]
+    ]
+    ordered += [by_role[role] for role in (TaskRole.PROMOTE, TaskRole.ROLLBACK) if role in by_role]
+    traffic: list[tuple[TaskRow, Mapping[str, Any]]] = []
+    for row in ordered if not xcom_hidden else ():
+        value = returned(row)
         if isinstance(value, Mapping):
             if _split(value.get("split")) is None and row.state == "success":
                 missing.append(
                     f"{row.task_id}: XCom has no valid 'split': {_describe(value.get('split'))}"
                 )
-            traffic.append((role, weight, row, value))
+            traffic.append((row, value))
         elif row.state == "success":
             what = "no XCom" if value is None else f"XCom is not an object: {_describe(value)}"
             missing.append(f"{row.task_id}: {what}")
-    traffic.sort(key=lambda item: _text(item[3].get("at")) or _iso(item[2].end_date) or "~")
 
-    stable, canary = _infer_versions([(role, weight, value) for role, weight, _, value in traffic])
-    if not xcom_hidden and traffic and canary is None:
-        missing.append("could not tell the canary subset from the traffic XComs")
-
-    virtual_service = namespace = None
     weights: list[WeightPoint] = []
-    for _, _, row, value in traffic:
-        virtual_service = virtual_service or _text(value.get("virtual_service"))
-        namespace = namespace or _text(value.get("namespace"))
+    set_weight_of: dict[str, WeightPoint] = {}
+    for row, value in traffic:
         split = _split(value.get("split"))
-        weight = _canary_weight(split, canary) if split else None
-        if weight is not None:
-            at = _text(value.get("at")) or _iso(row.end_date)
-            weights.append(WeightPoint(at=at, weight=weight, task_id=row.task_id))
-
-    rollback_reason = rolled_back_at = None
-    rollback_row = by_role.get(TaskRole.ROLLBACK)
-    if rollback_row is not None and not xcom_hidden:
-        value = xcoms.get(rollback_row.task_id, {}).get(RETURN_KEY)
-        if isinstance(value, Mapping) and value.get("rolled_back"):
-            rollback_reason = _text(value.get("reason"))
-            rolled_back_at = _text(value.get("at"))
-            if rollback_reason is None:
-                missing.append(f"{rollback_row.task_id}: rollback XCom has no 'reason'")
+        if split is None or canary is None:
+            continue
+        if canary not in split:
+            missing.append(f"{row.task_id}: split {split} has no canary subset {canary!r}")
+            continue
+        written = WeightPoint(
+            at=_text(value.get("at")) or _iso(row.end_date),
+            weight=split[canary],
+            task_id=row.task_id,
+        )
+        weights.append(written)
+        set_weight_of[row.task_id] = written
+    if traffic and canary is None and plan_row is not None and not xcom_hidden:
+        missing.append("the canary subset is unknown without the plan XCom: weights are not shown")
 
     steps: list[Step] = []
-    for weight in sorted(set(set_weight) | set(analyze)):
-        analysis_row = analyze.get(weight)
+    count = max([len(planned or ()), *by_step]) if by_step or planned else 0
+    for index in range(1, count + 1):
+        rows = by_step.get(index, {})
+        set_row, analysis_row = rows.get(TaskRole.SET_WEIGHT), rows.get(TaskRole.ANALYZE)
+        planned_weight = planned[index - 1] if planned and index <= len(planned) else None
+        point = set_weight_of.get(set_row.task_id) if set_row is not None else None
+        if point is not None and planned_weight is not None and point.weight != planned_weight:
+            missing.append(
+                f"{point.task_id}: set canary weight {point.weight}% but the plan says "
+                f"{planned_weight}%"
+            )
         verdict: Mapping[str, Any] | None = None
         checks: tuple[CheckResult, ...] = ()
         task_xcoms = xcoms.get(analysis_row.task_id, {}) if analysis_row is not None else {}
@@ -461,33 +546,54 @@ def assemble(
                 verdict is not None or analysis_row.state in ("success", "failed")
             ):
                 missing.append(f"{analysis_row.task_id}: {problem}")
-        window = verdict.get("window") if verdict is not None else None
+        got = verdict or {}
+        window = got.get("window")
         window = window if isinstance(window, Mapping) else {}
-        polls = verdict.get("polls") if verdict is not None else None
-        point = next((p for p in weights if p.task_id == prefix + f"set_weight_{weight}"), None)
+        polls = got.get("polls")
+        rolled_back_at = _text(got.get("rolled_back_at"))
+        if rolled_back_at is not None and analysis_row is not None and canary is not None:
+            # The trigger rolled back itself: traffic left the canary then, before any task ran.
+            weights.append(WeightPoint(at=rolled_back_at, weight=0, task_id=analysis_row.task_id))
         steps.append(
             Step(
-                weight=weight,
-                set_weight=ref(set_weight.get(weight)),
+                index=index,
+                weight=point.weight if point is not None else planned_weight,
+                planned_weight=planned_weight,
+                set_weight=ref(set_row),
                 analysis=ref(analysis_row),
-                weight_set_at=point.at if point else None,
-                verdict=_text(verdict.get("verdict")) if verdict is not None else None,
-                reason=_text(verdict.get("reason")) if verdict is not None else None,
-                judge=_text(verdict.get("judge")) if verdict is not None else None,
+                weight_set_at=point.at if point is not None else None,
+                verdict=_text(got.get("verdict")),
+                reason=_text(got.get("reason")),
+                judge=_text(got.get("judge")),
                 polls=polls if isinstance(polls, int) and not isinstance(polls, bool) else None,
-                elapsed_seconds=_number(verdict.get("elapsed_seconds"))
-                if verdict is not None
-                else None,
-                decided_at=_text(verdict.get("decided_at")) if verdict is not None else None,
+                elapsed_seconds=_number(got.get("elapsed_seconds")),
+                decided_at=_text(got.get("decided_at")),
                 window_start=_text(window.get("start")),
                 window_end=_text(window.get("end")),
                 checks=checks,
                 prometheus_url=_text(task_xcoms.get(PROMETHEUS_LINK_KEY)),
                 dashboard_url=_text(task_xcoms.get(DASHBOARD_LINK_KEY)),
+                rolled_back_at=rolled_back_at,
             )
         )
+    # Points without a time keep their task order at the end (stable sort).
+    weights.sort(key=lambda point: (_moment(point.at) is None, _moment(point.at) or _EPOCH))
 
-    outcome = _outcome(run, by_role, rollback_reason is not None or rolled_back_at is not None)
+    rollback_reason = rolled_back_at = None
+    rollback_row = by_role.get(TaskRole.ROLLBACK)
+    if rollback_row is not None and not xcom_hidden:
+        value = returned(rollback_row)
+        if isinstance(value, Mapping) and value.get("rolled_back"):
+            rollback_reason = _text(value.get("reason"))
+            rolled_back_at = _text(value.get("at"))
+            if rollback_reason is None:
+                missing.append(f"{rollback_row.task_id}: rollback XCom has no 'reason'")
+    # The analysis's own rollback moved traffic first; the rollback task only confirmed it.
+    rolled_back_at = next(
+        (step.rolled_back_at for step in steps if step.rolled_back_at), rolled_back_at
+    )
+
+    outcome = _outcome(run, by_role, rollback_reason is not None)
     return Rollout(
         dag_id=run.dag_id,
         run_id=run.run_id,
@@ -499,16 +605,19 @@ def assemble(
         end_date=_iso(run.end_date),
         run_url=links.run(run.dag_id, run.run_id),
         outcome=outcome,
-        virtual_service=virtual_service,
-        namespace=namespace,
-        stable_version=stable,
-        canary_version=canary,
+        virtual_service=plan.virtual_service if plan is not None else None,
+        namespace=plan.namespace if plan is not None else None,
+        stable_version=plan.stable_version if plan is not None else None,
+        canary_version=plan.canary_version if plan is not None else None,
+        stable_subset=plan.stable_subset if plan is not None else None,
+        canary_subset=canary,
+        planned_steps=planned,
         current_weight=weights[-1].weight if weights else None,
         weights=tuple(weights),
         steps=tuple(steps),
         rollback_reason=rollback_reason,
         rolled_back_at=rolled_back_at,
-        tasks=tuple(refs),
+        tasks=found.refs,
         missing=tuple(missing),
     )
 

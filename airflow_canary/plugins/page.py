@@ -118,8 +118,12 @@ def _parse(text: str | None) -> datetime | None:
 def _card(rollout: Rollout, now: datetime) -> str:
     title = escape(rollout.dag_id) + (f" · {escape(rollout.group)}" if rollout.group else "")
     facts = [
-        ("Stable", rollout.stable_version or "—"),
-        ("Canary", rollout.canary_version or "—"),
+        ("Stable", _version(rollout.stable_version, rollout.stable_subset)),
+        ("Canary", _version(rollout.canary_version, rollout.canary_subset)),
+        (
+            "Steps",
+            " → ".join(f"{w}%" for w in rollout.planned_steps) if rollout.planned_steps else "—",
+        ),
         (
             "Canary weight" if rollout.outcome is Outcome.RUNNING else "Final canary weight",
             f"{rollout.current_weight}%" if rollout.current_weight is not None else "—",
@@ -160,6 +164,16 @@ def _card(rollout: Rollout, now: datetime) -> str:
 </section>"""
 
 
+def _version(version: str | None, subset: str | None) -> str:
+    if version and subset and version != subset:
+        return f"{version} (subset {subset})"
+    return version or subset or "—"
+
+
+def _weight(step: Step) -> str:
+    return f"{step.weight}%" if step.weight is not None else "weight unknown"
+
+
 def _steps_table(steps: Sequence[Step]) -> str:
     if not steps:
         return '<p class="empty">No weight steps recorded yet.</p>'
@@ -194,8 +208,10 @@ def _steps_table(steps: Sequence[Step]) -> str:
             if step.window_start or step.window_end
             else "—"
         )
+        weight_attr = f' data-weight="{step.weight}"' if step.weight is not None else ""
         rows.append(
-            f'<tr class="step" data-weight="{step.weight}"><td class="num">{step.weight}%</td>'
+            f'<tr class="step" data-step="{step.index}"{weight_attr}>'
+            f'<td class="num">{step.index}</td><td class="num">{_weight(step)}</td>'
             f"<td>{_short_time(step.weight_set_at)}</td><td>{window}</td>"
             f'<td class="verdict {verdict_class}">{escape(verdict)}</td>'
             f"<td>{escape(step.reason or '')}</td><td>{escape(detail)}</td>"
@@ -203,10 +219,10 @@ def _steps_table(steps: Sequence[Step]) -> str:
         )
         if step.checks:
             rows.append(
-                f'<tr class="check-row"><td></td><td colspan="6">{_checks_table(step.checks)}</td></tr>'
+                f'<tr class="check-row"><td></td><td colspan="7">{_checks_table(step.checks)}</td></tr>'
             )
     head = (
-        "<tr><th>Weight</th><th>Set at</th><th>Window</th><th>Verdict</th><th>Reason</th>"
+        "<tr><th>Step</th><th>Weight</th><th>Set at</th><th>Window</th><th>Verdict</th><th>Reason</th>"
         "<th>Judge</th><th>Links</th></tr>"
     )
     return f'<table class="steps"><thead>{head}</thead><tbody>{"".join(rows)}</tbody></table>'
@@ -215,6 +231,10 @@ def _steps_table(steps: Sequence[Step]) -> str:
 def _pending(step: Step) -> str:
     state = step.analysis.state if step.analysis is not None else None
     if step.analysis is None:
+        if step.weight == 100:
+            # canary_rollout() judges no 100% step: the stable arm has no traffic to compare.
+            weight_state = step.set_weight.state if step.set_weight is not None else None
+            return "skipped" if weight_state == "skipped" else "no analysis at 100%"
         return "no analysis task"
     if state in (None, "scheduled", "queued", "none"):
         return "not started"
@@ -268,7 +288,7 @@ def weight_chart(rollout: Rollout, now: datetime) -> str:
     times = [_parse(point.at) for point in points]
     end_text = rollout.end_date if rollout.outcome is not Outcome.RUNNING else None
     end = _parse(end_text) or (now if rollout.outcome is Outcome.RUNNING else None)
-    decided = {step.weight: _parse(step.decided_at) for step in rollout.steps}
+    decided = {step.index: _parse(step.decided_at) for step in rollout.steps}
     timed = all(t is not None for t in times)
     if timed:
         stamps = [t.timestamp() for t in times if t is not None]
@@ -326,18 +346,23 @@ def weight_chart(rollout: Rollout, now: datetime) -> str:
             f'<circle cx="{px(xs[i]):.1f}" cy="{py(point.weight):.1f}" r="3" fill="var(--accent)">'
             f"<title>{escape(point.task_id)}: canary {point.weight}%</title></circle>"
         )
+    # One marker where traffic left the canary: the analysis's own rollback, else the task's.
+    marked = next(
+        (i for i, p in enumerate(points) if p.at and p.at == rollout.rolled_back_at),
+        next((i for i, p in enumerate(points) if p.task_id.endswith("rollback")), None),
+    )
     for i, point in enumerate(points):
-        if point.task_id.endswith("rollback") and rollout.outcome is Outcome.ROLLED_BACK:
+        if i == marked and rollout.outcome is Outcome.ROLLED_BACK:
             parts.append(
                 f'<text class="rollback-marker" x="{px(xs[i]):.1f}" y="{py(point.weight) - 9:.1f}" '
                 f'text-anchor="end" style="fill:{_VERDICT_COLOUR["FAIL"]};font-weight:700">rolled back</text>'
             )
     step_x = {point.task_id: xs[i] for i, point in enumerate(points)}
     for step in rollout.steps:
-        if not step.verdict:
+        if not step.verdict or step.weight is None:
             continue
         colour = _VERDICT_COLOUR.get(step.verdict, "#59636e")
-        x = x_at(decided.get(step.weight))
+        x = x_at(decided.get(step.index))
         if x is None and step.set_weight is not None:
             x = step_x.get(step.set_weight.task_id)
         if x is None:
@@ -345,7 +370,7 @@ def weight_chart(rollout: Rollout, now: datetime) -> str:
         cx, cy = px(min(max(x, 0.0), 1.0)), py(step.weight)
         label_y = cy - 9 if step.weight < 90 else cy + 16
         parts.append(
-            f'<g class="verdict-marker" data-weight="{step.weight}">'
+            f'<g class="verdict-marker" data-step="{step.index}" data-weight="{step.weight}">'
             f'<circle cx="{cx:.1f}" cy="{cy:.1f}" r="6" fill="{colour}" stroke="var(--card)" stroke-width="2">'
             f"<title>{step.weight}%: {escape(step.verdict)}{' — ' + escape(step.reason) if step.reason else ''}</title></circle>"
             f'<text x="{cx:.1f}" y="{label_y:.1f}" text-anchor="middle" style="fill:{colour};font-weight:700">'

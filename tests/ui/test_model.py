@@ -1,4 +1,4 @@
-"""Assembling a rollout from plain rows: a run still going, and XComs that are missing or odd."""
+"""Assembling a rollout from plain rows: a run still going, a missing plan, and XComs that are missing or odd."""
 
 from __future__ import annotations
 
@@ -7,59 +7,178 @@ from datetime import datetime, timezone
 from airflow_canary.plugins.model import (
     Outcome,
     RunRow,
+    TaskId,
     TaskRole,
     TaskRow,
     UiLinks,
     assemble,
     classify,
+    marks_rollout,
 )
 from airflow_canary.plugins.page import PageContext, render_page
 
 T0 = datetime(2026, 11, 26, 4, 50, tzinfo=timezone.utc)
 RUN = RunRow("rollout", "manual__1", "running", "manual", T0, T0, None)
+PLAN = {
+    "virtual_service": "model-virtual-service",
+    "namespace": "models",
+    "steps": [5, 30, 100],
+    "stable_subset": "v1",
+    "canary_subset": "v2",
+    "stable_version": "model-2026-10",
+    "canary_version": "model-2026-11",
+}
 
 
 def _task(task_id: str, state: str | None, operator: str | None = None) -> TaskRow:
     return TaskRow("rollout", "manual__1", task_id, operator, state, T0, None)
 
 
-def test_a_running_rollout_shows_the_weight_so_far_and_a_pending_analysis() -> None:
-    tasks = [
-        _task("canary.header_route", "success", "SetHeaderRouteOperator"),
-        _task("canary.set_weight_1", "success", "SetCanaryWeightOperator"),
-        _task("canary.analyze_1", "deferred", "BranchCanaryHealthOperator"),
-        _task("canary.promote", None, "PromoteCanaryOperator"),
+def _layout(states: dict[str, str | None]) -> list[TaskRow]:
+    """The task instances of a three-step canary_rollout() group, in the given states."""
+    ids = [
+        "canary.plan",
+        "canary.header_route",
+        "canary.step_1.set_weight",
+        "canary.step_1.analyze",
+        "canary.step_1.unhealthy",
+        "canary.step_2.set_weight",
+        "canary.step_2.analyze",
+        "canary.step_2.unhealthy",
+        "canary.step_3.set_weight",
+        "canary.promote",
+        "canary.task_failed",
+        "canary.rollback",
+        "canary.fail_rollout",
     ]
-    traffic = {
-        "split": {"v1": 99, "v2": 1},
-        "header_routes": [{"subset": "v2"}],
-        "at": "2026-11-26T04:50:05+00:00",
+    return [_task(task_id, states.get(task_id)) for task_id in ids]
+
+
+def _traffic(canary: int, at: str) -> dict[str, object]:
+    return {"split": {"v1": 100 - canary, "v2": canary}, "header_routes": [], "at": at}
+
+
+def test_a_running_rollout_lists_every_planned_step_with_its_weight() -> None:
+    tasks = _layout(
+        {
+            "canary.plan": "success",
+            "canary.header_route": "success",
+            "canary.step_1.set_weight": "success",
+            "canary.step_1.analyze": "deferred",
+        }
+    )
+    xcoms = {
+        "canary.plan": {"return_value": PLAN},
+        "canary.header_route": {"return_value": _traffic(0, "2026-11-26T04:50:01.000+00:00")},
+        "canary.step_1.set_weight": {"return_value": _traffic(5, "2026-11-26T04:50:05.000+00:00")},
     }
-    xcoms = {"canary.set_weight_1": {"return_value": traffic}}
     rollout = assemble(RUN, "canary", tasks, xcoms, UiLinks("/airflow/"))
     assert rollout.outcome is Outcome.RUNNING
-    assert (rollout.stable_version, rollout.canary_version, rollout.current_weight) == (
-        "v1",
-        "v2",
-        1,
-    )
-    assert rollout.steps[0].verdict is None and rollout.steps[0].analysis.state == "deferred"
+    assert (rollout.stable_version, rollout.canary_version) == ("model-2026-10", "model-2026-11")
+    assert (rollout.stable_subset, rollout.canary_subset) == ("v1", "v2")
+    assert (rollout.namespace, rollout.planned_steps) == ("models", (5, 30, 100))
+    assert [point.weight for point in rollout.weights] == [0, 5]
+    assert rollout.current_weight == 5
+    assert [(s.index, s.weight) for s in rollout.steps] == [(1, 5), (2, 30), (3, 100)]
+    first, second, last = rollout.steps
+    assert first.verdict is None and first.analysis is not None
+    assert first.analysis.state == "deferred"
+    assert first.weight_set_at == "2026-11-26T04:50:05.000+00:00"
+    assert second.set_weight is not None and second.set_weight.state is None
+    # canary_rollout() has no analysis at 100%: the stable arm has nothing to compare.
+    assert last.analysis is None
     # An analysis still running is not "missing" data.
-    assert rollout.missing == ("canary.header_route: no XCom",)
+    assert rollout.missing == ()
     assert rollout.run_url == "/airflow/dags/rollout/runs/manual__1"
     html = render_page([rollout], PageContext("ann", T0, 25))
     assert "analysing…" in html and 'http-equiv="refresh"' in html
+    assert "no analysis at 100%" in html and "5% → 30% → 100%" in html
+    assert "model-2026-11 (subset v2)" in html
+
+
+def test_without_the_plan_xcom_steps_are_listed_with_weight_unknown() -> None:
+    tasks = _layout({"canary.plan": "success", "canary.header_route": "success"})
+    xcoms = {"canary.header_route": {"return_value": _traffic(0, "2026-11-26T04:50:01+00:00")}}
+    rollout = assemble(RUN, "canary", tasks, xcoms, UiLinks())
+    assert [(s.index, s.weight) for s in rollout.steps] == [(1, None), (2, None), (3, None)]
+    assert rollout.stable_version is None and rollout.current_weight is None
+    assert "canary.plan: no XCom" in rollout.missing
+    assert any("canary subset is unknown" in item for item in rollout.missing)
+    html = render_page([rollout], PageContext("a", T0, 25))
+    assert html.count("weight unknown") == 3
+
+
+def test_the_set_weight_xcom_is_the_weight_when_it_disagrees_with_the_plan() -> None:
+    tasks = _layout({"canary.plan": "success", "canary.step_1.set_weight": "success"})
+    xcoms = {
+        "canary.plan": {"return_value": PLAN},
+        "canary.step_1.set_weight": {"return_value": _traffic(7, "2026-11-26T04:50:05+00:00")},
+    }
+    rollout = assemble(RUN, "canary", tasks, xcoms, UiLinks())
+    assert (rollout.steps[0].weight, rollout.steps[0].planned_weight) == (7, 5)
+    assert "canary.step_1.set_weight: set canary weight 7% but the plan says 5%" in rollout.missing
+
+
+def test_a_rollback_by_the_analysis_is_drawn_when_it_happened() -> None:
+    done = RunRow("rollout", "manual__1", "failed", "manual", T0, T0, T0)
+    tasks = _layout(
+        {
+            "canary.plan": "success",
+            "canary.step_1.set_weight": "success",
+            "canary.step_1.analyze": "success",
+            "canary.step_1.unhealthy": "success",
+            "canary.step_2.set_weight": "skipped",
+            "canary.step_2.analyze": "skipped",
+            "canary.rollback": "success",
+            "canary.fail_rollout": "failed",
+        }
+    )
+    verdict = {
+        "verdict": "FAIL",
+        "reason": "error-rate: canary 9.8% vs stable 0.2%",
+        "decided_at": "2026-11-26T04:50:20.100000+00:00",
+        "rolled_back_at": "2026-11-26T04:50:20.400000+00:00",
+        "window": {"start": "2026-11-26T04:50:06+00:00", "end": "2026-11-26T04:50:20+00:00"},
+    }
+    rollback = {
+        **_traffic(0, "2026-11-26T04:50:23.000+00:00"),
+        "rolled_back": True,
+        "reason": "canary.step_1.analyze: health analysis FAIL: error-rate",
+    }
+    xcoms = {
+        "canary.plan": {"return_value": PLAN},
+        "canary.step_1.set_weight": {"return_value": _traffic(5, "2026-11-26T04:50:05+00:00")},
+        "canary.step_1.analyze": {"verdict": verdict},
+        "canary.rollback": {"return_value": rollback},
+    }
+    rollout = assemble(done, "canary", tasks, xcoms, UiLinks())
+    assert rollout.outcome is Outcome.ROLLED_BACK
+    assert [(p.task_id, p.weight) for p in rollout.weights] == [
+        ("canary.step_1.set_weight", 5),
+        ("canary.step_1.analyze", 0),
+        ("canary.rollback", 0),
+    ]
+    assert rollout.rolled_back_at == verdict["rolled_back_at"]
+    assert rollout.rollback_reason == rollback["reason"]
+    assert rollout.steps[1].weight == 30 and rollout.steps[1].analysis.state == "skipped"
+    html = render_page([rollout], PageContext("a", T0, 25))
+    assert html.count('class="rollback-marker"') == 1
+    assert 'class="verdict-marker" data-step="1" data-weight="5"' in html
 
 
 def test_odd_xcom_values_are_named_and_never_raise() -> None:
-    tasks = [
-        _task("canary.set_weight_10", "success"),
-        _task("canary.analyze_10", "success"),
-        _task("canary.rollback", "success"),
-    ]
+    tasks = _layout(
+        {
+            "canary.plan": "success",
+            "canary.step_1.set_weight": "success",
+            "canary.step_1.analyze": "success",
+            "canary.rollback": "success",
+        }
+    )
     xcoms = {
-        "canary.set_weight_10": {"return_value": {"split": {"v1": "ninety"}}},
-        "canary.analyze_10": {
+        "canary.plan": {"return_value": {**PLAN, "steps": [5, "thirty"], "canary_subset": 2}},
+        "canary.step_1.set_weight": {"return_value": {"split": {"v1": "ninety"}}},
+        "canary.step_1.analyze": {
             "return_value": {"verdict": "FAIL", "checks": [{"name": 3}, {"name": "x"}]}
         },
         "canary.rollback": {"return_value": {"rolled_back": True}},
@@ -68,8 +187,10 @@ def test_odd_xcom_values_are_named_and_never_raise() -> None:
     assert rollout.outcome is Outcome.ROLLED_BACK
     assert rollout.steps[0].verdict == "FAIL"
     assert [check.name for check in rollout.steps[0].checks] == ["x"]
-    assert "canary.analyze_10: 1 malformed check entry skipped" in rollout.missing
+    assert "canary.step_1.analyze: 1 malformed check entry skipped" in rollout.missing
     assert "canary.rollback: rollback XCom has no 'reason'" in rollout.missing
+    assert "canary.plan: plan XCom has no 'canary_subset'" in rollout.missing
+    assert any("'steps' is not a list of weights" in item for item in rollout.missing)
     assert any("no valid 'split'" in item for item in rollout.missing)
     assert "Rolled back:</strong> no reason recorded" in render_page(
         [rollout], PageContext("a", T0, 25)
@@ -78,14 +199,27 @@ def test_odd_xcom_values_are_named_and_never_raise() -> None:
 
 def test_hidden_xcoms_say_so() -> None:
     rollout = assemble(
-        RUN, "canary", [_task("canary.set_weight_1", "success")], {}, UiLinks(), xcom_hidden=True
+        RUN,
+        "canary",
+        _layout({"canary.step_1.set_weight": "success"}),
+        {},
+        UiLinks(),
+        xcom_hidden=True,
     )
     assert rollout.missing[0].startswith("you may not read XComs of DAG 'rollout'")
     assert rollout.current_weight is None
+    assert [step.weight for step in rollout.steps] == [None, None, None]
 
 
-def test_only_rollout_layouts_count() -> None:
-    assert classify("canary.set_weight_10", None) == ("canary", TaskRole.SET_WEIGHT, 10)
+def test_only_the_rollout_layout_counts() -> None:
+    assert classify("canary.step_10.set_weight", None) == TaskId("canary", TaskRole.SET_WEIGHT, 10)
+    assert classify("a.b.step_2.analyze", None) == TaskId("a.b", TaskRole.ANALYZE, 2)
+    assert classify("canary.plan", "RolloutPlanOperator") == TaskId("canary", TaskRole.PLAN)
     assert classify("promote", "PythonOperator") is None
-    assert classify("promote", "PromoteCanaryOperator") is not None
-    assert classify("set_weights", None) is None
+    assert classify("promote", "PromoteCanaryOperator") == TaskId("", TaskRole.PROMOTE)
+    # The guessed layout of earlier drafts is no rollout.
+    assert classify("canary.set_weight_10", None) is None
+    assert classify("canary.step_0.set_weight", None) is None
+    assert classify("canary.step_1.set_weights", None) is None
+    grouped_promote = classify("etl.promote", "PythonOperator")
+    assert grouped_promote is not None and not marks_rollout(grouped_promote, "PythonOperator")
