@@ -80,7 +80,7 @@ def trigger_step_samples(stack: object, samples: int) -> list[float]:
                 raise RuntimeError(result["rollback_error"])
             durations.append(float(result["rollback_seconds"]))
             split = result["rollback"]["split"]
-            assert split == {"v1": 100}, split
+            assert split["v1"] == 100, split
 
     asyncio.run(measure())
     return durations
