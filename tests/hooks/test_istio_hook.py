@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +22,7 @@ from airflow_canary.hooks.istio import (
 )
 from airflow_canary.local.schema import load_crd_dir
 from airflow_canary.routing import HeaderRoute, RouteTarget, set_canary_weight, set_header_route
+from tests.fixtures.mesh import Seeded
 
 VS = "model-virtual-service"
 TARGET = RouteTarget()
@@ -31,38 +31,6 @@ TARGET = RouteTarget()
 def _load(path: Path) -> dict[str, Any]:
     loaded: dict[str, Any] = yaml.safe_load(path.read_text())
     return loaded
-
-
-@dataclass(frozen=True)
-class Seeded:
-    """The mesh with the seed's Service, DestinationRule and all-v1 VirtualService in a fresh namespace."""
-
-    mesh: Any
-    namespace: str
-
-    def kubectl(self, *args: str) -> str:
-        run = self.mesh.kubectl("-n", self.namespace, *args)
-        assert run.returncode == 0, f"kubectl {' '.join(args)}: {run.stderr}"
-        text: str = run.stdout
-        return text
-
-    def stored(self) -> dict[str, Any]:
-        loaded: dict[str, Any] = json.loads(self.kubectl("get", "virtualservice", VS, "-o", "json"))
-        return loaded
-
-
-@pytest.fixture
-def seeded(mesh: Any, fresh_namespace: str, seed_manifests: Path, monkeypatch: Any) -> Seeded:
-    for key, value in mesh.env.items():
-        monkeypatch.setenv(key, value)
-    seeded = Seeded(mesh, fresh_namespace)
-    for name in (
-        "service-model-service.yaml",
-        "destinationrule-model-destination.yaml",
-        "vs-00-all-v1.yaml",
-    ):
-        seeded.kubectl("apply", "-f", str(seed_manifests / name))
-    return seeded
 
 
 def _fast() -> RetryPolicy:

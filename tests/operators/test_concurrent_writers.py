@@ -2,13 +2,8 @@
 
 from __future__ import annotations
 
-import json
 import threading
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-import pytest
 
 from airflow_canary.hooks.istio import IstioHook, RetryPolicy, UpdateResult
 from airflow_canary.local.schema import load_crd_dir
@@ -20,43 +15,12 @@ from airflow_canary.routing import (
     set_canary_weight,
     set_header_route,
 )
+from tests.fixtures.mesh import Seeded
 
 VS = "model-virtual-service"
 TARGET = RouteTarget()
 WRITERS = 8
 ROUNDS = 3
-
-
-@dataclass(frozen=True)
-class Seeded:
-    """The mesh with the seed's Service, DestinationRule and all-v1 VirtualService in a fresh namespace."""
-
-    mesh: Any
-    namespace: str
-
-    def kubectl(self, *args: str) -> str:
-        run = self.mesh.kubectl("-n", self.namespace, *args)
-        assert run.returncode == 0, f"kubectl {' '.join(args)}: {run.stderr}"
-        text: str = run.stdout
-        return text
-
-    def stored(self) -> dict[str, Any]:
-        loaded: dict[str, Any] = json.loads(self.kubectl("get", "virtualservice", VS, "-o", "json"))
-        return loaded
-
-
-@pytest.fixture
-def seeded(mesh: Any, fresh_namespace: str, seed_manifests: Path, monkeypatch: Any) -> Seeded:
-    for key, value in mesh.env.items():
-        monkeypatch.setenv(key, value)
-    seeded = Seeded(mesh, fresh_namespace)
-    for name in (
-        "service-model-service.yaml",
-        "destinationrule-model-destination.yaml",
-        "vs-00-all-v1.yaml",
-    ):
-        seeded.kubectl("apply", "-f", str(seed_manifests / name))
-    return seeded
 
 
 def test_eight_writers_interleaving_weights_and_header_routes(

@@ -7,7 +7,6 @@ import os
 import subprocess
 import sys
 import textwrap
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +21,7 @@ from airflow_canary.operators.traffic import (
     SetHeaderRouteOperator,
 )
 from airflow_canary.routing import RoutingError
+from tests.fixtures.mesh import Seeded
 
 VS = "model-virtual-service"
 COMMON: dict[str, Any] = {"virtual_service": VS, "namespace": "default"}
@@ -30,38 +30,6 @@ COMMON: dict[str, Any] = {"virtual_service": VS, "namespace": "default"}
 def _load(path: Path) -> dict[str, Any]:
     loaded: dict[str, Any] = yaml.safe_load(path.read_text())
     return loaded
-
-
-@dataclass(frozen=True)
-class Seeded:
-    """The mesh with the seed's Service, DestinationRule and all-v1 VirtualService in a fresh namespace."""
-
-    mesh: Any
-    namespace: str
-
-    def kubectl(self, *args: str) -> str:
-        run = self.mesh.kubectl("-n", self.namespace, *args)
-        assert run.returncode == 0, f"kubectl {' '.join(args)}: {run.stderr}"
-        text: str = run.stdout
-        return text
-
-    def stored(self) -> dict[str, Any]:
-        loaded: dict[str, Any] = json.loads(self.kubectl("get", "virtualservice", VS, "-o", "json"))
-        return loaded
-
-
-@pytest.fixture
-def seeded(mesh: Any, fresh_namespace: str, seed_manifests: Path, monkeypatch: Any) -> Seeded:
-    for key, value in mesh.env.items():
-        monkeypatch.setenv(key, value)
-    seeded = Seeded(mesh, fresh_namespace)
-    for name in (
-        "service-model-service.yaml",
-        "destinationrule-model-destination.yaml",
-        "vs-00-all-v1.yaml",
-    ):
-        seeded.kubectl("apply", "-f", str(seed_manifests / name))
-    return seeded
 
 
 def _without_route_names(spec: dict[str, Any]) -> dict[str, Any]:
