@@ -20,4 +20,5 @@ pytest_plugins = [
     "tests.fixtures.airflow_env",
     "tests.fixtures.mesh",
     "tests.fixtures.prometheus",
+    "tests.fixtures.stack",
 ]

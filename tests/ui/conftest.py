@@ -1,10 +1,9 @@
-"""Fixtures for the UI tests: real rollout-shaped DAG runs and a real Airflow api-server with the plugin."""
+"""Fixtures for the UI tests: real runs of the example rollout DAG and a real Airflow api-server with the plugin."""
 
 from __future__ import annotations
 
 import json
 import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -17,20 +16,9 @@ import httpx
 import pytest
 
 from tests.conftest import REPO
+from tests.fixtures.stack import FAST, DagRun, RolloutStack
 
 DAG_FILE = Path(__file__).parent / "dags" / "canary_ui_runs.py"
-RUN_DAGS = (
-    "canary_ui_healthy",
-    "canary_ui_rolled_back",
-    "canary_ui_malformed",
-    "canary_ui_unrelated",
-    "canary_ui_links",
-)
-PROMETHEUS_UI = "http://prometheus.example:9090"
-#: The analysis task of canary_ui_links reads this connection for its Prometheus link.
-PROMETHEUS_CONNECTION = json.dumps(
-    {"conn_type": "prometheus", "host": "http://127.0.0.1:9", "extra": {"ui_url": PROMETHEUS_UI}}
-)
 #: user -> (role, password); "nobody" has no role and so may read no DAG.
 USERS = {
     "admin": ("admin", "admin-pass"),
@@ -47,37 +35,33 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-@pytest.fixture(scope="session")
-def rollout_runs(airflow_db: Path) -> dict[str, str]:
-    """Run each test DAG once with ``airflow dags test``; returns dag_id -> run_id."""
-    dags_folder = Path(os.environ["AIRFLOW__CORE__DAGS_FOLDER"])
-    dags_folder.mkdir(parents=True, exist_ok=True)
-    shutil.copy(DAG_FILE, dags_folder / DAG_FILE.name)
-    runs: dict[str, str] = {}
-    for dag_id in RUN_DAGS:
-        # A rolled-back run ends failed on purpose, so the exit code is not checked; the run is.
-        subprocess.run(
-            [str(AIRFLOW), "dags", "test", dag_id],
-            cwd=airflow_db,
-            env={**os.environ, "AIRFLOW_CONN_PROMETHEUS_UI_TEST": PROMETHEUS_CONNECTION},
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            timeout=180,
-        )
-        from airflow.models.dagrun import DagRun
-        from airflow.utils.session import create_session
-        from sqlalchemy import select
+@dataclass(frozen=True)
+class UiRuns:
+    """The DAG runs the UI tests look at: two real example rollouts and two odd DAGs."""
 
-        with create_session() as session:
-            run_id = session.scalar(
-                select(DagRun.run_id)
-                .where(DagRun.dag_id == dag_id)
-                .order_by(DagRun.id.desc())
-                .limit(1)
-            )
-        assert run_id is not None, f"airflow dags test {dag_id} left no DAG run"
-        runs[dag_id] = run_id
-    return runs
+    healthy: DagRun
+    rolled_back: DagRun
+    malformed: DagRun
+    unrelated: DagRun
+
+
+@pytest.fixture(scope="session")
+def rollout_runs(rollout_stack: RolloutStack) -> UiRuns:
+    """A promoted and a rolled-back run of the example ``canary_rollout`` DAG on the local stack."""
+    rollout_stack.add_dag_file(DAG_FILE)
+    # The odd DAGs first, so the real rollouts are the newest runs (top of the page).
+    # A malformed run ends as it ends; only what the page makes of it matters.
+    malformed = rollout_stack.run_dag("canary_ui_malformed")
+    unrelated = rollout_stack.run_dag("canary_ui_unrelated")
+    rollout_stack.reset_traffic()
+    rolled_back = rollout_stack.run_dag("canary_rollout", {**FAST, "v2_error_rate": 0.1})
+    assert rolled_back.state == "failed", rolled_back.log[-4000:]
+    rollout_stack.reset_traffic()
+    healthy = rollout_stack.run_dag("canary_rollout", FAST)
+    assert healthy.state == "success", healthy.log[-4000:]
+    return UiRuns(
+        healthy=healthy, rolled_back=rolled_back, malformed=malformed, unrelated=unrelated
+    )
 
 
 @dataclass(frozen=True)
@@ -102,7 +86,7 @@ class ApiServer:
 
 
 @pytest.fixture(scope="session")
-def api_server(airflow_db: Path, rollout_runs: dict[str, str]) -> Iterator[ApiServer]:
+def api_server(airflow_db: Path, rollout_runs: UiRuns) -> Iterator[ApiServer]:
     """``airflow api-server`` on a free loopback port with three simple-auth-manager users."""
     passwords = airflow_db / "ui-test-passwords.json"
     passwords.write_text(json.dumps({user: password for user, (_, password) in USERS.items()}))

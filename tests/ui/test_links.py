@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from datetime import datetime, timedelta, timezone
 from urllib.parse import parse_qs, quote, urlsplit
 
@@ -18,8 +19,13 @@ from airflow_canary.operators.links import (
     validate_dashboard_template,
 )
 from airflow_canary.triggers.health import HealthAnalysisConfig
-from tests.ui.conftest import PROMETHEUS_UI, ApiServer
-from tests.ui.dags.canary_ui_runs import DASHBOARD_TEMPLATE
+from tests.fixtures.stack import RolloutStack
+from tests.ui.conftest import ApiServer, UiRuns
+
+DASHBOARD_TEMPLATE = (
+    "https://grafana.example/d/canary?var-ns={namespace}&var-stable={stable_version}"
+    "&var-canary={canary_version}&from={start_ms}&to={end_ms}"
+)
 
 END = datetime(2026, 11, 26, 4, 50, 0, tzinfo=timezone.utc)
 WINDOW = Window(END - timedelta(seconds=61.5), END)
@@ -92,32 +98,37 @@ def test_dashboard_template_is_checked_and_filled() -> None:
     assert url == f"https://g/?ns=models&from={end_ms - 61_500}&to={end_ms}&c=v2&s=v1"
 
 
-def test_a_real_analysis_task_records_both_links(
-    api_server: ApiServer, rollout_runs: dict[str, str]
+def test_a_real_analysis_step_records_its_prometheus_link(
+    api_server: ApiServer, rollout_runs: UiRuns, rollout_stack: RolloutStack
 ) -> None:
-    run_id = rollout_runs["canary_ui_links"]
+    run = rollout_runs.healthy
     with api_server.client("viewer") as client:
         links = client.get(
-            f"/api/v2/dags/canary_ui_links/dagRuns/{quote(run_id, safe='')}"
-            "/taskInstances/canary.analyze_10/links"
+            f"/api/v2/dags/canary_rollout/dagRuns/{quote(run.run_id, safe='')}"
+            "/taskInstances/canary.step_1.analyze/links"
         )
-        rollouts = client.get("/canary-rollouts/rollouts", params={"dag_id": "canary_ui_links"})
+        rollouts = client.get("/canary-rollouts/rollouts", params={"dag_id": "canary_rollout"})
     assert links.status_code == 200, links.text
     extra = links.json()["extra_links"]
     prometheus = urlsplit(extra["Prometheus"])
-    assert f"{prometheus.scheme}://{prometheus.netloc}" == PROMETHEUS_UI
+    # The stack's Prometheus connection has no ui_url: the link uses its API address.
+    assert prometheus.netloc == f"127.0.0.1:{rollout_stack.stack.prometheus_port}"
     params = parse_qs(prometheus.query)
+    # One canary and one stable panel per check of the example DAG, in the rendered namespace.
+    verdict = run.xcom("canary.step_1.analyze", "verdict")
+    panels = sorted(key for key in params if key.endswith(".expr"))
+    assert len(panels) == 2 * len(verdict["checks"])
     assert 'destination_version="v2"' in params["g0.expr"][0]
     assert 'destination_version="v1"' in params["g1.expr"][0]
-    assert "istio_request_duration_milliseconds_bucket" in params["g2.expr"][0]
-    assert params["g0.range_input"] == ["60s"]
+    assert 'destination_workload_namespace="default"' in params["g0.expr"][0]
+    window = Window.from_verdict(verdict)
+    assert window is not None
+    seconds = math.ceil((window.end - window.start).total_seconds())
+    assert params["g0.range_input"] == [f"{seconds}s"]
+    assert params["g0.end_input"] == [window.end.strftime("%Y-%m-%d %H:%M:%S")]
+    # canary_rollout() sets no dashboard template, so that link is empty.
+    assert not extra.get("Dashboard")
 
-    step = rollouts.json()["rollouts"][0]["steps"][0]
-    window_end = datetime.fromisoformat(step["window_end"]).astimezone(timezone.utc)
-    assert params["g0.end_input"] == [window_end.strftime("%Y-%m-%d %H:%M:%S")]
-    assert step["prometheus_url"] == extra["Prometheus"]
-    dashboard = parse_qs(urlsplit(extra["Dashboard"]).query)
-    assert dashboard["var-ns"] == ["default"] and dashboard["var-canary"] == ["v2"]
-    # The millisecond range covers the whole window: start rounded down, end rounded up.
-    assert 60_000 <= int(dashboard["to"][0]) - int(dashboard["from"][0]) <= 60_001
-    assert step["dashboard_url"] == extra["Dashboard"]
+    [rollout] = [r for r in rollouts.json()["rollouts"] if r["run_id"] == run.run_id]
+    assert rollout["steps"][0]["prometheus_url"] == extra["Prometheus"]
+    assert rollout["steps"][0]["dashboard_url"] is None

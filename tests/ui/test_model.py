@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime, timezone
+from typing import Any
 
 from airflow_canary.plugins.model import (
     Outcome,
@@ -19,7 +20,7 @@ from airflow_canary.plugins.page import PageContext, render_page
 
 T0 = datetime(2026, 11, 26, 4, 50, tzinfo=timezone.utc)
 RUN = RunRow("rollout", "manual__1", "running", "manual", T0, T0, None)
-PLAN = {
+PLAN: dict[str, Any] = {
     "virtual_service": "model-virtual-service",
     "namespace": "models",
     "steps": [5, 30, 100],
@@ -54,7 +55,7 @@ def _layout(states: dict[str, str | None]) -> list[TaskRow]:
     return [_task(task_id, states.get(task_id)) for task_id in ids]
 
 
-def _traffic(canary: int, at: str) -> dict[str, object]:
+def _traffic(canary: int, at: str) -> dict[str, Any]:
     return {"split": {"v1": 100 - canary, "v2": canary}, "header_routes": [], "at": at}
 
 
@@ -160,7 +161,9 @@ def test_a_rollback_by_the_analysis_is_drawn_when_it_happened() -> None:
     ]
     assert rollout.rolled_back_at == verdict["rolled_back_at"]
     assert rollout.rollback_reason == rollback["reason"]
-    assert rollout.steps[1].weight == 30 and rollout.steps[1].analysis.state == "skipped"
+    skipped = rollout.steps[1]
+    assert skipped.weight == 30
+    assert skipped.analysis is not None and skipped.analysis.state == "skipped"
     html = render_page([rollout], PageContext("a", T0, 25))
     assert html.count('class="rollback-marker"') == 1
     assert 'class="verdict-marker" data-step="1" data-weight="5"' in html
@@ -175,7 +178,7 @@ def test_odd_xcom_values_are_named_and_never_raise() -> None:
             "canary.rollback": "success",
         }
     )
-    xcoms = {
+    xcoms: dict[str, dict[str, Any]] = {
         "canary.plan": {"return_value": {**PLAN, "steps": [5, "thirty"], "canary_subset": 2}},
         "canary.step_1.set_weight": {"return_value": {"split": {"v1": "ninety"}}},
         "canary.step_1.analyze": {

@@ -7,22 +7,24 @@ from urllib.parse import quote
 
 import pytest
 
-from tests.ui.conftest import ApiServer
+from tests.ui.conftest import ApiServer, UiRuns
 
 pytestmark = pytest.mark.timeout(600)
 
 
-def _rollouts(api_server: ApiServer, user: str) -> dict[str, dict[str, Any]]:
+def _rollouts(api_server: ApiServer, user: str, dag_id: str | None = None) -> dict[str, Any]:
+    """The rollouts a user sees, by run id (the e2e tests may add runs of the same DAG)."""
+    params = {"dag_id": dag_id} if dag_id else {}
     with api_server.client(user) as client:
-        response = client.get("/canary-rollouts/rollouts")
+        response = client.get("/canary-rollouts/rollouts", params=params)
     assert response.status_code == 200, response.text
-    return {item["dag_id"]: item for item in response.json()["rollouts"]}
+    return {item["run_id"]: item for item in response.json()["rollouts"]}
 
 
 def test_json_api_requires_a_token(api_server: ApiServer) -> None:
     with api_server.client(None) as client:
         assert client.get("/canary-rollouts/rollouts").status_code == 401
-        assert client.get("/canary-rollouts/rollouts/canary_ui_healthy/x").status_code == 401
+        assert client.get("/canary-rollouts/rollouts/canary_rollout/x").status_code == 401
         forged = client.get(
             "/canary-rollouts/rollouts", headers={"Authorization": "Bearer not-a-jwt"}
         )
@@ -37,94 +39,130 @@ def test_page_without_session_redirects_to_login(api_server: ApiServer) -> None:
     assert "Canary" not in response.text
 
 
-def test_healthy_rollout(api_server: ApiServer, rollout_runs: dict[str, str]) -> None:
-    rollout = _rollouts(api_server, "viewer")["canary_ui_healthy"]
-    assert rollout["run_id"] == rollout_runs["canary_ui_healthy"]
+def test_healthy_rollout(api_server: ApiServer, rollout_runs: UiRuns) -> None:
+    run = rollout_runs.healthy
+    rollout = _rollouts(api_server, "viewer", "canary_rollout")[run.run_id]
+    assert (rollout["dag_id"], rollout["group"]) == ("canary_rollout", "canary")
     assert rollout["outcome"] == "promoted"
     assert rollout["run_state"] == "success"
     assert (rollout["stable_version"], rollout["canary_version"]) == ("v1", "v2")
+    assert (rollout["stable_subset"], rollout["canary_subset"]) == ("v1", "v2")
+    assert (rollout["namespace"], rollout["virtual_service"]) == (
+        "default",
+        "model-virtual-service",
+    )
+    assert rollout["planned_steps"] == [20, 40, 60, 100]
     assert rollout["current_weight"] == 100
-    assert [point["weight"] for point in rollout["weights"]] == [0, 1, 10, 50, 100]
-    assert [(step["weight"], step["verdict"]) for step in rollout["steps"]] == [
-        (1, "PASS"),
-        (10, "PASS"),
-        (50, "PASS"),
+    # header route (0%), the four steps, the promotion
+    assert [point["weight"] for point in rollout["weights"]] == [0, 20, 40, 60, 100, 100]
+    assert [(s["index"], s["weight"], s["verdict"]) for s in rollout["steps"]] == [
+        (1, 20, "PASS"),
+        (2, 40, "PASS"),
+        (3, 60, "PASS"),
+        (4, 100, None),
     ]
-    first_check = rollout["steps"][0]["checks"][0]
-    assert first_check["name"] == "error-rate"
-    assert first_check["canary_requests"] == 160.0
-    assert first_check["stable_requests"] == 10933.0
-    assert rollout["steps"][0]["window_start"] < rollout["steps"][0]["window_end"]
+    assert rollout["steps"][3]["analysis"] is None
+    first = rollout["steps"][0]
+    recorded = run.xcom("canary.step_1.analyze", "verdict")
+    assert [c["name"] for c in first["checks"]] == [c["name"] for c in recorded["checks"]]
+    assert first["checks"][0]["canary_requests"] == recorded["checks"][0]["canary_requests"]
+    assert all(check["canary_requests"] >= 100 for check in first["checks"])
+    assert (first["window_start"], first["window_end"]) == (
+        recorded["window"]["start"],
+        recorded["window"]["end"],
+    )
+    assert first["weight_set_at"] == run.xcom("canary.step_1.set_weight")["at"]
+    assert first["prometheus_url"].startswith("http://127.0.0.1:")
     assert rollout["rollback_reason"] is None
     assert rollout["missing"] == []
-    run_path = f"/dags/canary_ui_healthy/runs/{quote(rollout_runs['canary_ui_healthy'], safe='')}"
+    run_path = f"/dags/canary_rollout/runs/{quote(run.run_id, safe='')}"
     assert rollout["run_url"] == run_path
-    assert f"{run_path}/tasks/canary.promote" in {task["url"] for task in rollout["tasks"]}
+    task_urls = {task["url"] for task in rollout["tasks"]}
+    assert f"{run_path}/tasks/canary.promote" in task_urls
+    assert f"{run_path}/tasks/canary.step_2.analyze" in task_urls
 
 
-def test_rolled_back_rollout(api_server: ApiServer, rollout_runs: dict[str, str]) -> None:
-    rollout = _rollouts(api_server, "viewer")["canary_ui_rolled_back"]
+def test_rolled_back_rollout(api_server: ApiServer, rollout_runs: UiRuns) -> None:
+    run = rollout_runs.rolled_back
+    rollout = _rollouts(api_server, "viewer", "canary_rollout")[run.run_id]
     assert rollout["outcome"] == "rolled_back"
     assert rollout["run_state"] == "failed"
     assert rollout["current_weight"] == 0
-    assert [point["weight"] for point in rollout["weights"]] == [0, 1, 10, 0]
-    steps = {step["weight"]: step for step in rollout["steps"]}
-    assert steps[1]["verdict"] == "PASS"
-    assert steps[10]["verdict"] == "FAIL"
-    assert steps[10]["reason"].startswith("error-rate: canary 10.2% vs stable 1.0%")
-    assert steps[10]["checks"][0]["canary_value"] == pytest.approx(0.102)
-    assert steps[50]["verdict"] is None
-    assert steps[50]["analysis"]["state"] == "skipped"
-    assert (
-        rollout["rollback_reason"]
-        == "canary.analyze_10 FAIL: error-rate: canary 10.2% vs stable 1.0%"
-    )
+    # header route, step 1 at 20%, the analysis's own rollback, the rollback task
+    assert [(p["task_id"], p["weight"]) for p in rollout["weights"]] == [
+        ("canary.header_route", 0),
+        ("canary.step_1.set_weight", 20),
+        ("canary.step_1.analyze", 0),
+        ("canary.rollback", 0),
+    ]
+    steps = rollout["steps"]
+    assert [(s["index"], s["weight"]) for s in steps] == [(1, 20), (2, 40), (3, 60), (4, 100)]
+    verdict = run.xcom("canary.step_1.analyze", "verdict")
+    assert steps[0]["verdict"] == "FAIL"
+    assert steps[0]["reason"] == verdict["reason"]
+    failing = [check for check in steps[0]["checks"] if check["status"] == "FAIL"]
+    assert [check["name"] for check in failing] == ["error-rate"]
+    assert failing[0]["canary_value"] > 0.05
+    for later in steps[1:3]:
+        assert later["verdict"] is None
+        assert later["set_weight"]["state"] == "skipped"
+        assert later["analysis"]["state"] == "skipped"
+    assert rollout["rollback_reason"] == run.xcom("canary.rollback")["reason"]
+    assert rollout["rollback_reason"].startswith("canary.step_1.analyze: health analysis FAIL")
+    assert rollout["rolled_back_at"] == verdict["rolled_back_at"]
+    assert rollout["missing"] == []
 
 
-def test_malformed_xcom_is_reported_not_fatal(api_server: ApiServer) -> None:
+def test_malformed_xcom_is_reported_not_fatal(api_server: ApiServer, rollout_runs: UiRuns) -> None:
     rollouts = _rollouts(api_server, "admin")
-    malformed = rollouts["canary_ui_malformed"]
+    malformed = rollouts[rollout_runs.malformed.run_id]
+    assert malformed["dag_id"] == "canary_ui_malformed"
     assert malformed["steps"][0]["verdict"] is None
-    assert "canary.set_weight_5: no XCom" in malformed["missing"]
+    assert malformed["steps"][0]["weight"] is None
+    assert "canary.step_1.set_weight: no XCom" in malformed["missing"]
     assert any("not a verdict object" in item for item in malformed["missing"])
+    assert any(item.startswith("canary.plan: plan XCom 'steps'") for item in malformed["missing"])
     # A DAG that merely has a task called "promote" is no rollout.
-    assert "canary_ui_unrelated" not in rollouts
+    assert rollout_runs.unrelated.run_id not in rollouts
+    assert all(item["dag_id"] != "canary_ui_unrelated" for item in rollouts.values())
 
 
-def test_single_run_endpoint(api_server: ApiServer, rollout_runs: dict[str, str]) -> None:
-    run_id = rollout_runs["canary_ui_rolled_back"]
+def test_single_run_endpoint(api_server: ApiServer, rollout_runs: UiRuns) -> None:
+    run_id = rollout_runs.rolled_back.run_id
     with api_server.client("viewer") as client:
-        found = client.get(f"/canary-rollouts/rollouts/canary_ui_rolled_back/{run_id}")
-        unknown = client.get("/canary-rollouts/rollouts/canary_ui_rolled_back/no-such-run")
+        found = client.get(f"/canary-rollouts/rollouts/canary_rollout/{quote(run_id, safe='')}")
+        unknown = client.get("/canary-rollouts/rollouts/canary_rollout/no-such-run")
     assert found.status_code == 200
     assert [item["outcome"] for item in found.json()["rollouts"]] == ["rolled_back"]
     assert unknown.status_code == 404
     assert "no-such-run" in unknown.json()["detail"]
 
 
-def test_user_without_permission_sees_nothing(
-    api_server: ApiServer, rollout_runs: dict[str, str]
-) -> None:
+def test_user_without_permission_sees_nothing(api_server: ApiServer, rollout_runs: UiRuns) -> None:
     assert _rollouts(api_server, "nobody") == {}
-    run_id = rollout_runs["canary_ui_rolled_back"]
+    run_id = rollout_runs.rolled_back.run_id
     with api_server.client("nobody") as client:
-        single = client.get(f"/canary-rollouts/rollouts/canary_ui_rolled_back/{run_id}")
+        single = client.get(f"/canary-rollouts/rollouts/canary_rollout/{quote(run_id, safe='')}")
         page = client.get("/canary-rollouts/")
     assert single.status_code == 403
-    assert "canary_ui_rolled_back" in single.json()["detail"]
-    assert "analyze_10" not in single.text
+    assert "canary_rollout" in single.json()["detail"]
+    assert "step_1" not in single.text
     assert page.status_code == 200
     assert "No canary rollouts in the DAGs you may read" in page.text
-    assert "canary_ui_rolled_back" not in page.text
+    assert 'data-dag-id="canary_rollout"' not in page.text
 
 
-def test_page_shows_steps_verdicts_and_rollback_reason(api_server: ApiServer) -> None:
+def test_page_shows_steps_verdicts_and_rollback_reason(
+    api_server: ApiServer, rollout_runs: UiRuns
+) -> None:
     with api_server.client("viewer") as client:
         page = client.get("/canary-rollouts/")
     assert page.status_code == 200
     assert page.headers["content-type"].startswith("text/html")
-    assert "Rolled back:</strong> canary.analyze_10 FAIL: error-rate" in page.text
-    assert 'class="verdict-marker" data-weight="10"' in page.text
+    assert "Rolled back:</strong> canary.step_1.analyze: health analysis FAIL" in page.text
+    assert 'class="verdict-marker" data-step="1" data-weight="20"' in page.text
+    assert "no analysis at 100%" in page.text
+    assert f'data-run-id="{rollout_runs.healthy.run_id}"' in page.text
     assert "<svg" in page.text
 
 

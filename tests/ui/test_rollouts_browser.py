@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from tests.ui.conftest import ARTIFACTS, USERS, ApiServer
+from tests.ui.conftest import ARTIFACTS, USERS, ApiServer, UiRuns
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -49,30 +49,41 @@ def _log_in(page: Any, api_server: ApiServer, user: str) -> None:
     page.wait_for_url("**/canary-rollouts/**", timeout=60_000)
 
 
-def test_rollouts_page_in_browser(browser: Any, api_server: ApiServer) -> None:
+def test_rollouts_page_in_browser(
+    browser: Any, api_server: ApiServer, rollout_runs: UiRuns
+) -> None:
     context = browser.new_context(viewport={"width": 1280, "height": 1000})
     page = context.new_page()
     try:
         _log_in(page, api_server, "viewer")
-        rolled_back = page.locator('section.rollout[data-dag-id="canary_ui_rolled_back"]')
+        rolled_back = page.locator(
+            f'section.rollout[data-run-id="{rollout_runs.rolled_back.run_id}"]'
+        )
         rolled_back.wait_for(timeout=30_000)
         assert rolled_back.locator(".badge").inner_text() == "Rolled back"
-        assert "canary.analyze_10 FAIL: error-rate" in rolled_back.locator(".rollback").inner_text()
+        assert (
+            "canary.step_1.analyze: health analysis FAIL"
+            in rolled_back.locator(".rollback").inner_text()
+        )
         steps = rolled_back.locator("table.steps > tbody > tr.step")
         assert [steps.nth(i).get_attribute("data-weight") for i in range(steps.count())] == [
-            "1",
-            "10",
-            "50",
+            "20",
+            "40",
+            "60",
+            "100",
         ]
         verdicts = [steps.nth(i).locator("td.verdict").inner_text() for i in range(steps.count())]
-        assert verdicts == ["PASS", "FAIL", "skipped"]
-        assert rolled_back.locator("svg.chart g.verdict-marker").count() == 2
+        assert verdicts == ["FAIL", "skipped", "skipped", "skipped"]
+        assert rolled_back.locator("svg.chart g.verdict-marker").count() == 1
+        assert rolled_back.locator("svg.chart .rollback-marker").count() == 1
         checks = rolled_back.locator("table.checks tr.check")
-        assert "error-rate" in checks.first.inner_text()
+        assert any(text.startswith("error-rate") for text in checks.all_inner_texts())
 
-        healthy = page.locator('section.rollout[data-dag-id="canary_ui_healthy"]')
+        healthy = page.locator(f'section.rollout[data-run-id="{rollout_runs.healthy.run_id}"]')
         assert healthy.locator(".badge").inner_text() == "Promoted"
-        assert healthy.locator("td.verdict.verdict-PASS").count() >= 3
+        healthy_verdicts = healthy.locator("table.steps > tbody > tr.step td.verdict")
+        assert healthy_verdicts.all_inner_texts() == ["PASS", "PASS", "PASS", "no analysis at 100%"]
+        assert healthy.locator("svg.chart g.verdict-marker").count() == 3
 
         ARTIFACTS.mkdir(exist_ok=True)
         page.screenshot(path=str(ARTIFACTS / "rollouts.png"), full_page=True)
@@ -80,9 +91,9 @@ def test_rollouts_page_in_browser(browser: Any, api_server: ApiServer) -> None:
         # The same page inside the Airflow UI, through the plugin's nav entry.
         page.goto(f"{api_server.url}/plugin/canary-rollouts", timeout=60_000)
         frame = page.frame_locator("iframe")
-        frame.locator('section.rollout[data-dag-id="canary_ui_rolled_back"] .rollback').wait_for(
-            timeout=60_000
-        )
+        frame.locator(
+            f'section.rollout[data-run-id="{rollout_runs.rolled_back.run_id}"] .rollback'
+        ).wait_for(timeout=60_000)
         page.screenshot(path=str(ARTIFACTS / "rollouts-in-airflow.png"))
     finally:
         context.close()
