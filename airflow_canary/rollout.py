@@ -41,6 +41,7 @@ def canary_rollout(
     kubernetes_conn_id: str = KUBERNETES_CONN_ID,
     prometheus_conn_id: str = PROMETHEUS_CONN_ID,
     deferrable: bool = True,
+    dashboard_url_template: str | None = None,
 ) -> TaskGroup:
     """Build the rollout task group inside the current DAG.
 
@@ -48,14 +49,17 @@ def canary_rollout(
 
         plan -> header_route -> step_1.set_weight -> step_1.analyze -+-> step_2.set_weight -> ...
                                                                       +-> step_1.unhealthy -+
-        ... -> step_N.analyze -> promote [-> decommission_stable]                          |
+        ... -> step_N.set_weight (100%: no analysis) -> promote [-> decommission_stable]    |
         any task failed -> task_failed --------------------------------------------------+-> rollback -> fail_rollout
 
     ``steps`` are validated here, at DAG parse time. With ``steps_param`` the weights are read
     from that DAG param at run time (its list must have ``len(steps)`` strictly increasing
     weights; ``plan`` checks it before any traffic moves). ``checks`` are the analysis checks
     from :mod:`airflow_canary.analysis`. After a rollback the run ends failed (``fail_rollout``)
-    so failure callbacks and alerts fire; a healthy rollout ends with ``promote``.
+    so failure callbacks and alerts fire; a healthy rollout ends with ``promote``. A 100% step
+    has no stable traffic to compare with, so it is followed by ``promote`` directly.
+    ``dashboard_url_template`` (e.g. a Grafana URL with ``{namespace}``, ``{canary_version}``,
+    ``{start_ms}``, ``{end_ms}``) adds a "Dashboard" link to every analysis task.
     """
     from airflow.providers.standard.operators.empty import EmptyOperator
 
@@ -114,6 +118,7 @@ def canary_rollout(
         "max_inconclusive_polls": max_inconclusive_polls,
         "prometheus_conn_id": prometheus_conn_id,
         "deferrable": deferrable,
+        "dashboard_url_template": dashboard_url_template,
         "rollback_on_failure": rollback_in_trigger,
         "virtual_service": virtual_service,
         "stable_subset": plan.stable_subset,

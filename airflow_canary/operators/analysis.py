@@ -8,6 +8,7 @@ from typing import Any
 from airflow.sdk import BaseBranchOperator
 
 from airflow_canary.analysis import AnalysisError
+from airflow_canary.operators.links import validate_dashboard_template
 from airflow_canary.sensors.health import CanaryHealthAnalysisMixin
 
 
@@ -44,6 +45,7 @@ class BranchCanaryHealthOperator(CanaryHealthAnalysisMixin, BaseBranchOperator):
         follow_task_ids_if_healthy: str | Sequence[str],
         follow_task_ids_if_unhealthy: str | Sequence[str],
         deferrable: bool = True,
+        dashboard_url_template: str | None = None,
         **kwargs: Any,
     ) -> None:
         params = self.split_analysis_params(kwargs)
@@ -54,6 +56,7 @@ class BranchCanaryHealthOperator(CanaryHealthAnalysisMixin, BaseBranchOperator):
         self.analysis_templated = templated
         self.analysis_params = params
         self.deferrable = deferrable
+        self.dashboard_url_template = validate_dashboard_template(dashboard_url_template)
         self.follow_task_ids_if_healthy = _task_ids(
             "follow_task_ids_if_healthy", follow_task_ids_if_healthy
         )

@@ -13,7 +13,11 @@ from airflow.sdk import BaseOperatorLink, BaseSensorOperator
 from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
 from airflow_canary.analysis import AnalysisError
-from airflow_canary.operators.links import DashboardLink, PrometheusLink
+from airflow_canary.operators.links import (
+    DashboardLink,
+    PrometheusLink,
+    validate_dashboard_template,
+)
 from airflow_canary.templating import is_template
 from airflow_canary.triggers.health import HealthAnalysisConfig, HealthAnalysisRun
 
@@ -178,7 +182,9 @@ class CanaryHealthSensor(CanaryHealthAnalysisMixin, BaseSensorOperator):
     template_fields: Sequence[str] = ("analysis_params",)
     ui_color = "#f0e4ff"
 
-    def __init__(self, *, deferrable: bool = True, **kwargs: Any) -> None:
+    def __init__(
+        self, *, deferrable: bool = True, dashboard_url_template: str | None = None, **kwargs: Any
+    ) -> None:
         params = self.split_analysis_params(kwargs)
         task_id = str(kwargs.get("task_id", "?"))
         config, templated = self.prepare_analysis(params, task_id)
@@ -190,6 +196,7 @@ class CanaryHealthSensor(CanaryHealthAnalysisMixin, BaseSensorOperator):
         self.analysis_templated = templated
         self.analysis_params = params
         self.deferrable = deferrable
+        self.dashboard_url_template = validate_dashboard_template(dashboard_url_template)
 
     def execute(self, context: Any) -> dict[str, Any]:
         return self.execute_complete(context, self.start_analysis(context))

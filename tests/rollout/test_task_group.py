@@ -122,3 +122,12 @@ print(json.dumps({{"dags": sorted(module.dag.task_dict), "heavy": sorted(m for m
     result = json.loads(done.stdout.strip().splitlines()[-1])
     assert result["heavy"] == []
     assert "canary.step_3.analyze" in result["dags"] and "deploy_v2" in result["dags"]
+
+
+def test_dashboard_link_template_reaches_every_analysis_task():
+    template = "https://grafana.example/d/model?var-ns={namespace}&from={start_ms}&to={end_ms}"
+    dag = _dag(dashboard_url_template=template)
+    analyses = [t for t in dag.tasks if t.task_id.endswith(".analyze")]
+    assert analyses and all(t.dashboard_url_template == template for t in analyses)
+    with pytest.raises(ValueError, match="unknown placeholder"):
+        _dag(dashboard_url_template="https://grafana.example/?x={nope}")
