@@ -44,11 +44,17 @@ def get_provider_info() -> dict:
             {"integration-name": "Prometheus", "python-modules": ["airflow_canary.sensors.health"]},
         ],
         "triggers": [
-            {"integration-name": "Prometheus", "python-modules": ["airflow_canary.triggers.health"]},
+            {
+                "integration-name": "Prometheus",
+                "python-modules": ["airflow_canary.triggers.health"],
+            },
         ],
         "hooks": [
             {"integration-name": "Istio", "python-modules": ["airflow_canary.hooks.istio"]},
-            {"integration-name": "Prometheus", "python-modules": ["airflow_canary.hooks.prometheus"]},
+            {
+                "integration-name": "Prometheus",
+                "python-modules": ["airflow_canary.hooks.prometheus"],
+            },
         ],
         "connection-types": [
             {

@@ -7,10 +7,19 @@ import sys
 
 #: subcommand -> (module whose ``main(argv)`` runs it, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
-    "mesh": ("airflow_canary.local.mesh", "run the local mesh (Kubernetes API, process runner, data plane)"),
-    "serve-model": ("airflow_canary.local.modelserver", "serve a scikit-learn model over HTTP with metrics"),
+    "mesh": (
+        "airflow_canary.local.mesh",
+        "run the local mesh (Kubernetes API, process runner, data plane)",
+    ),
+    "serve-model": (
+        "airflow_canary.local.modelserver",
+        "serve a scikit-learn model over HTTP with metrics",
+    ),
     "loadgen": ("airflow_canary.local.loadgen", "send steady prediction traffic through the mesh"),
-    "prometheus": ("airflow_canary.local.prometheus", "run Prometheus scraping the mesh and model servers"),
+    "prometheus": (
+        "airflow_canary.local.prometheus",
+        "run Prometheus scraping the mesh and model servers",
+    ),
 }
 
 
@@ -27,7 +36,10 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     name, rest = argv[0], argv[1:]
     if name not in COMMANDS:
-        print(f"airflow-canary: unknown command {name!r}; expected one of {', '.join(COMMANDS)}", file=sys.stderr)
+        print(
+            f"airflow-canary: unknown command {name!r}; expected one of {', '.join(COMMANDS)}",
+            file=sys.stderr,
+        )
         print(_usage(), file=sys.stderr)
         return 2
     module = importlib.import_module(COMMANDS[name][0])

@@ -126,14 +126,22 @@ async def run_mesh(
         # -- companions: the process runner, data plane and telemetry share the store. ----------
         runner = ProcessRunner(store, state_dir, config.image_map)
         await runner.start()
-        stack.push_async_callback(runner.stop)  # closes after the data plane: no process outlives the mesh
+        stack.push_async_callback(
+            runner.stop
+        )  # closes after the data plane: no process outlives the mesh
         telemetry = Telemetry()
-        data_port = await start_app(stack, create_data_app(store, telemetry), config.data_port, "--data-port")
-        endpoints.append(Endpoint("data plane", f"http://{HOST}:{data_port} (route by Host header)"))
+        data_port = await start_app(
+            stack, create_data_app(store, telemetry), config.data_port, "--data-port"
+        )
+        endpoints.append(
+            Endpoint("data plane", f"http://{HOST}:{data_port} (route by Host header)")
+        )
         metrics_app = create_metrics_app(telemetry)
         add_discovery_routes(metrics_app, store)
         metrics_port = await start_app(stack, metrics_app, config.metrics_port, "--metrics-port")
-        endpoints.append(Endpoint("Istio telemetry", f"http://{HOST}:{metrics_port}/stats/prometheus"))
+        endpoints.append(
+            Endpoint("Istio telemetry", f"http://{HOST}:{metrics_port}/stats/prometheus")
+        )
         endpoints.append(Endpoint("pod discovery", f"http://{HOST}:{metrics_port}/sd/pods"))
 
         if announce:
