@@ -132,7 +132,9 @@ async def main(replicas: int, canary_weight: int) -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(
+    from airflow_canary.local.mesh import run_event_loop
+
+    run_event_loop(
         main(
             int(sys.argv[1]) if len(sys.argv) > 1 else 1,
             int(sys.argv[2]) if len(sys.argv) > 2 else 50,
