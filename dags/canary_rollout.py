@@ -183,6 +183,7 @@ with DAG(
     start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
     schedule="@weekly",
     catchup=False,
+    is_paused_upon_creation=True,  # turn it on when retrained models should roll out unattended
     params={"model_quality": PARAMS["model_quality"]},
     tags=["canary", "ml"],
 ) as weekly:
