@@ -140,6 +140,8 @@ def canary_rollout(
             canary_subset=plan.canary_subset,
             stable_version=plan.stable_version,
             canary_version=plan.canary_version,
+            route_name=route_name,
+            kubernetes_conn_id=kubernetes_conn_id,
         )
         watched: list[Any] = [plan_task]
         head: Any = plan_task

@@ -16,13 +16,15 @@ _UNHEALTHY = ("FAIL", "INCONCLUSIVE")
 
 
 class RolloutPlanOperator(BaseOperator):
-    """Check the run's weight steps before any traffic moves and publish the plan to XCom.
+    """Check the run's plan before any traffic moves and publish it to XCom.
 
     With ``steps_param`` the weights come from that DAG param (the trigger form), and must be
     as many as the rollout has steps; otherwise ``steps`` (validated at parse time) are used.
+    It also reads, without writing, the VirtualService and the DestinationRule of its host: a
+    missing VirtualService, no weighted route, or a missing subset fails here, first.
     """
 
-    template_fields = ("virtual_service", "namespace")
+    template_fields = ("virtual_service", "namespace", "route_name")
     ui_color = "#e8f1fb"
 
     def __init__(
@@ -36,9 +38,13 @@ class RolloutPlanOperator(BaseOperator):
         canary_subset: str,
         stable_version: str,
         canary_version: str,
+        route_name: str | None = None,
+        kubernetes_conn_id: str = "kubernetes_default",
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        self.route_name = route_name
+        self.kubernetes_conn_id = kubernetes_conn_id
         self.plan = RolloutPlan(
             steps=validate_steps(steps),
             stable_subset=stable_subset,
@@ -65,10 +71,12 @@ class RolloutPlanOperator(BaseOperator):
                 )
             except ValueError as err:
                 raise AirflowFailException(f"param {self.steps_param!r}: {err}") from None
+        split = self.check_traffic_target()
         self.log.info(
-            "Rollout of %s/%s: %s -> %s in steps %s",
+            "Rollout of %s/%s (now %s): %s -> %s in steps %s",
             self.namespace,
             self.virtual_service,
+            split,
             self.plan.stable_subset,
             self.plan.canary_subset,
             " -> ".join(f"{w}%" for w in steps),
@@ -82,6 +90,26 @@ class RolloutPlanOperator(BaseOperator):
             "stable_version": self.plan.stable_version,
             "canary_version": self.plan.canary_version,
         }
+
+    def check_traffic_target(self) -> dict[str, int]:
+        """Read the VirtualService and its DestinationRule; fail now if a step could not work."""
+        from airflow_canary.hooks.istio import IstioHook, destination_host
+        from airflow_canary.routing import RouteTarget, RoutingError, read_split, validate_subsets
+
+        target = RouteTarget(self.plan.stable_subset, self.plan.canary_subset, self.route_name)
+        hook = IstioHook(kubernetes_conn_id=self.kubernetes_conn_id)
+        try:
+            vs = hook.get_virtual_service(self.virtual_service, self.namespace)
+            split = read_split(vs, target)
+            validate_subsets(
+                hook.get_destination_rule_for_host(destination_host(vs, target), self.namespace),
+                target,
+            )
+        except (LookupError, RoutingError) as err:
+            raise AirflowFailException(
+                f"the rollout cannot start, no traffic was moved: {err}"
+            ) from None
+        return split.as_dict()
 
 
 def rollback_reason(verdicts: Sequence[tuple[str, Any]], failed_task_ids: Sequence[str]) -> str:
@@ -117,7 +145,18 @@ class RolloutRollbackOperator(RollbackCanaryOperator):
         except Exception as err:  # the reason is informative only; rollback must go on
             self.log.warning("Could not read task states for the rollback reason: %s", err)
         self.reason = rollback_reason(verdicts, failed)
-        return super().execute(context)
+        from airflow_canary.hooks.istio import IstioNotFoundError
+
+        try:
+            return super().execute(context)
+        except IstioNotFoundError as err:
+            # Nothing to restore: the rollout never found its VirtualService.
+            self.log.warning("Nothing to roll back (%s); reason: %s", err, self.reason)
+            return {
+                "rolled_back": False,
+                "reason": self.reason,
+                "virtual_service": self.virtual_service,
+            }
 
 
 class FailRolloutOperator(BaseOperator):
@@ -131,7 +170,9 @@ class FailRolloutOperator(BaseOperator):
 
     def execute(self, context: Any) -> None:
         result = context["ti"].xcom_pull(task_ids=self.rollback_task_id) or {}
-        reason = result.get("reason") if isinstance(result, dict) else None
-        raise AirflowFailException(
-            f"Canary rolled back to stable: {reason or 'reason not recorded'}"
-        )
+        if not isinstance(result, dict):
+            result = {}
+        reason = result.get("reason") or "reason not recorded"
+        if result.get("rolled_back") is False:
+            raise AirflowFailException(f"Canary rollout failed before any traffic moved: {reason}")
+        raise AirflowFailException(f"Canary rolled back to stable: {reason}")

@@ -81,3 +81,15 @@ def test_crashing_canary_fails_the_deploy_and_never_moves_traffic(e2e_clean: E2E
     # the rollback ran, found nothing to undo, and wrote nothing
     assert states["canary.rollback"] == "success"
     assert e2e_clean.stack.virtual_service()["metadata"]["resourceVersion"] == before
+
+
+def test_unknown_virtual_service_fails_at_the_plan_and_moves_nothing(e2e_clean: E2E) -> None:
+    before = e2e_clean.stack.virtual_service()["metadata"]["resourceVersion"]
+    run = e2e_clean.run_dag("canary_rollout", {**FAST, "virtual_service": "no-such-vs"})
+    assert run.state == "failed"
+    states = run.task_states()
+    assert states["canary.plan"] == "failed"
+    assert states["canary.header_route"] == "upstream_failed"
+    assert "VirtualService 'no-such-vs' not found in namespace 'default'" in run.log
+    assert "Canary rollout failed before any traffic moved" in run.log
+    assert e2e_clean.stack.virtual_service()["metadata"]["resourceVersion"] == before
