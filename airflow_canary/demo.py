@@ -34,16 +34,24 @@ CANARIES: dict[str, dict[str, Any]] = {
     "bad-model": {"model_quality": "bad"},
     "slow": {"v2_extra_latency_ms": 400},
 }
+#: the example DAG's default weight steps (the demo does not change them)
+STEPS = [1, 10, 50, 100]
 VERDICT_LINE = re.compile(
-    r"Canary (?P<canary>\S+) vs (?P<stable>\S+) in \S+: (?P<verdict>PASS|FAIL|INCONCLUSIVE) after (?P<polls>\d+) polls - (?P<reason>.*)"
+    r"Canary (?P<canary>\S+) vs (?P<stable>\S+) in \S+: (?P<verdict>PASS|FAIL|INCONCLUSIVE) "
+    r"after (?P<polls>\d+) polls - (?P<reason>.*?)(?: \[airflow\.[^\]]*\] loc=\S+)?$",
+    re.MULTILINE,
 )
 RUN_FINISHED_LINE = re.compile(r"DagRun Finished: .*?, state=(\w+)")
-ROLLED_BACK_LINE = re.compile(r"Canary rolled back to stable: (?P<reason>.*)")
+#: the exception that ends a rolled-back run (not the source line a traceback quotes)
+ROLLED_BACK_LINE = re.compile(
+    r"AirflowFailException: (?P<reason>Canary (?:rolled back|rollout failed).*)$", re.MULTILINE
+)
 
 
 @dataclass
 class Row:
     elapsed: float
+    step: str
     weight: str
     rps: dict[str, float]
     errors: dict[str, float]
@@ -64,21 +72,19 @@ def _by_version(stack: LocalStack, promql: str) -> dict[str, float]:
     return values
 
 
-def _split(stack: LocalStack) -> str:
+def _traffic(stack: LocalStack) -> tuple[str, str]:
+    """The step the canary weight stands at and the split, read from the VirtualService."""
+    from airflow_canary.routing import RouteTarget, product_header_routes, read_split
+
     try:
         vs = stack.virtual_service()
-    except Exception:
-        return "?"
-    routes = vs["spec"].get("http") or []
-    header = sum(1 for r in routes if str(r.get("name", "")).startswith("airflow-canary-header-"))
-    weights: dict[str, int] = {}
-    for route in routes:
-        if route.get("match"):
-            continue
-        for dest in route.get("route") or []:
-            weights[dest["destination"].get("subset", "?")] = int(dest.get("weight", 100))
-    text = " ".join(f"{k}={v}%" for k, v in sorted(weights.items()))
-    return text + (" +header" if header else "")
+        split = read_split(vs, RouteTarget())
+    except Exception as err:  # shown in the table; the DAG run reports real failures
+        return "?", f"unreadable: {err}"[:22]
+    weight = split.canary_weight
+    step = f"{STEPS.index(weight) + 1}/{len(STEPS)}" if weight in STEPS else "-"
+    text = " ".join(f"{k}={v}%" for k, v in split.as_dict().items() if v)
+    return step, text + (" +header" if product_header_routes(vs) else "")
 
 
 def sample(stack: LocalStack, started: float, verdict: str) -> Row:
@@ -97,7 +103,8 @@ def sample(stack: LocalStack, started: float, verdict: str) -> Row:
         f'(rate(istio_request_duration_milliseconds_bucket{{reporter="destination"}}[{window}])))',
     )
     errors = {v: (bad.get(v, 0.0) / r if r > 0 else 0.0) for v, r in rps.items()}
-    return Row(time.monotonic() - started, _split(stack), rps, errors, p99, verdict)
+    step, traffic = _traffic(stack)
+    return Row(time.monotonic() - started, step, traffic, rps, errors, p99, verdict)
 
 
 def _fmt(values: dict[str, float], fmt: str) -> str:
@@ -106,14 +113,14 @@ def _fmt(values: dict[str, float], fmt: str) -> str:
 
 def print_header() -> None:
     print(
-        f"{'time':>6}  {'traffic':<22} {'req/s':<20} {'errors':<20} {'p99 ms':<20} verdict",
+        f"{'time':>6}  {'step':<5} {'traffic':<22} {'req/s':<20} {'errors':<20} {'p99 ms':<20} verdict",
         flush=True,
     )
 
 
 def print_row(row: Row) -> None:
     print(
-        f"{row.elapsed:5.0f}s  {row.weight:<22} {_fmt(row.rps, '{:.0f}'):<20} "
+        f"{row.elapsed:5.0f}s  {row.step:<5} {row.weight:<22} {_fmt(row.rps, '{:.0f}'):<20} "
         f"{_fmt(row.errors, '{:.1%}'):<20} {_fmt(row.p99, '{:.0f}'):<20} {row.verdict}",
         flush=True,
     )
@@ -203,7 +210,7 @@ def run_demo(canary: str, state_dir: Path, bake_seconds: int, rps: float) -> int
                 print(f"      {part}")
         rolled_back = ROLLED_BACK_LINE.search(text)
         if rolled_back:
-            print(f"\ndemo: ROLLED BACK - {rolled_back['reason']}")
+            print(f"\ndemo: {rolled_back['reason']}")
         print(f"\ndemo: DAG run {'succeeded: model-v2 promoted' if succeeded else 'failed'}")
         print("\ndemo: final VirtualService:")
         vs = stack.virtual_service()
