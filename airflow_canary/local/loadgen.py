@@ -449,7 +449,7 @@ async def _run_cli(config: LoadConfig, as_json: bool, progress: float | None) ->
         try:
             loop.add_signal_handler(sig, stop.set)
         except (NotImplementedError, RuntimeError):
-            pass
+            pass  # no signal handlers here (e.g. not the main thread): Ctrl-C still interrupts
 
     def show(report: LoadReport) -> None:
         # With --json, stdout carries only the final summary.
