@@ -9,7 +9,7 @@ import pytest
 
 from airflow_canary.hooks.prometheus import PrometheusHook
 from airflow_canary.local.prometheus import PrometheusServer
-from tests.fixtures.prometheus import IstioExporter
+from tests.fixtures.prometheus import IstioExporter, scraping
 
 
 @pytest.fixture(scope="session")
@@ -20,14 +20,8 @@ def shared_istio_prometheus() -> Iterator[tuple[IstioExporter, PrometheusServer]
     the requests recorded after it (``istio_prometheus`` waits for earlier traffic to land).
     """
     exporter = IstioExporter().start()
-    server = PrometheusServer(0, [exporter.target], 1.0)
-    try:
-        server.start()
-        server.wait_for_scrape(timeout_seconds=30)
+    with scraping(exporter) as server:
         yield exporter, server
-    finally:
-        server.stop()
-        exporter.stop()
 
 
 @pytest.fixture

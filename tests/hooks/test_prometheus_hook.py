@@ -22,7 +22,7 @@ from airflow_canary.hooks.prometheus import (
     PrometheusUnavailableError,
 )
 from airflow_canary.local.prometheus import PrometheusServer, free_port
-from tests.fixtures.prometheus import MetricsExporter
+from tests.fixtures.prometheus import MetricsExporter, scraping
 
 
 def wait_for(probe: Callable[[], Any], timeout: float = 20.0) -> Any:
@@ -41,14 +41,8 @@ def wait_for(probe: Callable[[], Any], timeout: float = 20.0) -> Any:
 def scraped() -> Iterator[tuple[MetricsExporter, PrometheusServer]]:
     """One exporter and one Prometheus for the module (a new target takes ~5 s to be scraped)."""
     exporter = MetricsExporter().start()
-    server = PrometheusServer(0, [exporter.target], 1.0)
-    try:
-        server.start()
-        server.wait_for_scrape(timeout_seconds=30)
+    with scraping(exporter) as server:
         yield exporter, server
-    finally:
-        server.stop()
-        exporter.stop()
 
 
 @pytest.fixture
