@@ -165,15 +165,20 @@ class CanaryAnalysis:
         queries = [Query(qid, promql) for qid, promql in self._counter_queries().items()]
         start = self._state["start"]
         if start is None:
-            return queries  # the baseline readings of the step
-        since = max(elapsed_seconds - start, self.poll_interval_seconds)
-        bake_done = self._bake_done(elapsed_seconds)
-        if self.judge.wants_values(bake_done):
+            # The baseline readings of the step, plus one run of every value and series query
+            # (results unused) so that PromQL Prometheus rejects fails the step now, not when
+            # the bake time is over.
+            since = self.poll_interval_seconds
+            bake_done = True
+        else:
+            since = max(elapsed_seconds - start, self.poll_interval_seconds)
+            bake_done = self._bake_done(elapsed_seconds)
+        if start is None or self.judge.wants_values(bake_done):
             window = since if self.judge.window_seconds is None else self.judge.window_seconds
             for check in self.checks:
                 for role, promql in check.values(self.arms, window).items():
                     queries.append(Query(_query_id(check, role), promql))
-        if self.judge.wants_series(bake_done):
+        if start is None or self.judge.wants_series(bake_done):
             step = self.judge.series_step_seconds
             for check in self.checks:
                 for role, promql in check.series(self.arms, step).items():
@@ -194,11 +199,22 @@ class CanaryAnalysis:
         planned = self.plan(elapsed_seconds)
         st["polls"] += 1
         failures = []
+        rejected = []
         for query in planned:
+            sample = samples.get(query.id)
             if query.id not in samples:
                 failures.append(f"no sample for query {query.id}")
-            elif isinstance(samples[query.id], QueryFailure):
-                failures.append(f"{query.id}: {samples[query.id].message}")  # type: ignore[union-attr]
+            elif isinstance(sample, QueryFailure):
+                failures.append(f"{query.id}: {sample.message}")
+                if sample.permanent:
+                    rejected.append(f"{query.id}: {sample.message}")
+        if rejected:
+            reason = f"Prometheus rejected a query, asking again cannot help: {rejected[0]}"
+            return self._finish(
+                Verdict(
+                    Status.FAIL, True, reason, (), st["polls"], elapsed_seconds, self.judge.name
+                )
+            )
         if failures:
             st["failed_polls"] += 1
             if st["failed_polls"] >= self.max_inconclusive_polls:

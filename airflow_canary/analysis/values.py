@@ -107,9 +107,14 @@ class Query:
 
 @dataclass(frozen=True)
 class QueryFailure:
-    """A query Prometheus did not answer (HTTP error, timeout, bad PromQL)."""
+    """A query Prometheus did not answer (HTTP error, timeout, bad PromQL).
+
+    ``permanent``: asking again cannot help (Prometheus rejected the PromQL itself), so the
+    step fails at once instead of after ``max_inconclusive_polls``.
+    """
 
     message: str
+    permanent: bool = False
 
 
 Sample: TypeAlias = "float | None | list[float] | QueryFailure"

@@ -323,7 +323,9 @@ class HealthAnalysisRun:
                 return series[0].values if series else []
             return await self.prometheus.aquery_scalar(query.promql)
         except PrometheusError as err:
-            return QueryFailure(str(err))
+            # bad_data is Prometheus refusing the PromQL itself: no retry or later poll can help
+            permanent = getattr(err, "error_type", None) == "bad_data"
+            return QueryFailure(str(err), permanent=permanent)
 
     async def prepare_rollback(self, spec: RollbackSpec) -> None:
         """Read the VirtualService once up front: a missing one is reported now, not at FAIL, and

@@ -61,6 +61,12 @@ def answer(
     return samples
 
 
+def _plan_after_baseline(analysis: CanaryAnalysis) -> list[Query]:
+    """The queries of the poll after the baseline (the baseline also probes every query once)."""
+    analysis.observe(0, answer(analysis.plan(0), {}))
+    return analysis.plan(POLL)
+
+
 def drive(
     analysis: CanaryAnalysis,
     step: Callable[[int, Counters], None],
@@ -169,12 +175,15 @@ def test_state_from_another_judge_is_rejected() -> None:
 def test_first_poll_takes_the_baseline_and_later_polls_measure_from_it() -> None:
     analysis = error_analysis()
     first = analysis.plan(0)
-    assert {q.id for q in first} == {
+    counters = {
         "error-rate/canary.total",
         "error-rate/canary.bad",
         "error-rate/stable.total",
         "error-rate/stable.bad",
     }
+    assert counters <= {q.id for q in first}
+    # the rest are one-off probes: PromQL that Prometheus rejects fails the step at once
+    assert all(q.id in counters or q.id.endswith((".value", ".series")) for q in first)
     # Counters already high at the step start (previous steps) must not count.
     before = {"canary.total": 5000, "canary.bad": 900, "stable.total": 10**6, "stable.bad": 10**4}
     v0 = analysis.observe(0, answer(first, before))
@@ -367,7 +376,7 @@ def mw_extra(
 
 def test_mann_whitney_decides_only_at_the_end_and_fails_a_worse_canary() -> None:
     analysis = error_analysis("mann_whitney")
-    assert not any(q.kind == "range" for q in analysis.plan(0))
+    assert not any(q.kind == "range" for q in _plan_after_baseline(error_analysis("mann_whitney")))
     verdicts = drive(analysis, steady((250, 7), (2250, 22)), extra=mw_extra(0.03, 0.01))
     final = verdicts[-1]
     assert final.status is Status.FAIL and final.elapsed_seconds >= 300
@@ -410,7 +419,8 @@ def test_value_checks_are_judged_at_the_end() -> None:
         PromQLCheck(name="gpu", query="max(gpu_util)", max_value=0.9, min_requests=0),
     ]
     analysis = CanaryAnalysis(ARMS, checks, bake_time_seconds=60)
-    assert not [q for q in analysis.plan(0) if q.id.endswith(".value")]
+    probe = CanaryAnalysis(ARMS, checks, bake_time_seconds=60)
+    assert not [q for q in _plan_after_baseline(probe) if q.id.endswith(".value")]
 
     def extra(i: int) -> dict[str, object]:
         return {"prediction-drift/canary.value": 0.35, "gpu/canary.value": 0.5}
@@ -458,3 +468,22 @@ def test_sequential_false_fail_rate_under_h0_is_at_most_alpha() -> None:
         false_fails += verdict.status is Status.FAIL
     # Ville's bound is alpha; allow three binomial standard errors of 400 runs on top.
     assert false_fails / runs <= alpha + 3 * math.sqrt(alpha * (1 - alpha) / runs)
+
+
+def test_a_rejected_query_fails_the_step_at_once():
+    from airflow_canary.analysis import Arms, CanaryAnalysis, ErrorRateCheck, QueryFailure, Status
+
+    analysis = CanaryAnalysis(
+        Arms("default"),
+        [ErrorRateCheck(max_increase=0.02)],
+        bake_time_seconds=60,
+        poll_interval_seconds=5,
+    )
+    queries = analysis.plan(0)
+    samples = {q.id: 0.0 for q in queries}
+    samples[queries[0].id] = QueryFailure(
+        "bad_data: parse error at char 5; query: sum(", permanent=True
+    )
+    verdict = analysis.observe(0, samples)
+    assert verdict.status is Status.FAIL and verdict.final
+    assert "rejected a query" in verdict.reason and "parse error" in verdict.reason

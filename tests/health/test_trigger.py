@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from airflow_canary.analysis import AnalysisError, ErrorRateCheck, LatencyCheck
+from airflow_canary.analysis import AnalysisError, ErrorRateCheck, LatencyCheck, PromQLCheck
 from airflow_canary.triggers.health import (
     CanaryHealthTrigger,
     HealthAnalysisConfig,
@@ -73,6 +73,20 @@ def test_bad_canary_fails_before_the_bake_time(istio_prometheus) -> None:
     assert check["canary_value"] == pytest.approx(0.5, abs=0.05)
     assert check["stable_value"] == 0.0
     assert "error" in verdict["reason"]
+
+
+def test_malformed_promql_fails_at_the_first_poll_with_prometheus_error(istio_prometheus) -> None:
+    bad = PromQLCheck(
+        name="queue-depth",
+        query='sum(rate(istio_requests_total{destination_version="{{ version }}"}[1m]',
+        max_value=10,
+        min_requests=0,
+    )
+    config = make_config(checks=[bad], bake_time=60, timeout=90)
+    (verdict,) = run_trigger(config.trigger())
+    assert verdict["verdict"] == "FAIL" and verdict["final"] is True
+    assert verdict["polls"] == 1
+    assert "bad_data" in verdict["reason"] and "sum(rate(istio_requests_total" in verdict["reason"]
 
 
 def test_no_traffic_is_inconclusive_at_the_timeout(istio_prometheus) -> None:
