@@ -12,12 +12,15 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "run the local mesh (Kubernetes API, process runner, data plane)",
     ),
     "serve-model": (
-        "airflow_canary.local.modelserver",
+        "airflow_canary.local.model.server",
         "serve a scikit-learn model over HTTP with metrics",
     ),
-    "loadgen": ("airflow_canary.local.loadgen", "send steady prediction traffic through the mesh"),
+    "loadgen": (
+        "airflow_canary.local.tools.loadgen",
+        "send steady prediction traffic through the mesh",
+    ),
     "prometheus": (
-        "airflow_canary.local.prometheus",
+        "airflow_canary.local.tools.prometheus",
         "run Prometheus scraping the mesh and model servers",
     ),
 }

@@ -25,7 +25,7 @@ from typing import Any
 
 import yaml
 
-from airflow_canary.local.stack import REPO, LocalStack, StackConfig, StackError
+from airflow_canary.local.tools.stack import REPO, LocalStack, StackConfig, StackError
 
 #: what each ``--canary`` choice sets in the DAG's params
 CANARIES: dict[str, dict[str, Any]] = {

@@ -107,7 +107,7 @@ def airflow_env(state: Path, port: int, extra_connections: dict[str, str]) -> di
 
 
 def run(state: Path, port: int, rps: float) -> int:
-    from airflow_canary.local.stack import LocalStack, StackConfig
+    from airflow_canary.local.tools.stack import LocalStack, StackConfig
 
     state.mkdir(parents=True, exist_ok=True)
     print("starting the local mesh, model-v1, Prometheus and load ...", flush=True)

@@ -11,10 +11,10 @@ from pathlib import Path
 
 from aiohttp import web
 
-from airflow_canary.local.dataplane import create_data_app
-from airflow_canary.local.runner import PORT_ANNOTATION, ProcessRunner
-from airflow_canary.local.store import ObjectStore, ResourceKey
-from airflow_canary.local.telemetry import Telemetry, create_metrics_app
+from airflow_canary.local.apiserver.store import ObjectStore, ResourceKey
+from airflow_canary.local.dataplane.proxy import create_data_app
+from airflow_canary.local.dataplane.telemetry import Telemetry, create_metrics_app
+from airflow_canary.local.workloads.runner import PORT_ANNOTATION, ProcessRunner
 
 SERVER = Path(__file__).resolve().parent.parent / "tests" / "local" / "apps" / "version_server.py"
 

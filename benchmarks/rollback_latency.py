@@ -160,7 +160,7 @@ def main() -> int:
             "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home}/airflow.db",
         }
     )
-    from airflow_canary.local.stack import LocalStack, StackConfig
+    from airflow_canary.local.tools.stack import LocalStack, StackConfig
 
     with LocalStack(StackConfig(state_dir=work / "stack", rps=150)) as stack:
         env = {**os.environ, **stack.connection_env()}

@@ -13,8 +13,8 @@ import aiohttp
 from multidict import CIMultiDict
 from scipy.stats import chisquare
 
-from airflow_canary.local.dataplane import RequestView, RoutingTable
-from airflow_canary.local.store import ObjectStore, ResourceKey
+from airflow_canary.local.apiserver.store import ObjectStore, ResourceKey
+from airflow_canary.local.dataplane.proxy import RequestView, RoutingTable
 
 HERE = Path(__file__).resolve().parent
 WEIGHTS = (1, 10, 50)

@@ -113,7 +113,7 @@ CHECKS = [
 
 
 def _train(context: dict, *, use_published: bool) -> dict:
-    from airflow_canary.local.training import train_model
+    from airflow_canary.local.model.training import train_model
 
     if use_published:
         for events in (context.get("triggering_asset_events") or {}).values():

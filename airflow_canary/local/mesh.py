@@ -17,11 +17,7 @@ from typing import Any
 
 from aiohttp import web
 
-from airflow_canary.local.apiserver import create_api_app
-from airflow_canary.local.dataplane import create_data_app
-from airflow_canary.local.discovery import add_discovery_routes
-from airflow_canary.local.imagemap import load_image_map
-from airflow_canary.local.kubeconfig import (
+from airflow_canary.local.apiserver.kubeconfig import (
     MeshCredentials,
     ServingCert,
     generate_serving_cert,
@@ -29,9 +25,13 @@ from airflow_canary.local.kubeconfig import (
     read_credentials,
     write_kubeconfig,
 )
-from airflow_canary.local.runner import ProcessRunner
-from airflow_canary.local.store import ObjectStore
-from airflow_canary.local.telemetry import Telemetry, create_metrics_app
+from airflow_canary.local.apiserver.server import create_api_app
+from airflow_canary.local.apiserver.store import ObjectStore
+from airflow_canary.local.dataplane.discovery import add_discovery_routes
+from airflow_canary.local.dataplane.proxy import create_data_app
+from airflow_canary.local.dataplane.telemetry import Telemetry, create_metrics_app
+from airflow_canary.local.workloads.imagemap import load_image_map
+from airflow_canary.local.workloads.runner import ProcessRunner
 
 HOST = "127.0.0.1"
 

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import pytest
 
 from airflow_canary.hooks.prometheus import PrometheusHook
-from airflow_canary.local.prometheus import PrometheusServer
+from airflow_canary.local.tools.prometheus import PrometheusServer
 from tests.fixtures.prometheus import IstioExporter, scraping
 
 

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from airflow_canary.analysis import ErrorRateCheck
-from airflow_canary.local.prometheus import PrometheusServer
+from airflow_canary.local.tools.prometheus import PrometheusServer
 from airflow_canary.triggers.health import HealthAnalysisConfig
 from tests.fixtures.prometheus import IstioExporter
 from tests.health.traffic import ArmTraffic, TrafficDriver

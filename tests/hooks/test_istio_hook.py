@@ -20,7 +20,7 @@ from airflow_canary.hooks.istio import (
     IstioUnavailableError,
     RetryPolicy,
 )
-from airflow_canary.local.schema import load_crd_dir
+from airflow_canary.local.apiserver.schema import load_crd_dir
 from airflow_canary.routing import HeaderRoute, RouteTarget, set_canary_weight, set_header_route
 from tests.fixtures.mesh import Seeded
 

@@ -21,7 +21,7 @@ from airflow_canary.hooks.prometheus import (
     PrometheusQueryError,
     PrometheusUnavailableError,
 )
-from airflow_canary.local.prometheus import PrometheusServer, free_port
+from airflow_canary.local.tools.prometheus import PrometheusServer, free_port
 from tests.fixtures.prometheus import MetricsExporter, scraping
 
 

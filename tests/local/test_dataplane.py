@@ -13,8 +13,14 @@ import pytest
 from multidict import CIMultiDict
 from scipy.stats import binom
 
-from airflow_canary.local.dataplane import Outcome, RequestView, RoutingTable, Target, service_fqdn
-from airflow_canary.local.store import ObjectStore
+from airflow_canary.local.apiserver.store import ObjectStore
+from airflow_canary.local.dataplane.proxy import (
+    Outcome,
+    RequestView,
+    RoutingTable,
+    Target,
+    service_fqdn,
+)
 from tests.local.apps.inprocess import InProcessMesh, key_of, seed, version_deployment
 
 pytestmark = pytest.mark.timeout(90)

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from airflow_canary.local.discovery import pod_scrape_targets
-from airflow_canary.local.runner import PORT_ANNOTATION
-from airflow_canary.local.store import ObjectStore, ResourceKey
+from airflow_canary.local.apiserver.store import ObjectStore, ResourceKey
+from airflow_canary.local.dataplane.discovery import pod_scrape_targets
+from airflow_canary.local.workloads.runner import PORT_ANNOTATION
 
 
 def _pod(name: str, *, ready: bool, annotations: dict[str, str]) -> dict:

@@ -17,7 +17,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from airflow_canary.local.loadgen import (
+from airflow_canary.local.tools.loadgen import (
     LoadConfig,
     LoadReport,
     main,

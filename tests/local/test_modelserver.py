@@ -17,8 +17,8 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from scipy.stats import binom
 
-from airflow_canary.local import modelserver
-from airflow_canary.local.training import holdout_split, train_model
+from airflow_canary.local.model import server as modelserver
+from airflow_canary.local.model.training import holdout_split, train_model
 
 CLI = [str(Path(sys.executable).parent / "airflow-canary")]
 START_TIMEOUT = 60.0

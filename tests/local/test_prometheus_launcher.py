@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from airflow_canary.local.prometheus import (
+from airflow_canary.local.tools.prometheus import (
     INSTALL_HINT,
     PrometheusServer,
     ScrapeTarget,

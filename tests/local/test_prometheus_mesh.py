@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from airflow_canary.local.loadgen import LoadConfig, run_load
-from airflow_canary.local.stack import (
+from airflow_canary.local.tools.loadgen import LoadConfig, run_load
+from airflow_canary.local.tools.stack import (
     EXAMPLE_MANIFESTS,
     LocalStack,
     StackConfig,

@@ -17,7 +17,7 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from airflow_canary.local.imagemap import ImageMapError, command_for_image, load_image_map
+from airflow_canary.local.workloads.imagemap import ImageMapError, command_for_image, load_image_map
 from tests.fixtures.mesh import start_mesh
 from tests.local.apps.inprocess import (
     VERSION_SERVER,

@@ -8,13 +8,13 @@ from typing import Any
 import pytest
 import yaml
 
-from airflow_canary.local.api_patch import (
+from airflow_canary.local.apiserver.patch import (
     PatchError,
     json_patch,
     merge_patch,
     strategic_merge_patch,
 )
-from airflow_canary.local.schema import CRDSchemas, load_crd_dir, parse_duration
+from airflow_canary.local.apiserver.schema import CRDSchemas, load_crd_dir, parse_duration
 from tests.fixtures.mesh import ISTIO_CRDS, SEED_MANIFESTS
 
 

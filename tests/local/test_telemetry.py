@@ -11,7 +11,11 @@ import aiohttp
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from airflow_canary.local.telemetry import ISTIO_DURATION_BUCKETS_MS, Destination, Telemetry
+from airflow_canary.local.dataplane.telemetry import (
+    ISTIO_DURATION_BUCKETS_MS,
+    Destination,
+    Telemetry,
+)
 from tests.local.apps.inprocess import InProcessMesh, seed, version_deployment
 from tests.local.test_dataplane import send
 

@@ -10,7 +10,7 @@ import joblib
 import numpy as np
 import pytest
 
-from airflow_canary.local.training import (
+from airflow_canary.local.model.training import (
     DATASET_NAME,
     ModelQuality,
     holdout_split,
@@ -87,7 +87,7 @@ def test_holdout_split_is_deterministic_stratified_and_disjoint() -> None:
 
 def test_importing_training_does_not_import_scikit_learn() -> None:
     # Airflow DAG files import this module; they must parse without paying for scikit-learn.
-    code = "import sys, airflow_canary.local.training; print('sklearn' in sys.modules, 'numpy' in sys.modules)"
+    code = "import sys, airflow_canary.local.model.training; print('sklearn' in sys.modules, 'numpy' in sys.modules)"
     out = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
     )

@@ -6,7 +6,7 @@ import threading
 from pathlib import Path
 
 from airflow_canary.hooks.istio import IstioHook, RetryPolicy, UpdateResult
-from airflow_canary.local.schema import load_crd_dir
+from airflow_canary.local.apiserver.schema import load_crd_dir
 from airflow_canary.routing import (
     HeaderRoute,
     RouteTarget,

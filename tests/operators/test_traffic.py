@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import yaml
 
-from airflow_canary.local.schema import load_crd_dir
+from airflow_canary.local.apiserver.schema import load_crd_dir
 from airflow_canary.operators.traffic import (
     PromoteCanaryOperator,
     RollbackCanaryOperator,

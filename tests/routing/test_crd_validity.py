@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from airflow_canary.local.schema import CRDSchemas, load_crd_dir
+from airflow_canary.local.apiserver.schema import CRDSchemas, load_crd_dir
 from airflow_canary.routing import (
     HeaderRoute,
     MatchType,

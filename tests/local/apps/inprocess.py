@@ -14,10 +14,10 @@ from typing import Any
 import yaml
 from aiohttp import web
 
-from airflow_canary.local.dataplane import create_data_app
-from airflow_canary.local.runner import ProcessRunner
-from airflow_canary.local.store import NotFound, ObjectStore, ResourceKey
-from airflow_canary.local.telemetry import Telemetry, create_metrics_app
+from airflow_canary.local.apiserver.store import NotFound, ObjectStore, ResourceKey
+from airflow_canary.local.dataplane.proxy import create_data_app
+from airflow_canary.local.dataplane.telemetry import Telemetry, create_metrics_app
+from airflow_canary.local.workloads.runner import ProcessRunner
 
 APPS = Path(__file__).resolve().parent
 VERSION_SERVER = APPS / "version_server.py"

@@ -276,7 +276,7 @@ async def run_load(
     behind its schedule is counted as late (it is still sent). Setting ``stop`` ends the
     schedule early; in-flight requests are still awaited (bounded by ``timeout``).
     """
-    from airflow_canary.local.training import holdout_split
+    from airflow_canary.local.model.training import holdout_split
 
     split = await asyncio.to_thread(holdout_split)
     rows: list[list[float]] = split.X_holdout.tolist()

@@ -13,14 +13,14 @@ from typing import Any
 
 from aiohttp import web
 
-from airflow_canary.local.api_patch import (
+from airflow_canary.local.apiserver.patch import (
     PatchError,
     PatchType,
     json_patch,
     merge_patch,
     strategic_merge_patch,
 )
-from airflow_canary.local.api_request import (
+from airflow_canary.local.apiserver.request import (
     ApiError,
     ResourcePath,
     bad_request,
@@ -30,9 +30,9 @@ from airflow_canary.local.api_request import (
     parse_resource_path,
     selected,
 )
-from airflow_canary.local.api_resources import ResourceRegistry, ResourceType
-from airflow_canary.local.schema import CauseReason, CRDSchemas, Violation, prune
-from airflow_canary.local.store import ObjectStore, ResourceKey, StoreError
+from airflow_canary.local.apiserver.resources import ResourceRegistry, ResourceType
+from airflow_canary.local.apiserver.schema import CauseReason, CRDSchemas, Violation, prune
+from airflow_canary.local.apiserver.store import ObjectStore, ResourceKey, StoreError
 
 Obj = dict[str, Any]
 

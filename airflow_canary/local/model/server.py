@@ -28,7 +28,7 @@ from prometheus_client import (
 )
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-from airflow_canary.local.training import ModelQuality
+from airflow_canary.local.model.training import ModelQuality
 
 DEFAULT_PORT = 8080
 #: How many recent request_id -> predictions the server remembers for ``POST /feedback``.
@@ -247,7 +247,7 @@ class ModelServer:
                 raise FileNotFoundError(
                     f"model file {path} does not exist; train one first or pass --train-if-missing good|bad"
                 )
-            from airflow_canary.local.training import train_model
+            from airflow_canary.local.model.training import train_model
 
             result = train_model(path, self.config.train_if_missing)
             print(

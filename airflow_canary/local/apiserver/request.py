@@ -8,8 +8,8 @@ from typing import Any
 
 from aiohttp import web
 
-from airflow_canary.local.api_resources import ResourceRegistry, ResourceType
-from airflow_canary.local.schema import Violation
+from airflow_canary.local.apiserver.resources import ResourceRegistry, ResourceType
+from airflow_canary.local.apiserver.schema import Violation
 
 Obj = dict[str, Any]
 

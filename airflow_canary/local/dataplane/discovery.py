@@ -12,8 +12,8 @@ from typing import Any
 
 from aiohttp import web
 
-from airflow_canary.local.runner import PORT_ANNOTATION
-from airflow_canary.local.store import ObjectStore
+from airflow_canary.local.apiserver.store import ObjectStore
+from airflow_canary.local.workloads.runner import PORT_ANNOTATION
 
 SCRAPE = "prometheus.io/scrape"
 PATH = "prometheus.io/path"

@@ -20,7 +20,7 @@ from typing import Any
 
 import yaml
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 EXAMPLE_MANIFESTS = REPO / "examples" / "manifests"
 #: the image the example manifests use; the mesh runs ``serve-model`` for it
 MODEL_IMAGE = "your-docker-repo/model-runner"
@@ -198,7 +198,7 @@ class LocalStack:
     # -- parts -----------------------------------------------------------------------------
 
     def _train_v1(self) -> Path:
-        from airflow_canary.local.training import train_model
+        from airflow_canary.local.model.training import train_model
 
         path = self.models_dir / "model-v1.joblib"
         if not path.exists():
@@ -249,7 +249,7 @@ class LocalStack:
         return config.new_client_from_config(config_file=str(self.kubeconfig))
 
     def _start_prometheus(self) -> None:
-        from airflow_canary.local.prometheus import PrometheusServer
+        from airflow_canary.local.tools.prometheus import PrometheusServer
 
         self._prometheus = PrometheusServer(
             self.prometheus_port,

@@ -17,8 +17,8 @@ import aiohttp
 from aiohttp import web
 from multidict import CIMultiDict
 
-from airflow_canary.local.store import ObjectStore
-from airflow_canary.local.telemetry import Destination, Telemetry
+from airflow_canary.local.apiserver.store import ObjectStore
+from airflow_canary.local.dataplane.telemetry import Destination, Telemetry
 
 ISTIO_GROUP = "networking.istio.io"
 PORT_ANNOTATION = "mesh.airflow-canary.io/port"

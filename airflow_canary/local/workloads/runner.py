@@ -24,8 +24,8 @@ from typing import Any
 
 import aiohttp
 
-from airflow_canary.local.imagemap import command_for_image, load_image_map
-from airflow_canary.local.store import NotFound, ObjectStore, ResourceKey
+from airflow_canary.local.apiserver.store import NotFound, ObjectStore, ResourceKey
+from airflow_canary.local.workloads.imagemap import command_for_image, load_image_map
 
 __all__ = ["ProcessRunner", "load_image_map", "PORT_ANNOTATION"]
 

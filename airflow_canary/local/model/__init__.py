@@ -1,0 +1,1 @@
+"""The demo's model server and the training of its models."""
