@@ -7,7 +7,10 @@ import tempfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-SHARED = Path(os.environ.get("CANARY_SHARED_DIR", REPO.parent / "shared"))
+#: Deployable manifests of the seed's flow: Service, DestinationRule, both Deployments, vs-00.
+EXAMPLE_MANIFESTS = REPO / "examples" / "manifests"
+#: The seed's expected VirtualService states: 99/1, 90/10, 50/50, all-v2 and the header route.
+SEED_FLOW = REPO / "tests" / "data" / "seed-flow"
 
 _home = tempfile.mkdtemp(prefix="airflow-canary-tests-")
 os.environ["AIRFLOW_HOME"] = _home
@@ -18,7 +21,21 @@ os.environ.setdefault("AIRFLOW__CORE__UNIT_TEST_MODE", "False")
 
 pytest_plugins = [
     "tests.fixtures.airflow_env",
+    "tests.fixtures.crds",
     "tests.fixtures.mesh",
     "tests.fixtures.prometheus",
     "tests.fixtures.stack",
 ]
+
+
+def seed_manifest(name: str) -> Path:
+    """A manifest of the seed's flow by file name (``.yaml`` optional).
+
+    Raises:
+        FileNotFoundError: when neither ``examples/manifests`` nor ``tests/data/seed-flow`` has it.
+    """
+    file_name = name if name.endswith(".yaml") else f"{name}.yaml"
+    for directory in (EXAMPLE_MANIFESTS, SEED_FLOW):
+        if (directory / file_name).is_file():
+            return directory / file_name
+    raise FileNotFoundError(f"no seed manifest {file_name} in {EXAMPLE_MANIFESTS} or {SEED_FLOW}")

@@ -1,1 +1,28 @@
-"""The local mesh: a Kubernetes-API-compatible server, a process runner and an Istio-like data plane on loopback."""
+"""The local mesh: a Kubernetes-API-compatible server, a process runner and an Istio-like data plane on loopback.
+
+It needs the ``local`` extra (``pip install 'airflow-provider-canary[local]'``); importing it
+without that extra raises an ImportError that names the extra and the missing packages.
+"""
+
+from __future__ import annotations
+
+from importlib.util import find_spec
+
+#: import name -> distribution of the ``local`` extra that provides it
+LOCAL_EXTRA_MODULES = {
+    "sklearn": "scikit-learn",
+    "joblib": "joblib",
+    "cryptography": "cryptography",
+    "prometheus_client": "prometheus-client",
+}
+
+
+def _missing() -> list[str]:
+    return [dist for module, dist in LOCAL_EXTRA_MODULES.items() if find_spec(module) is None]
+
+
+if _missing():
+    raise ImportError(
+        "airflow_canary.local (the local mesh, model server, load generator and demo) needs the "
+        f"'local' extra: pip install 'airflow-provider-canary[local]' (missing: {', '.join(_missing())})"
+    )

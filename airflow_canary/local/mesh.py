@@ -17,6 +17,11 @@ from typing import Any
 
 from aiohttp import web
 
+from airflow_canary.local.apiserver.crd_folder import (
+    CRDFolderError,
+    apply_crd_folder,
+    read_crd_folder,
+)
 from airflow_canary.local.apiserver.kubeconfig import (
     MeshCredentials,
     ServingCert,
@@ -49,6 +54,8 @@ class MeshConfig:
     image_map: dict[str, list[str]] = field(default_factory=dict)
     #: Bearer token to accept; None reuses the one in an existing mesh kubeconfig, else a new one.
     token: str | None = None
+    #: A folder of CustomResourceDefinition YAML applied through the API at start.
+    crds: Path | None = None
 
 
 class PortInUse(Exception):
@@ -116,6 +123,10 @@ async def run_mesh(
             cert.ssl_context(state_dir / "tls"),
         )
         server = f"https://{HOST}:{api_port}"
+        if config.crds is not None:
+            names = await apply_crd_folder(server, token, cert.cert_pem, config.crds)
+            if announce:
+                print(f"mesh: applied {len(names)} CRDs from {config.crds}", flush=True)
         write_kubeconfig(
             config.kubeconfig, MeshCredentials(server=server, token=token, ca_pem=cert.cert_pem)
         )
@@ -193,6 +204,13 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--image-map", type=Path, help="JSON/YAML map of container image to command"
     )
+    parser.add_argument(
+        "--crds",
+        type=Path,
+        metavar="DIR",
+        help="apply this folder of CustomResourceDefinition YAML at start (e.g. your Istio "
+        "release's CRDs); objects of those kinds are then validated against their schemas",
+    )
     return parser
 
 
@@ -214,6 +232,12 @@ def main(argv: list[str] | None = None) -> int:
     except (OSError, ValueError) as exc:
         print(f"airflow-canary mesh: --image-map: {exc}", file=sys.stderr)
         return 2
+    if args.crds is not None:
+        try:
+            read_crd_folder(args.crds)
+        except CRDFolderError as exc:
+            print(f"airflow-canary mesh: --crds: {exc}", file=sys.stderr)
+            return 2
     config = MeshConfig(
         kubeconfig=args.kubeconfig,
         api_port=args.api_port,
@@ -222,12 +246,16 @@ def main(argv: list[str] | None = None) -> int:
         state_file=args.state_file,
         state_dir=args.state_dir,
         image_map=image_map,
+        crds=args.crds,
     )
     try:
         run_event_loop(run_mesh(config))
     except PortInUse as exc:
         print(f"airflow-canary mesh: {exc}", file=sys.stderr)
         return 1
+    except CRDFolderError as exc:
+        print(f"airflow-canary mesh: --crds: {exc}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         pass
     print("mesh: stopped", flush=True)

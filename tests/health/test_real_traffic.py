@@ -7,7 +7,6 @@ import collections
 import json
 import threading
 import time
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -15,6 +14,7 @@ import pytest
 
 from airflow_canary.analysis import ErrorRateCheck
 from airflow_canary.triggers.health import HealthAnalysisConfig
+from tests.conftest import seed_manifest
 from tests.local.apps.inprocess import version_deployment
 
 pytestmark = pytest.mark.timeout(300)
@@ -53,13 +53,13 @@ class Requests:
         return key
 
 
-def _deploy(mesh: Any, namespace: str, seed_manifests: Path) -> None:
+def _deploy(mesh: Any, namespace: str) -> None:
     for name in (
         "service-model-service.yaml",
         "destinationrule-model-destination.yaml",
         "vs-03-canary-50.yaml",
     ):
-        run = mesh.kubectl("-n", namespace, "apply", "-f", str(seed_manifests / name))
+        run = mesh.kubectl("-n", namespace, "apply", "-f", str(seed_manifest(name)))
         assert run.returncode == 0, run.stderr
     for deployment in (
         version_deployment("v1", replicas=1),
@@ -82,7 +82,6 @@ def _deploy(mesh: Any, namespace: str, seed_manifests: Path) -> None:
 def test_bad_canary_on_real_traffic_fails_and_traffic_returns_to_stable(
     mesh: Any,
     fresh_namespace: str,
-    seed_manifests: Path,
     prometheus_factory,
     prometheus_conn_env,
     monkeypatch,
@@ -90,7 +89,7 @@ def test_bad_canary_on_real_traffic_fails_and_traffic_returns_to_stable(
     for key, value in mesh.env.items():
         monkeypatch.setenv(key, value)
     namespace = fresh_namespace
-    _deploy(mesh, namespace, seed_manifests)
+    _deploy(mesh, namespace)
     data_url = f"http://127.0.0.1:{mesh.data_port}"
     with httpx.Client(timeout=5) as client:  # the mesh's telemetry has series before the scrape
         Requests(data_url, namespace).send(client)

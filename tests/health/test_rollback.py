@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -12,6 +11,7 @@ import pytest
 from airflow_canary.analysis import ErrorRateCheck
 from airflow_canary.local.tools.prometheus import PrometheusServer
 from airflow_canary.triggers.health import HealthAnalysisConfig
+from tests.conftest import seed_manifest
 from tests.fixtures.prometheus import IstioExporter
 from tests.health.traffic import ArmTraffic, TrafficDriver
 
@@ -27,7 +27,7 @@ def _weights(mesh: Any, namespace: str) -> dict[str, int]:
 
 
 @pytest.fixture
-def canary_at_50(mesh: Any, fresh_namespace: str, seed_manifests: Path, monkeypatch) -> str:
+def canary_at_50(mesh: Any, fresh_namespace: str, monkeypatch) -> str:
     for key, value in mesh.env.items():
         monkeypatch.setenv(key, value)
     for name in (
@@ -35,7 +35,7 @@ def canary_at_50(mesh: Any, fresh_namespace: str, seed_manifests: Path, monkeypa
         "destinationrule-model-destination.yaml",
         "vs-03-canary-50.yaml",
     ):
-        run = mesh.kubectl("-n", fresh_namespace, "apply", "-f", str(seed_manifests / name))
+        run = mesh.kubectl("-n", fresh_namespace, "apply", "-f", str(seed_manifest(name)))
         assert run.returncode == 0, run.stderr
     assert _weights(mesh, fresh_namespace) == {"v1": 50, "v2": 50}
     return fresh_namespace

@@ -20,9 +20,10 @@ from airflow_canary.hooks.istio import (
     IstioUnavailableError,
     RetryPolicy,
 )
-from airflow_canary.local.apiserver.schema import load_crd_dir
 from airflow_canary.routing import HeaderRoute, RouteTarget, set_canary_weight, set_header_route
+from tests.conftest import seed_manifest
 from tests.fixtures.mesh import Seeded
+from tests.schemas import assert_valid_istio
 
 VS = "model-virtual-service"
 TARGET = RouteTarget()
@@ -37,12 +38,10 @@ def _fast() -> RetryPolicy:
     return RetryPolicy(connect_attempts=3, connect_backoff_seconds=0.05, connect_deadline_seconds=5)
 
 
-def test_reads_the_virtual_service_in_a_served_version(
-    seeded: Seeded, seed_manifests: Path
-) -> None:
+def test_reads_the_virtual_service_in_a_served_version(seeded: Seeded) -> None:
     hook = IstioHook()
     vs = hook.get_virtual_service(VS, seeded.namespace)
-    assert vs["spec"] == _load(seed_manifests / "vs-00-all-v1.yaml")["spec"]
+    assert vs["spec"] == _load(seed_manifest("vs-00-all-v1.yaml"))["spec"]
     assert hook.served_version(IstioKind.VIRTUAL_SERVICE) in ("v1", "v1beta1", "v1alpha3")
 
 
@@ -56,9 +55,7 @@ def test_unknown_virtual_service_names_it_and_its_namespace(seeded: Seeded) -> N
         IstioHook().update_virtual_service("no-such-vs", "other", lambda vs: vs)
 
 
-def test_update_writes_once_and_validates_against_the_crds(
-    seeded: Seeded, istio_crds_dir: Path
-) -> None:
+def test_update_writes_once_and_validates_against_istio_schemas(seeded: Seeded) -> None:
     result = IstioHook().update_virtual_service(
         VS, seeded.namespace, lambda vs: set_canary_weight(vs, TARGET, 10)
     )
@@ -66,7 +63,7 @@ def test_update_writes_once_and_validates_against_the_crds(
     stored = seeded.stored()
     assert stored["spec"] == result.after["spec"]
     assert [d["weight"] for d in stored["spec"]["http"][0]["route"]] == [90, 10]
-    assert load_crd_dir(istio_crds_dir).validate(result.after) == []
+    assert_valid_istio(result.after)
 
 
 def test_no_write_when_the_transformation_changes_nothing(seeded: Seeded) -> None:
@@ -136,11 +133,9 @@ def test_unreachable_api_fails_after_bounded_retries_and_writes_nothing(
     assert seeded.stored() == before
 
 
-def test_apply_object_creates_replaces_and_skips_unchanged(
-    seeded: Seeded, seed_manifests: Path
-) -> None:
+def test_apply_object_creates_replaces_and_skips_unchanged(seeded: Seeded) -> None:
     hook = IstioHook()
-    deployment = _load(seed_manifests / "deployment-model-v1.yaml")
+    deployment = _load(seed_manifest("deployment-model-v1.yaml"))
     deployment["spec"]["replicas"] = 1
     created = hook.apply_object(deployment, namespace=seeded.namespace)
     assert created.changed and created.after["metadata"]["name"] == "model-v1"
@@ -153,7 +148,7 @@ def test_apply_object_creates_replaces_and_skips_unchanged(
     )
     assert not hook.scale_deployment("model-v1", seeded.namespace, 0).changed
     assert isinstance(hook.list_pods(seeded.namespace, "app=model"), list)
-    vs = _load(seed_manifests / "vs-02-canary-10.yaml")
+    vs = _load(seed_manifest("vs-02-canary-10.yaml"))
     applied = hook.apply_object(vs, namespace=seeded.namespace)
     assert applied.changed and applied.after["spec"] == vs["spec"]
     with pytest.raises(ValueError, match="cannot apply v1 ConfigMap 'x'"):

@@ -13,13 +13,14 @@ import yaml
 from kubernetes import client, config
 from kubernetes.client.rest import ApiException
 
-from tests.fixtures.mesh import SEED_MANIFESTS, Mesh, start_mesh
+from tests.conftest import seed_manifest
+from tests.fixtures.mesh import Mesh, start_mesh
 
 GROUP = "networking.istio.io"
 
 
 def _seed(name: str) -> dict[str, Any]:
-    return yaml.safe_load((SEED_MANIFESTS / name).read_text())
+    return yaml.safe_load(seed_manifest(name).read_text())
 
 
 @pytest.fixture(scope="module")

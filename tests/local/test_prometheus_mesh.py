@@ -17,11 +17,10 @@ from airflow_canary.local.tools.stack import (
     StackConfig,
     prometheus_available,
 )
+from tests.conftest import seed_manifest
 
 
-def test_prometheus_request_counts_match_the_load_generator(
-    tmp_path: Path, seed_manifests: Path
-) -> None:
+def test_prometheus_request_counts_match_the_load_generator(tmp_path: Path) -> None:
     if not prometheus_available():
         pytest.fail("the Debian prometheus package is required: apt-get install prometheus")
     with LocalStack(StackConfig(state_dir=tmp_path, load=False)) as stack:
@@ -42,9 +41,7 @@ def test_prometheus_request_counts_match_the_load_generator(
             {"name": "MODEL_VERSION", "value": "v2"},
             {"name": "MODEL_ERROR_RATE", "value": "0.2"},
         ]
-        stack.apply(
-            api, [v2, yaml.safe_load((seed_manifests / "vs-02-canary-10.yaml").read_text())]
-        )
+        stack.apply(api, [v2, yaml.safe_load(seed_manifest("vs-02-canary-10.yaml").read_text())])
         stack.wait_for_deployment(api, "model-v2")
 
         report = asyncio.run(

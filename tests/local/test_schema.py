@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
+from airflow_canary.local.apiserver.crd_folder import read_crd_folder
 from airflow_canary.local.apiserver.patch import (
     PatchError,
     json_patch,
@@ -15,21 +17,28 @@ from airflow_canary.local.apiserver.patch import (
     strategic_merge_patch,
 )
 from airflow_canary.local.apiserver.schema import CRDSchemas, load_crd_dir, parse_duration
-from tests.fixtures.mesh import ISTIO_CRDS, SEED_MANIFESTS
+from tests.conftest import EXAMPLE_MANIFESTS, SEED_FLOW, seed_manifest
+
+SEED_NAMES = sorted(p.name for d in (EXAMPLE_MANIFESTS, SEED_FLOW) for p in d.glob("*.yaml"))
 
 
 @pytest.fixture(scope="module")
-def istio() -> CRDSchemas:
-    return load_crd_dir(ISTIO_CRDS)
+def istio(istio_crds_dir: Path) -> CRDSchemas:
+    return load_crd_dir(istio_crds_dir)
 
 
 def _seed(name: str) -> dict[str, Any]:
-    return yaml.safe_load((SEED_MANIFESTS / name).read_text())
+    return yaml.safe_load(seed_manifest(name).read_text())
 
 
-@pytest.mark.parametrize("name", sorted(p.name for p in SEED_MANIFESTS.glob("*.yaml")))
+@pytest.mark.parametrize("name", SEED_NAMES)
 def test_seed_manifests_are_valid(istio: CRDSchemas, name: str) -> None:
     assert istio.validate(_seed(name)) == []
+
+
+@pytest.mark.parametrize("name", SEED_NAMES)
+def test_seed_manifests_pass_the_builtin_checks(name: str) -> None:
+    assert CRDSchemas().validate(_seed(name)) == []
 
 
 def test_knows_every_served_istio_version(istio: CRDSchemas) -> None:
@@ -110,9 +119,13 @@ def test_builtin_checks_without_crds() -> None:
     ]
 
 
-def test_applied_crd_replaces_the_builtin_check() -> None:
+def test_applied_crd_replaces_the_builtin_check(istio_crds_dir: Path) -> None:
     schemas = CRDSchemas()
-    crd = yaml.safe_load((ISTIO_CRDS / "virtualservices.networking.istio.io.yaml").read_text())
+    (crd,) = [
+        doc
+        for _, doc in read_crd_folder(istio_crds_dir)
+        if doc["metadata"]["name"] == "virtualservices.networking.istio.io"
+    ]
     schemas.add_crd(crd)
     vs = _seed("vs-00-all-v1.yaml")
     vs["spec"]["http"][0]["route"][0]["weight"] = 150  # the CRD only says int32

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import threading
-from pathlib import Path
 
 from airflow_canary.hooks.istio import IstioHook, RetryPolicy, UpdateResult
-from airflow_canary.local.apiserver.schema import load_crd_dir
 from airflow_canary.routing import (
     HeaderRoute,
     RouteTarget,
@@ -16,6 +14,7 @@ from airflow_canary.routing import (
     set_header_route,
 )
 from tests.fixtures.mesh import Seeded
+from tests.schemas import assert_valid_istio
 
 VS = "model-virtual-service"
 TARGET = RouteTarget()
@@ -23,9 +22,7 @@ WRITERS = 8
 ROUNDS = 3
 
 
-def test_eight_writers_interleaving_weights_and_header_routes(
-    seeded: Seeded, istio_crds_dir: Path
-) -> None:
+def test_eight_writers_interleaving_weights_and_header_routes(seeded: Seeded) -> None:
     # Generous conflict budget: eight writers on one object collide by design.
     policy = RetryPolicy(conflict_attempts=40, conflict_backoff_seconds=0.005)
     hooks = [IstioHook(retry_policy=policy) for _ in range(WRITERS)]
@@ -69,7 +66,7 @@ def test_eight_writers_interleaving_weights_and_header_routes(
     headers = {route.header for route in product_header_routes(stored)}
     assert headers == {f"x-writer-{i}" for i in range(WRITERS)}
     assert read_split(stored, TARGET).canary_weight in written_weights
-    assert load_crd_dir(istio_crds_dir).validate(stored) == []
+    assert_valid_istio(stored)
 
     flat = [r for per_writer in results for r in per_writer]
     assert len(flat) == WRITERS * (ROUNDS + 1)

@@ -13,7 +13,6 @@ from typing import Any
 import pytest
 import yaml
 
-from airflow_canary.local.apiserver.schema import load_crd_dir
 from airflow_canary.operators.traffic import (
     PromoteCanaryOperator,
     RollbackCanaryOperator,
@@ -21,7 +20,9 @@ from airflow_canary.operators.traffic import (
     SetHeaderRouteOperator,
 )
 from airflow_canary.routing import RoutingError
+from tests.conftest import seed_manifest
 from tests.fixtures.mesh import Seeded
+from tests.schemas import assert_valid_istio
 
 VS = "model-virtual-service"
 COMMON: dict[str, Any] = {"virtual_service": VS, "namespace": "default"}
@@ -57,11 +58,8 @@ def test_invalid_literals_fail_at_parse_and_templates_wait_for_rendering() -> No
     )
 
 
-def test_operators_reproduce_the_seed_rollout(
-    seeded: Seeded, seed_manifests: Path, istio_crds_dir: Path
-) -> None:
+def test_operators_reproduce_the_seed_rollout(seeded: Seeded) -> None:
     common = {**COMMON, "namespace": seeded.namespace}
-    crds = load_crd_dir(istio_crds_dir)
     steps = [
         (SetCanaryWeightOperator(task_id="w1", weight=1, **common), "vs-01-canary-1.yaml"),
         (SetCanaryWeightOperator(task_id="w10", weight="10", **common), "vs-02-canary-10.yaml"),
@@ -71,26 +69,23 @@ def test_operators_reproduce_the_seed_rollout(
     for operator, manifest in steps:
         result = operator.execute(context={})  # type: ignore[arg-type]
         stored = seeded.stored()
-        assert stored["spec"] == _load(seed_manifests / manifest)["spec"], manifest
-        assert crds.validate(stored) == []
+        assert stored["spec"] == _load(seed_manifest(manifest))["spec"], manifest
+        assert_valid_istio(stored)
         assert result["changed"] is True and result["virtual_service"] == VS
         assert sum(result["split"].values()) == 100
     assert result["split"] == {"v1": 0, "v2": 100}
 
 
-def test_header_route_matches_the_seed_and_is_idempotent(
-    seeded: Seeded, seed_manifests: Path, istio_crds_dir: Path
-) -> None:
+def test_header_route_matches_the_seed_and_is_idempotent(seeded: Seeded) -> None:
     common = {**COMMON, "namespace": seeded.namespace}
     operator = SetHeaderRouteOperator(task_id="h", **common)
     result = operator.execute(context={})  # type: ignore[arg-type]
     stored = seeded.stored()
     assert stored["spec"]["http"][0]["name"] == "airflow-canary-header-x-canary-version"
     assert (
-        _without_route_names(stored["spec"])
-        == _load(seed_manifests / "vs-05-header-v2.yaml")["spec"]
+        _without_route_names(stored["spec"]) == _load(seed_manifest("vs-05-header-v2.yaml"))["spec"]
     )
-    assert load_crd_dir(istio_crds_dir).validate(stored) == []
+    assert_valid_istio(stored)
     assert result["header_routes"] == [
         {
             "name": "airflow-canary-header-x-canary-version",

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import yaml
 from hypothesis import strategies as st
 
-from tests.conftest import SHARED
+from tests.conftest import seed_manifest
 
-SEED_DIR = SHARED / "seed" / "manifests"
 HOST = "model-service"
 SEED_WEIGHTS = {
     "vs-01-canary-1": 1,
@@ -20,9 +18,9 @@ SEED_WEIGHTS = {
 }
 
 
-def load(name: str, directory: Path = SEED_DIR) -> dict[str, Any]:
+def load(name: str) -> dict[str, Any]:
     """One seed manifest (file name without ``.yaml``) as the API would return it."""
-    with open(directory / f"{name}.yaml", encoding="utf-8") as handle:
+    with open(seed_manifest(name), encoding="utf-8") as handle:
         doc: dict[str, Any] = yaml.safe_load(handle)
     return doc
 

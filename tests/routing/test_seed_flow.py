@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-from pathlib import Path
 
 import pytest
 import yaml
@@ -22,6 +21,7 @@ from airflow_canary.routing import (
     set_header_route,
     validate_header_route,
 )
+from tests.conftest import EXAMPLE_MANIFESTS
 from tests.routing.documents import SEED_WEIGHTS, load
 
 TARGET = RouteTarget()
@@ -29,8 +29,8 @@ HEADER = HeaderRoute("x-canary-version", "v2")
 ALL_STATES = ["vs-00-all-v1", *SEED_WEIGHTS]
 
 
-def test_seed_fixture_points_at_the_same_manifests(seed_manifests: Path) -> None:
-    with open(seed_manifests / "vs-00-all-v1.yaml", encoding="utf-8") as handle:
+def test_the_example_manifest_is_the_seed_start() -> None:
+    with open(EXAMPLE_MANIFESTS / "vs-00-all-v1.yaml", encoding="utf-8") as handle:
         assert yaml.safe_load(handle) == load("vs-00-all-v1")
 
 

@@ -46,12 +46,12 @@ def free_port() -> int:
 
 
 def default_crds_dir() -> Path | None:
-    """Istio CRDs to apply: ``$CANARY_ISTIO_CRDS``, else ``../shared/istio-crds`` beside the repo."""
-    candidates = [os.environ.get("CANARY_ISTIO_CRDS"), str(REPO.parent / "shared" / "istio-crds")]
-    for candidate in candidates:
-        if candidate and Path(candidate).is_dir():
-            return Path(candidate)
-    return None
+    """Istio CRDs to apply at start: the folder named by ``$CANARY_ISTIO_CRDS``, if set.
+
+    With none, the mesh checks Istio objects with its built-in models of Istio's types.
+    """
+    value = os.environ.get("CANARY_ISTIO_CRDS")
+    return Path(value) if value else None
 
 
 @dataclass
@@ -171,8 +171,6 @@ class LocalStack:
         image_map = self._write_image_map()
         self._start_mesh(image_map)
         api = self.api_client()
-        if self.config.crds_dir:
-            self.apply_crds(api, self.config.crds_dir)
         objects = [
             yaml.safe_load((EXAMPLE_MANIFESTS / name).read_text()) for name in BASE_MANIFESTS
         ]
@@ -222,6 +220,7 @@ class LocalStack:
             "--kubeconfig", str(self.kubeconfig),
             "--state-dir", str(self.state_dir / "mesh"),
             "--image-map", str(image_map),
+            *(["--crds", str(self.config.crds_dir)] if self.config.crds_dir else []),
         ]  # fmt: skip
         mesh = _spawn("mesh", args, self.logs_dir / "mesh.log")
         self._processes.append(mesh)
@@ -292,23 +291,6 @@ class LocalStack:
         container.setdefault(
             "readinessProbe", {"httpGet": {"path": "/healthz", "port": 8080}, "periodSeconds": 1}
         )
-
-    def apply_crds(self, api: Any, directory: Path) -> None:
-        from kubernetes.client import ApiextensionsV1Api
-        from kubernetes.client.exceptions import ApiException
-
-        ext = ApiextensionsV1Api(api)
-        for path in sorted(directory.glob("*.yaml")):
-            for crd in yaml.load_all(
-                path.read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-            ):
-                if not crd:
-                    continue
-                try:
-                    ext.create_custom_resource_definition(crd)
-                except ApiException as err:
-                    if err.status != 409:
-                        raise
 
     def apply(self, api: Any, objects: Iterable[Mapping[str, Any]]) -> None:
         """Create each object, or replace it when it exists (the dynamic client, via discovery)."""

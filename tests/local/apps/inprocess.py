@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import copy
-import os
 import sys
 import time
 from collections.abc import Callable
@@ -18,10 +17,10 @@ from airflow_canary.local.apiserver.store import NotFound, ObjectStore, Resource
 from airflow_canary.local.dataplane.proxy import create_data_app
 from airflow_canary.local.dataplane.telemetry import Telemetry, create_metrics_app
 from airflow_canary.local.workloads.runner import ProcessRunner
+from tests.conftest import seed_manifest
 
 APPS = Path(__file__).resolve().parent
 VERSION_SERVER = APPS / "version_server.py"
-SEED = Path(os.environ.get("CANARY_SHARED_DIR", APPS.parents[3] / "shared")) / "seed" / "manifests"
 
 _PLURALS = {
     "Deployment": ("apps", "deployments"),
@@ -40,7 +39,7 @@ def key_of(obj: dict[str, Any]) -> ResourceKey:
 
 def seed(name: str) -> dict[str, Any]:
     """A seed manifest by file name (without .yaml)."""
-    return dict(yaml.safe_load((SEED / f"{name}.yaml").read_text()))
+    return dict(yaml.safe_load(seed_manifest(name).read_text()))
 
 
 def version_deployment(version: str, replicas: int = 2, **env: str) -> dict[str, Any]:
