@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 
 from airflow_canary.manifests import ManifestError, is_template, load_manifest
-from airflow_canary.operators.rollout import rollback_reason
 from airflow_canary.readiness import deployment_readiness, describe_pods
-from airflow_canary.rollout_plan import RolloutPlan, RolloutPlanError, validate_steps
+from airflow_canary.rollout.operators import rollback_reason
+from airflow_canary.rollout.plan import RolloutPlan, RolloutPlanError, validate_steps
 
 
 @pytest.mark.parametrize(

@@ -9,7 +9,7 @@ from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import AirflowFailException
 
 from airflow_canary.operators.traffic import RollbackCanaryOperator
-from airflow_canary.rollout_plan import RolloutPlan, validate_steps
+from airflow_canary.rollout.plan import RolloutPlan, validate_steps
 
 #: verdict statuses that send a rollout to its rollback
 _UNHEALTHY = ("FAIL", "INCONCLUSIVE")

@@ -8,7 +8,7 @@ from typing import Any
 
 from airflow.sdk import TaskGroup
 
-from airflow_canary.rollout_plan import RolloutPlan, RolloutPlanError
+from airflow_canary.rollout.plan import RolloutPlan, RolloutPlanError
 
 #: Airflow's default connection ids, repeated here so DAG files need not import the hooks.
 KUBERNETES_CONN_ID = "kubernetes_default"
@@ -65,15 +65,15 @@ def canary_rollout(
 
     from airflow_canary.operators.analysis import BranchCanaryHealthOperator
     from airflow_canary.operators.deploy import ScaleDeploymentOperator
-    from airflow_canary.operators.rollout import (
-        FailRolloutOperator,
-        RolloutPlanOperator,
-        RolloutRollbackOperator,
-    )
     from airflow_canary.operators.traffic import (
         PromoteCanaryOperator,
         SetCanaryWeightOperator,
         SetHeaderRouteOperator,
+    )
+    from airflow_canary.rollout.operators import (
+        FailRolloutOperator,
+        RolloutPlanOperator,
+        RolloutRollbackOperator,
     )
 
     plan = RolloutPlan(
