@@ -9,9 +9,9 @@ from typing import Any
 from airflow.sdk import TaskGroup
 
 from airflow_canary.rollout.plan import RolloutPlan, RolloutPlanError
+from airflow_canary.target import KUBERNETES_CONN_ID, TrafficTarget
 
-#: Airflow's default connection ids, repeated here so DAG files need not import the hooks.
-KUBERNETES_CONN_ID = "kubernetes_default"
+#: Airflow's default Prometheus connection id, here so DAG files need not import the hooks.
 PROMETHEUS_CONN_ID = "prometheus_default"
 
 
@@ -98,16 +98,17 @@ def canary_rollout(
             f"header_route must be a (header, value) pair such as ('x-canary-version', 'v2') or None, got {header_route!r}"
         )
 
-    traffic: dict[str, Any] = {
-        "virtual_service": virtual_service,
-        "namespace": namespace,
-        "stable_subset": plan.stable_subset,
-        "canary_subset": plan.canary_subset,
-        "route_name": route_name,
-        "kubernetes_conn_id": kubernetes_conn_id,
-    }
+    target = TrafficTarget(
+        virtual_service=virtual_service,
+        namespace=namespace,
+        stable_subset=plan.stable_subset,
+        canary_subset=plan.canary_subset,
+        route_name=route_name,
+        kubernetes_conn_id=kubernetes_conn_id,
+    )
+    traffic = target.operator_kwargs()
     analysis: dict[str, Any] = {
-        "namespace": namespace,
+        **traffic,
         "stable_version": plan.stable_version,
         "canary_version": plan.canary_version,
         "checks": list(checks),
@@ -120,11 +121,6 @@ def canary_rollout(
         "deferrable": deferrable,
         "dashboard_url_template": dashboard_url_template,
         "rollback_on_failure": rollback_in_trigger,
-        "virtual_service": virtual_service,
-        "stable_subset": plan.stable_subset,
-        "canary_subset": plan.canary_subset,
-        "route_name": route_name,
-        "kubernetes_conn_id": kubernetes_conn_id,
     }
     if analysis_timeout is not None:
         analysis["timeout"] = analysis_timeout
@@ -134,14 +130,9 @@ def canary_rollout(
             task_id="plan",
             steps=list(plan.steps),
             steps_param=steps_param,
-            virtual_service=virtual_service,
-            namespace=namespace,
-            stable_subset=plan.stable_subset,
-            canary_subset=plan.canary_subset,
             stable_version=plan.stable_version,
             canary_version=plan.canary_version,
-            route_name=route_name,
-            kubernetes_conn_id=kubernetes_conn_id,
+            **traffic,
         )
         watched: list[Any] = [plan_task]
         head: Any = plan_task

@@ -24,7 +24,7 @@ from airflow_canary.analysis import (
     Status,
     check_from_dict,
 )
-from airflow_canary.routing.values import RouteTarget
+from airflow_canary.target import TrafficTarget
 
 if TYPE_CHECKING:  # the hooks load when the analysis runs, not when a DAG file is parsed
     from airflow_canary.hooks.istio import AsyncIstioHook
@@ -63,37 +63,6 @@ def _iso(epoch: float) -> str:
 
 
 @dataclass(frozen=True)
-class RollbackSpec:
-    """Where to send all traffic back to stable when the analysis fails."""
-
-    virtual_service: str
-    namespace: str
-    stable_subset: str = "v1"
-    canary_subset: str = "v2"
-    route_name: str | None = None
-    kubernetes_conn_id: str = "kubernetes_default"
-
-    def __post_init__(self) -> None:
-        if not self.virtual_service:
-            raise AnalysisError("rollback needs virtual_service, the VirtualService to roll back")
-        RouteTarget(self.stable_subset, self.canary_subset, self.route_name)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "virtual_service": self.virtual_service,
-            "namespace": self.namespace,
-            "stable_subset": self.stable_subset,
-            "canary_subset": self.canary_subset,
-            "route_name": self.route_name,
-            "kubernetes_conn_id": self.kubernetes_conn_id,
-        }
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> RollbackSpec:
-        return cls(**dict(data))
-
-
-@dataclass(frozen=True)
 class HealthAnalysisConfig:
     """Every parameter of a health analysis, validated once; shared by sensor, branch and trigger.
 
@@ -112,7 +81,7 @@ class HealthAnalysisConfig:
     max_inconclusive_polls: int = 3
     prometheus_conn_id: str = "prometheus_default"
     timeout_seconds: float | None = None
-    rollback: RollbackSpec | None = None
+    rollback: TrafficTarget | None = None
     arms: Arms = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -163,7 +132,7 @@ class HealthAnalysisConfig:
                 raise AnalysisError(
                     "rollback_on_failure=True needs virtual_service, the VirtualService to roll back"
                 )
-            rollback = RollbackSpec(
+            rollback = TrafficTarget(
                 virtual_service=virtual_service,
                 namespace=namespace,
                 stable_subset=stable_subset,
@@ -327,7 +296,7 @@ class HealthAnalysisRun:
             permanent = getattr(err, "error_type", None) == "bad_data"
             return QueryFailure(str(err), permanent=permanent)
 
-    async def prepare_rollback(self, spec: RollbackSpec) -> None:
+    async def prepare_rollback(self, spec: TrafficTarget) -> None:
         """Read the VirtualService once up front: a missing one is reported now, not at FAIL, and
         the hook has its connection and the served Istio API version ready for a fast rollback."""
         try:
@@ -340,9 +309,11 @@ class HealthAnalysisRun:
                 err,
             )
 
-    async def roll_back(self, spec: RollbackSpec, reason: str, decided_at: float) -> dict[str, Any]:
+    async def roll_back(
+        self, spec: TrafficTarget, reason: str, decided_at: float
+    ) -> dict[str, Any]:
         """All traffic to stable through the async Istio hook; the verdict records when and how fast."""
-        target = RouteTarget(spec.stable_subset, spec.canary_subset, spec.route_name)
+        target = spec.route_target()
         try:
             result = await self.istio.rollback(
                 spec.virtual_service,
@@ -474,7 +445,7 @@ class CanaryHealthTrigger(BaseTrigger):
             max_inconclusive_polls=self.max_inconclusive_polls,
             prometheus_conn_id=self.prometheus_conn_id,
             timeout_seconds=self.timeout_seconds,
-            rollback=RollbackSpec.from_dict(self.rollback) if self.rollback else None,
+            rollback=TrafficTarget.from_dict(self.rollback) if self.rollback else None,
         )
 
     @cached_property
