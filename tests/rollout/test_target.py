@@ -1,0 +1,36 @@
+"""TrafficTarget: the one value every traffic task, the analysis and the rollback share."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from airflow_canary.routing import RoutingError
+from airflow_canary.target import TrafficTarget
+
+
+def test_round_trips_through_its_json_form() -> None:
+    target = TrafficTarget("model-vs", "ml", "stable", "canary", "primary", "k8s_prod")
+    assert TrafficTarget.from_dict(target.to_dict()) == target
+    assert target.route_target().route_name == "primary"
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        target.namespace = "other"  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"virtual_service": ""}, "virtual_service must be a non-empty string, got ''"),
+        ({"virtual_service": "vs", "namespace": " "}, "namespace must be a non-empty string"),
+        ({"virtual_service": "vs", "canary_subset": "v1"}, "must differ, both are 'v1'"),
+    ],
+)
+def test_literal_mistakes_fail_when_built(kwargs: dict, message: str) -> None:
+    with pytest.raises(RoutingError, match=message):
+        TrafficTarget(**kwargs)
+
+
+def test_templated_values_wait_for_rendering() -> None:
+    target = TrafficTarget("{{ params.vs }}", "{{ params.ns }}", canary_subset="{{ params.s }}")
+    assert target.operator_kwargs()["virtual_service"] == "{{ params.vs }}"
