@@ -1,0 +1,200 @@
+"""Admission in the local API server: decoding checks, metadata validation, defaulting and schema validation of writes."""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+import secrets
+from typing import Any
+
+from aiohttp import web
+
+from airflow_canary.local.apiserver.base import CRD, ApiBase
+from airflow_canary.local.apiserver.request import ResourcePath, bad_request, invalid
+from airflow_canary.local.apiserver.resources import ResourceType
+from airflow_canary.local.apiserver.schema import CauseReason, Violation, prune
+
+Obj = dict[str, Any]
+
+_DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+
+
+class Admission(ApiBase):
+    """Checks and defaults an object about to be written, as the apiserver's decode, default and validate steps."""
+
+    def _admit(
+        self, request: web.Request, path: ResourcePath, obj: Any, *, name: str | None
+    ) -> tuple[Obj, list[str]]:
+        """Check and default an object about to be written; returns it and the warnings to send."""
+        rtype = path.rtype
+        if not isinstance(obj, dict):
+            raise bad_request(f"the body must be a {rtype.kind} object, got {type(obj).__name__}")
+        obj = copy.deepcopy(obj)
+        if obj.get("apiVersion", path.api_version) != path.api_version:
+            raise bad_request(
+                f"the API version in the data ({obj['apiVersion']}) does not match the expected API version ({path.api_version})"
+            )
+        if obj.get("kind", rtype.kind) != rtype.kind:
+            raise bad_request(
+                f"the kind in the data ({obj['kind']}) does not match the expected kind ({rtype.kind})"
+            )
+        obj["apiVersion"], obj["kind"] = path.api_version, rtype.kind
+        meta = obj.get("metadata")
+        if meta is None:
+            meta = obj["metadata"] = {}
+        if not isinstance(meta, dict):
+            raise bad_request(f"metadata must be an object, got {json.dumps(meta)}")
+        if rtype.namespaced:
+            if meta.get("namespace") not in (None, "", path.namespace):
+                raise bad_request(
+                    f"the namespace of the provided object ({meta['namespace']}) does not match the namespace sent on the request ({path.namespace})"
+                )
+            meta["namespace"] = path.namespace
+        else:
+            meta.pop("namespace", None)
+        if name is not None:
+            if meta.get("name") not in (None, "", name):
+                raise bad_request(
+                    f"the name of the object ({meta['name']}) does not match the name on the URL ({name})"
+                )
+            meta["name"] = name
+        elif not meta.get("name") and meta.get("generateName"):
+            meta["name"] = meta["generateName"] + secrets.token_hex(3)[:5]
+        problems = _metadata_violations(rtype, meta)
+        warnings: list[str] = []
+        unknown = self.schemas.unknown_fields(obj)
+        if unknown:
+            mode = request.query.get("fieldValidation", "Warn")
+            if mode == "Strict":
+                fields = ", ".join(f'unknown field "{u}"' for u in unknown)
+                raise bad_request(
+                    f'{rtype.kind} in version "{path.version}" cannot be handled as a {rtype.kind}: strict decoding error: {fields}'
+                )
+            prune(obj, unknown)
+            if mode != "Ignore":
+                warnings = [f'unknown field "{u}"' for u in unknown]
+        _default(rtype, obj)
+        problems += self.schemas.violations(obj)
+        if (rtype.group, rtype.plural) == CRD:
+            problems += _crd_violations(obj)
+        if problems:
+            raise invalid(rtype, str(meta.get("name") or ""), problems)
+        return obj, warnings
+
+
+def _metadata_violations(rtype: ResourceType, meta: Obj) -> list[Violation]:
+    problems = []
+    name = meta.get("name")
+    if not name:
+        problems.append(
+            Violation("metadata.name", "name or generateName is required", CauseReason.REQUIRED)
+        )
+    elif not isinstance(name, str) or len(name) > 253 or not _DNS_SUBDOMAIN.match(name):
+        problems.append(
+            Violation(
+                "metadata.name",
+                f"a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', "
+                f"and must start and end with an alphanumeric character, got {json.dumps(name)}",
+            )
+        )
+    elif rtype.kind in ("Namespace", "Service") and (len(name) > 63 or not _DNS_LABEL.match(name)):
+        problems.append(
+            Violation(
+                "metadata.name",
+                f"must be an RFC 1123 label (at most 63 characters, no dots), got {json.dumps(name)}",
+            )
+        )
+    for field in ("labels", "annotations"):
+        values = meta.get(field)
+        if values is None:
+            continue
+        if not isinstance(values, dict):
+            problems.append(
+                Violation(
+                    f"metadata.{field}", f"must be a map of strings, got {json.dumps(values)}"
+                )
+            )
+            continue
+        for key, value in values.items():
+            if not isinstance(value, str):
+                problems.append(
+                    Violation(f"metadata.{field}.{key}", f"must be string, got {json.dumps(value)}")
+                )
+    return problems
+
+
+def _default(rtype: ResourceType, obj: Obj) -> None:
+    """The defaults the real API server fills in that clients read back."""
+    spec = obj.get("spec")
+    if not isinstance(spec, dict):
+        return
+    if rtype.kind == "Deployment":
+        spec.setdefault("replicas", 1)
+        spec.setdefault("revisionHistoryLimit", 10)
+        spec.setdefault("progressDeadlineSeconds", 600)
+        spec.setdefault(
+            "strategy",
+            {
+                "type": "RollingUpdate",
+                "rollingUpdate": {"maxSurge": "25%", "maxUnavailable": "25%"},
+            },
+        )
+    elif rtype.kind == "Service":
+        spec.setdefault("type", "ClusterIP")
+        for port in spec.get("ports") or []:
+            if isinstance(port, dict):
+                port.setdefault("protocol", "TCP")
+                if "port" in port:
+                    port.setdefault("targetPort", port["port"])
+
+
+def _crd_violations(crd: Obj) -> list[Violation]:
+    spec = crd.get("spec") or {}
+    names = spec.get("names") or {}
+    problems = []
+    for field in ("plural", "kind"):
+        if not names.get(field):
+            problems.append(
+                Violation(f"spec.names.{field}", "required value is missing", CauseReason.REQUIRED)
+            )
+    if not spec.get("group"):
+        problems.append(Violation("spec.group", "required value is missing", CauseReason.REQUIRED))
+    if not spec.get("versions"):
+        problems.append(
+            Violation("spec.versions", "must have at least one version", CauseReason.REQUIRED)
+        )
+    expected = f"{names.get('plural')}.{spec.get('group')}"
+    if not problems and crd["metadata"].get("name") != expected:
+        problems.append(
+            Violation(
+                "metadata.name",
+                f'must be spec.names.plural+"."+spec.group: {expected}, got {crd["metadata"].get("name")!r}',
+            )
+        )
+    return problems
+
+
+def crd_status(crd: Obj) -> Obj:
+    names = (crd.get("spec") or {}).get("names") or {}
+    return {
+        "acceptedNames": names,
+        "conditions": [
+            {
+                "type": "NamesAccepted",
+                "status": "True",
+                "reason": "NoConflicts",
+                "message": "no conflicts found",
+            },
+            {
+                "type": "Established",
+                "status": "True",
+                "reason": "InitialNamesAccepted",
+                "message": "the initial names have been accepted",
+            },
+        ],
+        "storedVersions": [
+            v["name"] for v in (crd.get("spec") or {}).get("versions") or [] if v.get("storage")
+        ],
+    }
