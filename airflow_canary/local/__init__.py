@@ -17,8 +17,15 @@ LOCAL_EXTRA_MODULES = {
 }
 
 
+def _importable(module: str) -> bool:
+    try:
+        return find_spec(module) is not None
+    except (ImportError, ValueError):  # ValueError: a module set to None in sys.modules
+        return False
+
+
 def _missing() -> list[str]:
-    return [dist for module, dist in LOCAL_EXTRA_MODULES.items() if find_spec(module) is None]
+    return [dist for module, dist in LOCAL_EXTRA_MODULES.items() if not _importable(module)]
 
 
 if _missing():
