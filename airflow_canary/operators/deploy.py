@@ -105,10 +105,11 @@ class DeployModelVersionOperator(BaseOperator):
             if all(s.ready for s in states.values()):
                 self.log.info("; ".join(s.message for s in states.values()))
                 return self._summary
-            if time.monotonic() >= deadline:
+            failed = any(s.failed for s in states.values())
+            if failed or time.monotonic() >= deadline:
                 details = []
                 for name, state in states.items():
-                    if state.ready:
+                    if state.ready or (failed and not state.failed):
                         continue
                     selector = (hook.get_deployment(name, self.namespace).get("spec") or {}).get(
                         "selector"
@@ -119,10 +120,8 @@ class DeployModelVersionOperator(BaseOperator):
                     details.append(
                         f"{state.message}\n{describe_pods(hook.list_pods(self.namespace, labels))}"
                     )
-                raise AirflowException(
-                    f"not ready within {self.timeout:g}s; no traffic was moved:\n"
-                    + "\n".join(details)
-                )
+                what = "rollout failed" if failed else f"not ready within {self.timeout:g}s"
+                raise AirflowException(f"{what}; no traffic was moved:\n" + "\n".join(details))
             time.sleep(self.poll_interval)
 
     def execute_complete(
