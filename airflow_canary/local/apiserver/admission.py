@@ -81,6 +81,8 @@ class Admission(ApiBase):
             problems += _crd_violations(obj)
         if problems:
             raise invalid(rtype, str(meta.get("name") or ""), problems)
+        # Validating admission webhooks run last, on an object that passed validation.
+        self.faults.call_webhook(path)
         return obj, warnings
 
 

@@ -24,12 +24,14 @@ class ApiError(Exception):
         message: str,
         *,
         details: Obj | None = None,
+        headers: dict[str, str] | None = None,
     ) -> None:
         super().__init__(message)
         self.code = code
         self.reason = reason
         self.message = message
         self.details = details
+        self.headers = dict(headers or {})
 
     def status(self) -> Obj:
         body: Obj = {
@@ -46,7 +48,7 @@ class ApiError(Exception):
         return body
 
     def response(self) -> web.Response:
-        return web.json_response(self.status(), status=self.code)
+        return web.json_response(self.status(), status=self.code, headers=self.headers)
 
 
 def bad_request(message: str) -> ApiError:
