@@ -20,11 +20,16 @@ class Faults:
     ``webhook_failures``: writes (create, update, patch) to objects in ``webhook_groups`` get
     500 InternalError "failed calling webhook", what the apiserver answers while the webhook's
     backend (istiod) is down and its ``failurePolicy`` is ``Fail``.
+    ``webhook_denials``: such writes are denied by the webhook: 400 BadRequest "admission webhook
+    ... denied the request: <denial_message>" (a webhook's denial without a code of 400 or more
+    becomes 400, k8s.io/apiserver/pkg/admission/plugin/webhook/errors ``ToStatusErr``).
     ``throttled_requests``: requests get 429 TooManyRequests with ``Retry-After``, what API
     Priority and Fairness answers when a flow's queue is full.
     """
 
     webhook_failures: int = 0
+    webhook_denials: int = 0
+    denial_message: str = "configuration is invalid: rejected by policy"
     webhook: str = ISTIO_WEBHOOK
     webhook_groups: tuple[str, ...] = ISTIO_GROUPS
     throttled_requests: int = 0
@@ -39,6 +44,7 @@ class Faults:
         with self._lock:
             for key, attr in (
                 ("webhookFailures", "webhook_failures"),
+                ("webhookDenials", "webhook_denials"),
                 ("throttledRequests", "throttled_requests"),
                 ("retryAfterSeconds", "retry_after_seconds"),
             ):
@@ -49,6 +55,8 @@ class Faults:
                             400, "BadRequest", f"{key} must be an integer >= 0, got {value!r}"
                         )
                     setattr(self, attr, value)
+            if "denialMessage" in body:
+                self.denial_message = str(body["denialMessage"])
             if "webhook" in body:
                 self.webhook = str(body["webhook"])
             if "webhookGroups" in body:
@@ -58,6 +66,8 @@ class Faults:
     def state(self) -> dict[str, Any]:
         return {
             "webhookFailures": self.webhook_failures,
+            "webhookDenials": self.webhook_denials,
+            "denialMessage": self.denial_message,
             "webhook": self.webhook,
             "webhookGroups": list(self.webhook_groups),
             "throttledRequests": self.throttled_requests,
@@ -80,14 +90,21 @@ class Faults:
         )
 
     def call_webhook(self, path: ResourcePath) -> None:
-        """Raise 500 while webhook failures remain and the write is one the webhook intercepts."""
+        """Deny (400) or fail (500) the write while denials or failures remain and the webhook intercepts it."""
         if path.subresource is not None or path.rtype.group not in self.webhook_groups:
             return
         with self._lock:
+            webhook = self.webhook
+            if self.webhook_denials > 0:
+                self.webhook_denials -= 1
+                raise ApiError(
+                    400,
+                    "BadRequest",
+                    f'admission webhook "{webhook}" denied the request: {self.denial_message}',
+                )
             if self.webhook_failures <= 0:
                 return
             self.webhook_failures -= 1
-            webhook = self.webhook
         cause = (
             f'failed calling webhook "{webhook}": failed to call webhook: Post '
             f'"https://istiod.istio-system.svc:443/validate?timeout=10s": '
