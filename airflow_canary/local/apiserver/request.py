@@ -222,3 +222,13 @@ def selected(obj: Obj, labels: list[Requirement], fields: list[tuple[str, bool, 
     if not all(r.matches(obj_labels) for r in labels):
         return False
     return all((_FIELDS[f](obj) == value) == equal for f, equal, value in fields)
+
+
+def field_manager(request: web.Request) -> str:
+    """The write's field manager: ``?fieldManager=``, else the User-Agent up to its first "/"
+    (what kube-apiserver records, e.g. "OpenAPI-Generator" for the Python client)."""
+    named = request.query.get("fieldManager")
+    if named:
+        return named
+    agent = request.headers.get("User-Agent", "")
+    return agent.split("/", 1)[0] or "unknown"
