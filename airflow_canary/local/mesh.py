@@ -17,12 +17,12 @@ from typing import Any
 
 from aiohttp import web
 
+from airflow_canary.local.apiserver.authn import TokenSigner
 from airflow_canary.local.apiserver.crd_folder import (
     CRDFolderError,
     apply_crd_folder,
     read_crd_folder,
 )
-from airflow_canary.local.apiserver.authn import TokenSigner
 from airflow_canary.local.apiserver.kubeconfig import (
     MeshCredentials,
     ServingCert,

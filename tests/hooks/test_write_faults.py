@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -22,6 +21,7 @@ from airflow_canary.hooks.istio import (
 )
 from airflow_canary.operators.traffic import RollbackCanaryOperator, SetCanaryWeightOperator
 from airflow_canary.routing import RouteTarget, set_canary_weight
+from tests.conftest import seed_manifest
 from tests.fixtures.mesh import Seeded
 
 VS = "model-virtual-service"
@@ -41,8 +41,8 @@ def _weights(seeded: Seeded) -> dict[str, int]:
 
 
 @pytest.fixture
-def at_50(seeded: Seeded, seed_manifests: Path) -> Seeded:
-    seeded.kubectl("apply", "-f", str(seed_manifests / "vs-03-canary-50.yaml"))
+def at_50(seeded: Seeded) -> Seeded:
+    seeded.kubectl("apply", "-f", str(seed_manifest("vs-03-canary-50")))
     assert _weights(seeded) == {"v1": 50, "v2": 50}
     return seeded
 

@@ -17,7 +17,8 @@ from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 from kubernetes.client.exceptions import ApiException
 
-from tests.fixtures.mesh import ISTIO_CRDS, Seeded, start_mesh
+from tests.fixtures.crds import ISTIO_CRDS_ENV, crd_dir
+from tests.fixtures.mesh import Seeded, start_mesh
 
 VS = "model-virtual-service"
 
@@ -126,7 +127,9 @@ def test_throttling_answers_429_with_retry_after(seeded: Seeded) -> None:
 
 
 def test_exec_plugin_tokens_work_until_they_expire(tmp_path: Path) -> None:
-    with start_mesh(tmp_path / "mesh", crds=ISTIO_CRDS, extra_args=("--token-ttl", "2")) as mesh:
+    with start_mesh(
+        tmp_path / "mesh", crds=crd_dir(ISTIO_CRDS_ENV), extra_args=("--token-ttl", "2")
+    ) as mesh:
         run = mesh.kubectl("--context", "canary-mesh-exec", "get", "namespaces", "-o", "name")
         assert run.returncode == 0 and "namespace/default" in run.stdout, run.stderr
 
