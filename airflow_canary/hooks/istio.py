@@ -52,6 +52,11 @@ FIELD_MANAGER = "airflow-canary"
 #: Sent with every write: our manager name, and strict field validation so a misspelled field is
 #: an error (HTTP 400/422 naming the field) instead of silently dropped.
 WRITE_OPTIONS: dict[str, str] = {"field_manager": FIELD_MANAGER, "field_validation": "Strict"}
+#: Field manager of replica counts the product sets (as an autoscaler would): a later apply of a
+#: manifest that sets ``replicas`` then names it in its conflict instead of silently undoing it.
+SCALE_FIELD_MANAGER = "airflow-canary-scale"
+#: The content type of a server-side apply PATCH.
+APPLY_PATCH = "application/apply-patch+yaml"
 
 
 class IstioHookError(RuntimeError):
@@ -84,6 +89,10 @@ class IstioForbiddenError(IstioApiError, PermissionError):
 
 class IstioAdmissionError(IstioApiError):
     """An admission webhook (e.g. Istio's ``validation.istio.io``) denied the object."""
+
+
+class IstioApplyConflictError(IstioApiError):
+    """Server-side apply would change fields another field manager owns (HTTP 409)."""
 
 
 class IstioInvalidError(IstioApiError, ValueError):
@@ -301,6 +310,35 @@ def _status_body(exc: Any) -> Mapping[str, Any]:
     return parsed if isinstance(parsed, Mapping) else {}
 
 
+def _written_part(obj: Mapping[str, Any]) -> Document:
+    """What an apply can change: the object without status, resourceVersion and the times of
+    its managedFields entries (both sides are the server's normalised form)."""
+    out = {k: copy.deepcopy(v) for k, v in obj.items() if k != "status"}
+    meta = out.get("metadata") or {}
+    meta.pop("resourceVersion", None)
+    for entry in meta.get("managedFields") or []:
+        if isinstance(entry, dict):
+            entry.pop("time", None)
+    return out
+
+
+def _apply_conflict(what: str, exc: Any) -> IstioApplyConflictError:
+    causes = (_status_body(exc).get("details") or {}).get("causes") or []
+    owners = sorted(
+        {
+            f"{c.get('field')} (owned by {str(c.get('message', '')).split(' using ')[0].removeprefix('conflict with ')})"
+            for c in causes
+            if isinstance(c, Mapping)
+        }
+    )
+    return IstioApplyConflictError(
+        f"cannot apply {what}: other field managers own fields the manifest changes: "
+        f"{', '.join(owners) or _status_message(exc)}. Remove those fields from the manifest "
+        f"to leave them to their owners, or apply with force_conflicts=True to take them over",
+        409,
+    )
+
+
 def _api_error(action: str, exc: Any) -> IstioApiError:
     """The product's error for a refused request: RBAC denial, admission denial, invalid object
     or any other refusal, each with its own message."""
@@ -321,7 +359,8 @@ def _api_error(action: str, exc: Any) -> IstioApiError:
             f"written by this request",
             status,
         )
-    if status == 422 or (status == 400 and "strict decoding error" in message):
+    strict = ("strict decoding error", "field not declared in schema")
+    if status == 422 or (status == 400 and any(text in message for text in strict)):
         causes = (_status_body(exc).get("details") or {}).get("causes") or []
         fields = [str(c.get("field")) for c in causes if isinstance(c, Mapping) and c.get("field")]
         where = f" (fields: {', '.join(fields)})" if fields else ""
@@ -406,48 +445,6 @@ def traffic_result(
         "at": datetime.now(timezone.utc).isoformat(timespec="milliseconds"),
         **extra,
     }
-
-
-def _contains(current: Any, desired: Any) -> bool:
-    """Whether every field ``desired`` sets has that value in ``current`` (servers add defaults)."""
-    if isinstance(desired, Mapping):
-        return isinstance(current, Mapping) and all(
-            key in current and _contains(current[key], value) for key, value in desired.items()
-        )
-    if isinstance(desired, list):
-        return (
-            isinstance(current, list)
-            and len(current) == len(desired)
-            and all(_contains(c, d) for c, d in zip(current, desired, strict=True))
-        )
-    return bool(current == desired)
-
-
-def _merge_for_replace(desired: Mapping[str, Any], current: Document, api_version: str) -> Document:
-    """``current`` with ``desired``'s content: server-owned metadata and immutable fields kept.
-
-    Returns ``current`` itself when it already has everything ``desired`` sets, so applying an
-    unchanged manifest writes nothing even though the server filled in defaults.
-    """
-    content = {k: v for k, v in desired.items() if k not in ("apiVersion", "metadata", "status")}
-    metadata = desired.get("metadata") or {}
-    labels = {k: metadata[k] for k in ("labels", "annotations") if k in metadata}
-    if _contains(current, content) and _contains(current.get("metadata") or {}, labels):
-        return current
-    out = copy.deepcopy(current)
-    for key, value in desired.items():
-        if key not in ("metadata", "status"):
-            out[key] = copy.deepcopy(value)
-    out["apiVersion"] = api_version
-    for key in ("labels", "annotations"):
-        if key in metadata:
-            out["metadata"][key] = copy.deepcopy(metadata[key])
-    if desired.get("kind") == "Service":
-        # clusterIP is assigned by the server and immutable; a manifest normally omits it.
-        for key in ("clusterIP", "clusterIPs"):
-            if key in (current.get("spec") or {}) and key not in (desired.get("spec") or {}):
-                out["spec"][key] = copy.deepcopy(current["spec"][key])
-    return out
 
 
 # --- Sync hook ---------------------------------------------------------------------------------
@@ -679,7 +676,8 @@ class IstioHook(BaseHook):
                     name,
                     namespace,
                     body,
-                    **WRITE_OPTIONS,
+                    field_manager=SCALE_FIELD_MANAGER,
+                    field_validation="Strict",
                 )
             except ApiException as exc:
                 if exc.status == 409:
@@ -704,11 +702,26 @@ class IstioHook(BaseHook):
 
     # Generic apply
 
-    def apply_object(self, obj: Mapping[str, Any], namespace: str | None = None) -> UpdateResult:
-        """Create ``obj``, or replace the existing one with its content.
+    def apply_object(
+        self,
+        obj: Mapping[str, Any],
+        namespace: str | None = None,
+        *,
+        force_conflicts: bool = False,
+    ) -> UpdateResult:
+        """Server-side apply ``obj`` under field manager ``airflow-canary``.
 
-        Handles Services, Deployments, DestinationRules and VirtualServices. An existing object
-        whose content already matches is not written (``changed`` is False).
+        Handles Services, Deployments, DestinationRules and VirtualServices. Only the fields the
+        manifest sets are written and owned: a Deployment manifest without ``replicas`` leaves an
+        autoscaler's count alone, labels and annotations other tools set stay, and fields this
+        manager applied before but the manifest no longer sets are removed. The server validates
+        strictly (an unknown field is an IstioInvalidError naming its path). ``changed`` is True
+        when the object's resourceVersion moved (the server stores nothing for an apply that
+        changes nothing).
+
+        Raises:
+            IstioApplyConflictError: the manifest sets a field to a new value while another
+                field manager owns it, and ``force_conflicts`` is False.
         """
         kind = obj.get("kind")
         metadata = obj.get("metadata") or {}
@@ -716,77 +729,54 @@ class IstioHook(BaseHook):
         if not isinstance(name, str) or not name:
             raise ValueError(f"object to apply has no metadata.name: kind={kind!r}")
         ns = metadata.get("namespace") or namespace or "default"
-        read, create, replace, api_version = self._object_api(obj, name, ns)
+        read, apply, api_version = self._object_api(obj, name, ns)
         try:
-            self._call(read)
+            before: Document = self._call(read)
         except ApiException as exc:
             if exc.status != 404:
                 raise _api_error(f"read {kind} {name!r} in {ns!r}", exc) from exc
-            body = copy.deepcopy(dict(obj))
-            body["apiVersion"] = api_version
-            body.setdefault("metadata", {})["namespace"] = ns
-            try:
-                created = self._call(lambda: create(body))
-            except ApiException as create_exc:
-                if create_exc.status != 409:  # created meanwhile: fall through to replace
-                    raise _api_error(
-                        f"create {kind} {name!r} in {ns!r}", create_exc
-                    ) from create_exc
-            else:
-                empty: Document = {}
-                return UpdateResult(before=empty, after=created, changed=True, attempts=1)
-
-        def reread() -> Document:
-            try:
-                current: Document = self._call(read)
-            except ApiException as exc:
-                if exc.status == 404:
-                    raise _not_found(str(kind), name, ns) from exc
-                raise _api_error(f"read {kind} {name!r} in {ns!r}", exc) from exc
-            return current
-
-        def write(body: Document) -> Document:
-            try:
-                written: Document = self._call(lambda: replace(body))
-            except ApiException as exc:
-                if exc.status == 409:
-                    raise
-                raise _api_error(f"replace {kind} {name!r} in {ns!r}", exc) from exc
-            return written
-
-        steps = _update_steps(
-            f"{kind} {name!r} in namespace {ns!r}",
-            lambda current: _merge_for_replace(obj, current, api_version),
-            self.retry_policy,
-            self._rng,
-        )
-        return self._run(steps, reread, write)
+            before = {}
+        body = copy.deepcopy(dict(obj))
+        body["apiVersion"] = api_version
+        body.setdefault("metadata", {})["namespace"] = ns
+        try:
+            after: Document = self._call(lambda: apply(body, force_conflicts))
+        except ApiException as exc:
+            if exc.status == 409:
+                raise _apply_conflict(f"{kind} {name!r} in namespace {ns!r}", exc) from exc
+            raise _api_error(f"apply {kind} {name!r} in {ns!r}", exc) from exc
+        rv_before = (before.get("metadata") or {}).get("resourceVersion")
+        moved = rv_before != (after.get("metadata") or {}).get("resourceVersion")
+        # The controller's status writes move resourceVersion too: only ours count.
+        changed = moved and _written_part(before) != _written_part(after)
+        return UpdateResult(before=before, after=after, changed=changed, attempts=1)
 
     def _object_api(
         self, obj: Mapping[str, Any], name: str, ns: str
-    ) -> tuple[
-        Callable[[], Document], Callable[[Document], Document], Callable[[Document], Document], str
-    ]:
-        """(read, create, replace, apiVersion) for the object's kind, each returning a dict."""
+    ) -> tuple[Callable[[], Document], Callable[[Document, bool], Document], str]:
+        """(read, apply(body, force), apiVersion) for the object's kind, each returning a dict."""
         kind = obj.get("kind")
         api_version = str(obj.get("apiVersion") or "")
 
-        def raw(fn: Callable[..., Any], *args: Any) -> Document:
-            parsed: Document = json.loads(fn(*args, _preload_content=False).data)
+        def raw(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Document:
+            parsed: Document = json.loads(fn(*args, _preload_content=False, **kwargs).data)
             return parsed
+
+        def applying(fn: Callable[..., Any], *args: Any) -> Callable[[Document, bool], Document]:
+            return lambda body, force: raw(
+                fn, *args, body, force=force, _content_type=APPLY_PATCH, **WRITE_OPTIONS
+            )
 
         if kind == "Service" and api_version == "v1":
             return (
                 lambda: raw(self.core_v1.read_namespaced_service, name, ns),
-                lambda body: raw(self.core_v1.create_namespaced_service, ns, body),
-                lambda body: raw(self.core_v1.replace_namespaced_service, name, ns, body),
+                applying(self.core_v1.patch_namespaced_service, name, ns),
                 api_version,
             )
         if kind == "Deployment" and api_version == "apps/v1":
             return (
                 lambda: raw(self.apps_v1.read_namespaced_deployment, name, ns),
-                lambda body: raw(self.apps_v1.create_namespaced_deployment, ns, body),
-                lambda body: raw(self.apps_v1.replace_namespaced_deployment, name, ns, body),
+                applying(self.apps_v1.patch_namespaced_deployment, name, ns),
                 api_version,
             )
         istio_kinds = {k.kind: k for k in IstioKind}
@@ -801,12 +791,7 @@ class IstioHook(BaseHook):
             api = self.custom_objects
             return (
                 lambda: api.get_namespaced_custom_object(GROUP, version, ns, istio.value, name),
-                lambda body: api.create_namespaced_custom_object(
-                    GROUP, version, ns, istio.value, body
-                ),
-                lambda body: api.replace_namespaced_custom_object(
-                    GROUP, version, ns, istio.value, name, body
-                ),
+                applying(api.patch_namespaced_custom_object, GROUP, version, ns, istio.value, name),
                 f"{GROUP}/{version}",
             )
         raise ValueError(
@@ -973,6 +958,7 @@ __all__ = [
     "AsyncIstioHook",
     "IstioAdmissionError",
     "IstioApiError",
+    "IstioApplyConflictError",
     "IstioConflictError",
     "IstioForbiddenError",
     "IstioInvalidError",
