@@ -251,3 +251,22 @@ def test_a_deployment_without_progress_deadline_default_gets_600(connected: str)
     # apps/v1 defaulting (SetDefaults_Deployment)
     assert created["spec"]["progressDeadlineSeconds"] == 600
     assert created["spec"]["revisionHistoryLimit"] == 10
+
+
+def test_the_deferred_wait_retries_throttled_polls(connected: str, mesh: Any) -> None:
+    """429s (API Priority and Fairness) during the wait are retried at the next poll."""
+    namespace = connected
+    IstioHook().apply_object(_deployment("v2", replicas=1), namespace)
+    with mesh.http() as http:
+        assert http.post("/_mesh/faults", json={"throttledRequests": 3}).status_code == 200
+    trigger = DeploymentReadyTrigger(
+        deployments=["model-v2"], namespace=namespace, deadline=time.time() + 60, poll_interval=0.2
+    )
+
+    async def collect() -> list[dict[str, Any]]:
+        return [event.payload async for event in trigger.run()]
+
+    (event,) = asyncio.run(collect())
+    assert event["status"] == "ready", event["message"]
+    with mesh.http() as http:
+        assert http.get("/_mesh/faults").json()["throttledRequests"] == 0
