@@ -1,40 +1,120 @@
-"""Deployment readiness, judged from the Deployment's status and explained from its pods."""
+"""Deployment readiness, judged from the Deployment's status the way ``kubectl rollout status`` does, and explained from its pods."""
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+#: The Progressing condition's reason once ``spec.progressDeadlineSeconds`` passed without progress
+#: (``TimedOutReason`` in k8s.io/kubectl/pkg/util/deployment).
+PROGRESS_DEADLINE_EXCEEDED = "ProgressDeadlineExceeded"
+
+
+class RolloutState(enum.Enum):
+    """Where a Deployment's rollout stands: still going, finished, or stuck for good."""
+
+    PROGRESSING = "progressing"
+    COMPLETE = "complete"
+    FAILED = "failed"
+
 
 @dataclass(frozen=True)
 class Readiness:
-    ready: bool
+    """The verdict on one Deployment and the sentence ``kubectl rollout status`` would print."""
+
+    state: RolloutState
     message: str
+
+    @property
+    def ready(self) -> bool:
+        return self.state is RolloutState.COMPLETE
+
+    @property
+    def failed(self) -> bool:
+        return self.state is RolloutState.FAILED
+
+
+def _count(status: Mapping[str, Any], field: str) -> int:
+    # The API server omits zero-valued status integers (``omitempty``): missing means 0.
+    value = status.get(field)
+    return int(value) if isinstance(value, int) and not isinstance(value, bool) else 0
+
+
+def progressing_condition(deployment: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    """The Deployment's ``Progressing`` condition, or None when the controller has not set one."""
+    for condition in (deployment.get("status") or {}).get("conditions") or []:
+        if isinstance(condition, Mapping) and condition.get("type") == "Progressing":
+            return condition
+    return None
 
 
 def deployment_readiness(deployment: Mapping[str, Any]) -> Readiness:
-    """Ready when the controller saw the current generation and every wanted replica is available."""
+    """Judge a Deployment exactly as ``kubectl rollout status`` does.
+
+    The order of the checks is kubectl's ``DeploymentStatusViewer.Status``
+    (k8s.io/kubectl/pkg/polymorphichelpers/rollout_status.go):
+
+    1. ``status.observedGeneration < metadata.generation``: the controller has not seen the
+       current spec yet (progressing);
+    2. the ``Progressing`` condition has reason ``ProgressDeadlineExceeded``: failed, with the
+       condition's message;
+    3. ``status.updatedReplicas < spec.replicas``: new pods still to be created;
+    4. ``status.replicas > status.updatedReplicas``: old pods pending termination (they still
+       serve, and count in ``availableReplicas``, so availability alone says nothing);
+    5. ``status.availableReplicas < status.updatedReplicas``: new pods not yet available;
+    6. otherwise complete.
+
+    Integer status fields the server omitted count as 0; a missing ``spec.replicas`` is skipped
+    as kubectl does (the server defaults it to 1).
+    """
     meta = deployment.get("metadata") or {}
     spec = deployment.get("spec") or {}
     status = deployment.get("status") or {}
     name = meta.get("name", "?")
-    wanted = int(spec.get("replicas", 1) if spec.get("replicas") is not None else 1)
     generation = int(meta.get("generation") or 0)
-    observed = int(status.get("observedGeneration") or 0)
-    available = int(status.get("availableReplicas") or 0)
-    updated = int(status.get("updatedReplicas") or 0) if "updatedReplicas" in status else available
-    if observed < generation:
+    observed = _count(status, "observedGeneration")
+    if generation > observed:
         return Readiness(
-            False,
-            f"Deployment {name!r}: generation {generation} not yet observed (observed {observed})",
+            RolloutState.PROGRESSING,
+            f'Waiting for deployment "{name}" spec update to be observed '
+            f"(generation {generation}, observed {observed})",
         )
-    if available < wanted or updated < wanted:
+    condition = progressing_condition(deployment)
+    if condition is not None and condition.get("reason") == PROGRESS_DEADLINE_EXCEEDED:
+        detail = condition.get("message") or ""
         return Readiness(
-            False,
-            f"Deployment {name!r}: {available}/{wanted} replicas available, {updated} updated",
+            RolloutState.FAILED,
+            f'deployment "{name}" exceeded its progress deadline'
+            + (f": {detail}" if detail else ""),
         )
-    return Readiness(True, f"Deployment {name!r}: {available}/{wanted} replicas available")
+    updated = _count(status, "updatedReplicas")
+    replicas = _count(status, "replicas")
+    available = _count(status, "availableReplicas")
+    wanted = spec.get("replicas")
+    if isinstance(wanted, int) and updated < wanted:
+        return Readiness(
+            RolloutState.PROGRESSING,
+            f'Waiting for deployment "{name}" rollout to finish: '
+            f"{updated} out of {wanted} new replicas have been updated",
+        )
+    if replicas > updated:
+        return Readiness(
+            RolloutState.PROGRESSING,
+            f'Waiting for deployment "{name}" rollout to finish: '
+            f"{replicas - updated} old replicas are pending termination",
+        )
+    if available < updated:
+        return Readiness(
+            RolloutState.PROGRESSING,
+            f'Waiting for deployment "{name}" rollout to finish: '
+            f"{available} of {updated} updated replicas are available",
+        )
+    return Readiness(
+        RolloutState.COMPLETE,
+        f'deployment "{name}" successfully rolled out ({available} available)',
+    )
 
 
 def describe_pods(pods: Iterable[Mapping[str, Any]]) -> str:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import copy
 import json
+import logging
 import random
+import re
 import time
 from collections.abc import Callable, Generator, Mapping
 from dataclasses import dataclass, field
@@ -13,6 +15,7 @@ from enum import Enum
 from functools import cached_property, partial
 from typing import Any
 
+import tenacity
 from airflow.providers.cncf.kubernetes.hooks.kubernetes import (
     AsyncKubernetesHook,
     KubernetesHook,
@@ -29,6 +32,8 @@ from airflow_canary.routing import (
     rollback,
 )
 
+_log = logging.getLogger(__name__)
+
 GROUP = "networking.istio.io"
 #: Versions tried in order; Istio serves the same objects under each of them.
 ISTIO_VERSIONS = ("v1", "v1beta1", "v1alpha3")
@@ -36,8 +41,22 @@ ISTIO_VERSIONS = ("v1", "v1beta1", "v1alpha3")
 Document = dict[str, Any]
 Transform = Callable[[Document], Document]
 
-# Statuses worth retrying: the request did not take effect or the server asked us to wait.
-_TRANSIENT_STATUSES = frozenset({429, 502, 503, 504})
+#: Statuses worth retrying: the server asked us to wait (429), or failed before storing anything
+#: (500, e.g. a validating webhook with ``failurePolicy: Fail`` that cannot be reached; 502-504).
+#: A retried write carries the resourceVersion it was computed from, so it can never apply twice.
+RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+#: The longest ``Retry-After`` honoured; a longer one is cut to this.
+MAX_RETRY_AFTER_SECONDS = 30.0
+#: Field manager named in every write (``managedFields`` record it as the owner of what it sets).
+FIELD_MANAGER = "airflow-canary"
+#: Sent with every write: our manager name, and strict field validation so a misspelled field is
+#: an error (HTTP 400/422 naming the field) instead of silently dropped.
+WRITE_OPTIONS: dict[str, str] = {"field_manager": FIELD_MANAGER, "field_validation": "Strict"}
+#: Field manager of replica counts the product sets (as an autoscaler would): a later apply of a
+#: manifest that sets ``replicas`` then names it in its conflict instead of silently undoing it.
+SCALE_FIELD_MANAGER = "airflow-canary-scale"
+#: The content type of a server-side apply PATCH.
+APPLY_PATCH = "application/apply-patch+yaml"
 
 
 class IstioHookError(RuntimeError):
@@ -62,6 +81,22 @@ class IstioApiError(IstioHookError):
     def __init__(self, message: str, status: int | None = None) -> None:
         super().__init__(message)
         self.status = status
+
+
+class IstioForbiddenError(IstioApiError, PermissionError):
+    """RBAC denied the connection's user a verb on a resource (HTTP 403 Forbidden)."""
+
+
+class IstioAdmissionError(IstioApiError):
+    """An admission webhook (e.g. Istio's ``validation.istio.io``) denied the object."""
+
+
+class IstioApplyConflictError(IstioApiError):
+    """Server-side apply would change fields another field manager owns (HTTP 409)."""
+
+
+class IstioInvalidError(IstioApiError, ValueError):
+    """The API server found the object invalid (HTTP 422), or it has fields the schema lacks."""
 
 
 class IstioKind(str, Enum):
@@ -140,11 +175,17 @@ def _update_steps(
     The transformation is pure, so re-applying it to a fresh read is the whole merge strategy:
     another writer's change survives because we transform their version, not ours.
     """
+    first: Document | None = None
     for attempt in range(1, policy.conflict_attempts + 1):
         current: Document = yield _Read()
+        first = current if first is None else first
         desired = transform(copy.deepcopy(current))
         if desired == current:
-            return UpdateResult(before=current, after=current, changed=False, attempts=attempt)
+            # After a conflict, the object may already hold our change: a retried write whose
+            # first try was stored although its answer was lost (a 504, say).
+            return UpdateResult(
+                before=first, after=current, changed=current != first, attempts=attempt
+            )
         body = copy.deepcopy(desired)
         body.setdefault("metadata", {})["resourceVersion"] = current["metadata"]["resourceVersion"]
         written = yield _Replace(body)
@@ -158,34 +199,73 @@ def _update_steps(
     )
 
 
-class _RetryBudget:
-    """Connection retries left: a count and a total deadline, whichever runs out first."""
+def _retry_after(exc: BaseException | None) -> float | None:
+    """The server's ``Retry-After`` (seconds) on a 429/503, if it sent one."""
+    headers = getattr(exc, "headers", None)
+    value = headers.get("Retry-After") if headers is not None else None
+    try:
+        return max(0.0, float(value)) if value is not None else None
+    except (TypeError, ValueError):
+        return None
+
+
+class WaitRetryAfter(tenacity.wait.wait_base):
+    """Wait what the server asked for (``Retry-After``), else exponential backoff with full jitter."""
 
     def __init__(self, policy: RetryPolicy) -> None:
-        self._policy = policy
-        self._start = time.monotonic()
-        self.attempts = 0
+        self._backoff = tenacity.wait_random_exponential(
+            multiplier=policy.connect_backoff_seconds, max=2.0
+        )
 
-    def next_delay(self) -> float | None:
-        """Delay before the next attempt, or None when the budget is spent."""
-        self.attempts += 1
-        if self.attempts >= self._policy.connect_attempts:
-            return None
-        delay = min(self._policy.connect_backoff_seconds * 2 ** (self.attempts - 1), 2.0)
-        if self.elapsed + delay > self._policy.connect_deadline_seconds:
-            return None
-        return delay
+    def __call__(self, retry_state: tenacity.RetryCallState) -> float:
+        outcome = retry_state.outcome
+        after = _retry_after(outcome.exception()) if outcome is not None else None
+        if after is not None:
+            return min(after, MAX_RETRY_AFTER_SECONDS)
+        return float(self._backoff(retry_state))
 
-    @property
-    def elapsed(self) -> float:
-        return time.monotonic() - self._start
 
-    def exhausted(self, host: str, exc: BaseException) -> IstioUnavailableError:
+def _retry_options(
+    policy: RetryPolicy, transient: Callable[[BaseException], bool], log: Any
+) -> dict[str, Any]:
+    """tenacity options: retry ``transient`` errors within the policy's attempts and deadline."""
+
+    def before_sleep(state: tenacity.RetryCallState) -> None:
+        error = state.outcome.exception() if state.outcome is not None else None
+        log.warning(
+            "Kubernetes API call failed (%s); retrying in %.2fs",
+            _describe_error(error) if error is not None else "?",
+            state.upcoming_sleep,
+        )
+
+    return {
+        "retry": tenacity.retry_if_exception(transient),
+        "wait": WaitRetryAfter(policy),
+        "stop": tenacity.stop_after_attempt(policy.connect_attempts)
+        | tenacity.stop_before_delay(policy.connect_deadline_seconds),
+        "before_sleep": before_sleep,
+        "reraise": True,
+    }
+
+
+def _gave_up(host: str, attempts: int, elapsed: float, exc: BaseException) -> IstioUnavailableError:
+    if getattr(exc, "status", None) is None:
         return IstioUnavailableError(
-            f"Kubernetes API at {host} is unreachable after {self.attempts} attempts over "
-            f"{self.elapsed:.1f}s: {_short_error(exc)}; nothing was written. Check that the "
+            f"Kubernetes API at {host} is unreachable after {attempts} attempts over "
+            f"{elapsed:.1f}s: {_short_error(exc)}; nothing was written. Check that the "
             f"API server is running and that the kubernetes connection points at it"
         )
+    return IstioUnavailableError(
+        f"Kubernetes API at {host} kept failing: {attempts} attempts over {elapsed:.1f}s, "
+        f"last error {_describe_error(exc)}"
+    )
+
+
+def _describe_error(exc: BaseException) -> str:
+    status = getattr(exc, "status", None)
+    if status is None:
+        return _short_error(exc)
+    return f"HTTP {status}: {_status_message(exc)}"
 
 
 def _short_error(exc: BaseException) -> str:
@@ -213,11 +293,79 @@ def _not_found(kind: str, name: str, namespace: str) -> IstioNotFoundError:
     return IstioNotFoundError(f"{kind} {name!r} not found in namespace {namespace!r}")
 
 
-def _api_error(action: str, exc: Any) -> IstioApiError:
-    status = getattr(exc, "status", None)
-    return IstioApiError(
-        f"Kubernetes API refused to {action} (HTTP {status}): {_status_message(exc)}", status
+_RBAC_DENIAL = re.compile(
+    r'User "(?P<user>[^"]*)" cannot (?P<verb>\S+) resource "(?P<resource>[^"]+)" in API group '
+    r'"[^"]*" (?:in the namespace "(?P<namespace>[^"]+)"|at the cluster scope)'
+)
+
+
+def _status_body(exc: Any) -> Mapping[str, Any]:
+    body = getattr(exc, "body", None)
+    if isinstance(body, bytes):
+        body = body.decode("utf-8", "replace")
+    try:
+        parsed = json.loads(body) if isinstance(body, str) and body else {}
+    except ValueError:
+        return {}
+    return parsed if isinstance(parsed, Mapping) else {}
+
+
+def _written_part(obj: Mapping[str, Any]) -> Document:
+    """What an apply can change: the object without status, resourceVersion and the times of
+    its managedFields entries (both sides are the server's normalised form)."""
+    out = {k: copy.deepcopy(v) for k, v in obj.items() if k != "status"}
+    meta = out.get("metadata") or {}
+    meta.pop("resourceVersion", None)
+    for entry in meta.get("managedFields") or []:
+        if isinstance(entry, dict):
+            entry.pop("time", None)
+    return out
+
+
+def _apply_conflict(what: str, exc: Any) -> IstioApplyConflictError:
+    causes = (_status_body(exc).get("details") or {}).get("causes") or []
+    owners = sorted(
+        {
+            f"{c.get('field')} (owned by {str(c.get('message', '')).split(' using ')[0].removeprefix('conflict with ')})"
+            for c in causes
+            if isinstance(c, Mapping)
+        }
     )
+    return IstioApplyConflictError(
+        f"cannot apply {what}: other field managers own fields the manifest changes: "
+        f"{', '.join(owners) or _status_message(exc)}. Remove those fields from the manifest "
+        f"to leave them to their owners, or apply with force_conflicts=True to take them over",
+        409,
+    )
+
+
+def _api_error(action: str, exc: Any) -> IstioApiError:
+    """The product's error for a refused request: RBAC denial, admission denial, invalid object
+    or any other refusal, each with its own message."""
+    status = getattr(exc, "status", None)
+    message = _status_message(exc)
+    if "admission webhook" in message and "denied the request" in message:
+        return IstioAdmissionError(f"admission denied: cannot {action}: {message}", status)
+    if status == 403:
+        denial = _RBAC_DENIAL.search(message)
+        if denial is None:
+            return IstioForbiddenError(f"forbidden: cannot {action}: {message}", status)
+        where = (
+            f"in namespace {denial['namespace']}" if denial["namespace"] else "at the cluster scope"
+        )
+        return IstioForbiddenError(
+            f"forbidden: user {denial['user']} cannot {denial['verb']} {denial['resource']} "
+            f"{where}; grant the kubernetes connection's user that verb (RBAC), nothing was "
+            f"written by this request",
+            status,
+        )
+    strict = ("strict decoding error", "field not declared in schema")
+    if status == 422 or (status == 400 and any(text in message for text in strict)):
+        causes = (_status_body(exc).get("details") or {}).get("causes") or []
+        fields = [str(c.get("field")) for c in causes if isinstance(c, Mapping) and c.get("field")]
+        where = f" (fields: {', '.join(fields)})" if fields else ""
+        return IstioInvalidError(f"invalid object: cannot {action}{where}: {message}", status)
+    return IstioApiError(f"Kubernetes API refused to {action} (HTTP {status}): {message}", status)
 
 
 def _resource_names(resource_list: Any) -> set[str]:
@@ -299,48 +447,6 @@ def traffic_result(
     }
 
 
-def _contains(current: Any, desired: Any) -> bool:
-    """Whether every field ``desired`` sets has that value in ``current`` (servers add defaults)."""
-    if isinstance(desired, Mapping):
-        return isinstance(current, Mapping) and all(
-            key in current and _contains(current[key], value) for key, value in desired.items()
-        )
-    if isinstance(desired, list):
-        return (
-            isinstance(current, list)
-            and len(current) == len(desired)
-            and all(_contains(c, d) for c, d in zip(current, desired, strict=True))
-        )
-    return bool(current == desired)
-
-
-def _merge_for_replace(desired: Mapping[str, Any], current: Document, api_version: str) -> Document:
-    """``current`` with ``desired``'s content: server-owned metadata and immutable fields kept.
-
-    Returns ``current`` itself when it already has everything ``desired`` sets, so applying an
-    unchanged manifest writes nothing even though the server filled in defaults.
-    """
-    content = {k: v for k, v in desired.items() if k not in ("apiVersion", "metadata", "status")}
-    metadata = desired.get("metadata") or {}
-    labels = {k: metadata[k] for k in ("labels", "annotations") if k in metadata}
-    if _contains(current, content) and _contains(current.get("metadata") or {}, labels):
-        return current
-    out = copy.deepcopy(current)
-    for key, value in desired.items():
-        if key not in ("metadata", "status"):
-            out[key] = copy.deepcopy(value)
-    out["apiVersion"] = api_version
-    for key in ("labels", "annotations"):
-        if key in metadata:
-            out["metadata"][key] = copy.deepcopy(metadata[key])
-    if desired.get("kind") == "Service":
-        # clusterIP is assigned by the server and immutable; a manifest normally omits it.
-        for key in ("clusterIP", "clusterIPs"):
-            if key in (current.get("spec") or {}) and key not in (desired.get("spec") or {}):
-                out["spec"][key] = copy.deepcopy(current["spec"][key])
-    return out
-
-
 # --- Sync hook ---------------------------------------------------------------------------------
 
 
@@ -372,11 +478,15 @@ class IstioHook(BaseHook):
     def kubernetes_hook(self) -> KubernetesHook:
         # A private Configuration per hook, so concurrent hooks never share the process-global
         # default; the provider's explicit in-cluster branch ignores a passed one, so leave it.
-        in_cluster = KubernetesHook(conn_id=self.kubernetes_conn_id).conn_extras.get("in_cluster")
-        return KubernetesHook(
-            conn_id=self.kubernetes_conn_id,
-            client_configuration=None if in_cluster else k8s.Configuration(),
-        )
+        # The provider's own field accessor also reads the pre-2.3 "extra__kubernetes__" spelling.
+        in_cluster = KubernetesHook(conn_id=self.kubernetes_conn_id)._get_field("in_cluster")
+        configuration = None
+        if not in_cluster:
+            configuration = k8s.Configuration()
+            # One retry layer with one budget (tenacity, in _call): urllib3 would otherwise retry
+            # 429/503 answers carrying Retry-After on its own, inside each of our attempts.
+            configuration.retries = 0
+        return KubernetesHook(conn_id=self.kubernetes_conn_id, client_configuration=configuration)
 
     @cached_property
     def api_client(self) -> k8s.ApiClient:
@@ -400,24 +510,25 @@ class IstioHook(BaseHook):
     # Calls and retries
 
     def _call(self, fn: Callable[[], Any]) -> Any:
-        """Run one API call, retrying connection failures and transient statuses in budget."""
-        budget = _RetryBudget(self.retry_policy)
-        while True:
-            try:
-                return fn()
-            except ApiException as exc:
-                if exc.status not in _TRANSIENT_STATUSES:
-                    raise
-                error: BaseException = exc
-            except (Urllib3HTTPError, OSError) as exc:
-                error = exc
-            delay = budget.next_delay()
-            if delay is None:
-                raise budget.exhausted(self.api_client.configuration.host, error) from error
-            self.log.warning(
-                "Kubernetes API call failed (%s); retrying in %.2fs", _short_error(error), delay
-            )
-            time.sleep(delay)
+        """Run one API call, retrying connection failures and transient statuses in budget
+        (tenacity; ``Retry-After`` honoured); past the budget, IstioUnavailableError names the
+        last error."""
+
+        def transient(exc: BaseException) -> bool:
+            if isinstance(exc, ApiException):
+                return exc.status in RETRY_STATUSES
+            return isinstance(exc, (Urllib3HTTPError, OSError))
+
+        retrying = tenacity.Retrying(**_retry_options(self.retry_policy, transient, _log))
+        started = time.monotonic()
+        try:
+            return retrying(fn)
+        except Exception as exc:
+            if not transient(exc):
+                raise
+            attempts = int(retrying.statistics.get("attempt_number", 1))
+            host = self.api_client.configuration.host
+            raise _gave_up(host, attempts, time.monotonic() - started, exc) from exc
 
     def _raw(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         """A typed-API call returning the server's JSON as a dict, not a generated model."""
@@ -518,7 +629,7 @@ class IstioHook(BaseHook):
             try:
                 written: Document = self._call(
                     lambda: self.custom_objects.replace_namespaced_custom_object(
-                        GROUP, version, namespace, kind.value, name, body
+                        GROUP, version, namespace, kind.value, name, body, **WRITE_OPTIONS
                     )
                 )
             except ApiException as exc:
@@ -559,9 +670,21 @@ class IstioHook(BaseHook):
             return deployment
 
         def replace(body: Document) -> Document:
-            written: Document = self._raw(
-                self.apps_v1.replace_namespaced_deployment, name, namespace, body
-            )
+            try:
+                written: Document = self._raw(
+                    self.apps_v1.replace_namespaced_deployment,
+                    name,
+                    namespace,
+                    body,
+                    field_manager=SCALE_FIELD_MANAGER,
+                    field_validation="Strict",
+                )
+            except ApiException as exc:
+                if exc.status == 409:
+                    raise
+                if exc.status == 404:
+                    raise _not_found("Deployment", name, namespace) from exc
+                raise _api_error(f"replace Deployment {name!r} in {namespace!r}", exc) from exc
             return written
 
         what = f"Deployment {name!r} in namespace {namespace!r}"
@@ -579,11 +702,26 @@ class IstioHook(BaseHook):
 
     # Generic apply
 
-    def apply_object(self, obj: Mapping[str, Any], namespace: str | None = None) -> UpdateResult:
-        """Create ``obj``, or replace the existing one with its content.
+    def apply_object(
+        self,
+        obj: Mapping[str, Any],
+        namespace: str | None = None,
+        *,
+        force_conflicts: bool = False,
+    ) -> UpdateResult:
+        """Server-side apply ``obj`` under field manager ``airflow-canary``.
 
-        Handles Services, Deployments, DestinationRules and VirtualServices. An existing object
-        whose content already matches is not written (``changed`` is False).
+        Handles Services, Deployments, DestinationRules and VirtualServices. Only the fields the
+        manifest sets are written and owned: a Deployment manifest without ``replicas`` leaves an
+        autoscaler's count alone, labels and annotations other tools set stay, and fields this
+        manager applied before but the manifest no longer sets are removed. The server validates
+        strictly (an unknown field is an IstioInvalidError naming its path). ``changed`` is True
+        when the object's resourceVersion moved (the server stores nothing for an apply that
+        changes nothing).
+
+        Raises:
+            IstioApplyConflictError: the manifest sets a field to a new value while another
+                field manager owns it, and ``force_conflicts`` is False.
         """
         kind = obj.get("kind")
         metadata = obj.get("metadata") or {}
@@ -591,77 +729,54 @@ class IstioHook(BaseHook):
         if not isinstance(name, str) or not name:
             raise ValueError(f"object to apply has no metadata.name: kind={kind!r}")
         ns = metadata.get("namespace") or namespace or "default"
-        read, create, replace, api_version = self._object_api(obj, name, ns)
+        read, apply, api_version = self._object_api(obj, name, ns)
         try:
-            self._call(read)
+            before: Document = self._call(read)
         except ApiException as exc:
             if exc.status != 404:
                 raise _api_error(f"read {kind} {name!r} in {ns!r}", exc) from exc
-            body = copy.deepcopy(dict(obj))
-            body["apiVersion"] = api_version
-            body.setdefault("metadata", {})["namespace"] = ns
-            try:
-                created = self._call(lambda: create(body))
-            except ApiException as create_exc:
-                if create_exc.status != 409:  # created meanwhile: fall through to replace
-                    raise _api_error(
-                        f"create {kind} {name!r} in {ns!r}", create_exc
-                    ) from create_exc
-            else:
-                empty: Document = {}
-                return UpdateResult(before=empty, after=created, changed=True, attempts=1)
-
-        def reread() -> Document:
-            try:
-                current: Document = self._call(read)
-            except ApiException as exc:
-                if exc.status == 404:
-                    raise _not_found(str(kind), name, ns) from exc
-                raise _api_error(f"read {kind} {name!r} in {ns!r}", exc) from exc
-            return current
-
-        def write(body: Document) -> Document:
-            try:
-                written: Document = self._call(lambda: replace(body))
-            except ApiException as exc:
-                if exc.status == 409:
-                    raise
-                raise _api_error(f"replace {kind} {name!r} in {ns!r}", exc) from exc
-            return written
-
-        steps = _update_steps(
-            f"{kind} {name!r} in namespace {ns!r}",
-            lambda current: _merge_for_replace(obj, current, api_version),
-            self.retry_policy,
-            self._rng,
-        )
-        return self._run(steps, reread, write)
+            before = {}
+        body = copy.deepcopy(dict(obj))
+        body["apiVersion"] = api_version
+        body.setdefault("metadata", {})["namespace"] = ns
+        try:
+            after: Document = self._call(lambda: apply(body, force_conflicts))
+        except ApiException as exc:
+            if exc.status == 409:
+                raise _apply_conflict(f"{kind} {name!r} in namespace {ns!r}", exc) from exc
+            raise _api_error(f"apply {kind} {name!r} in {ns!r}", exc) from exc
+        rv_before = (before.get("metadata") or {}).get("resourceVersion")
+        moved = rv_before != (after.get("metadata") or {}).get("resourceVersion")
+        # The controller's status writes move resourceVersion too: only ours count.
+        changed = moved and _written_part(before) != _written_part(after)
+        return UpdateResult(before=before, after=after, changed=changed, attempts=1)
 
     def _object_api(
         self, obj: Mapping[str, Any], name: str, ns: str
-    ) -> tuple[
-        Callable[[], Document], Callable[[Document], Document], Callable[[Document], Document], str
-    ]:
-        """(read, create, replace, apiVersion) for the object's kind, each returning a dict."""
+    ) -> tuple[Callable[[], Document], Callable[[Document, bool], Document], str]:
+        """(read, apply(body, force), apiVersion) for the object's kind, each returning a dict."""
         kind = obj.get("kind")
         api_version = str(obj.get("apiVersion") or "")
 
-        def raw(fn: Callable[..., Any], *args: Any) -> Document:
-            parsed: Document = json.loads(fn(*args, _preload_content=False).data)
+        def raw(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Document:
+            parsed: Document = json.loads(fn(*args, _preload_content=False, **kwargs).data)
             return parsed
+
+        def applying(fn: Callable[..., Any], *args: Any) -> Callable[[Document, bool], Document]:
+            return lambda body, force: raw(
+                fn, *args, body, force=force, _content_type=APPLY_PATCH, **WRITE_OPTIONS
+            )
 
         if kind == "Service" and api_version == "v1":
             return (
                 lambda: raw(self.core_v1.read_namespaced_service, name, ns),
-                lambda body: raw(self.core_v1.create_namespaced_service, ns, body),
-                lambda body: raw(self.core_v1.replace_namespaced_service, name, ns, body),
+                applying(self.core_v1.patch_namespaced_service, name, ns),
                 api_version,
             )
         if kind == "Deployment" and api_version == "apps/v1":
             return (
                 lambda: raw(self.apps_v1.read_namespaced_deployment, name, ns),
-                lambda body: raw(self.apps_v1.create_namespaced_deployment, ns, body),
-                lambda body: raw(self.apps_v1.replace_namespaced_deployment, name, ns, body),
+                applying(self.apps_v1.patch_namespaced_deployment, name, ns),
                 api_version,
             )
         istio_kinds = {k.kind: k for k in IstioKind}
@@ -676,12 +791,7 @@ class IstioHook(BaseHook):
             api = self.custom_objects
             return (
                 lambda: api.get_namespaced_custom_object(GROUP, version, ns, istio.value, name),
-                lambda body: api.create_namespaced_custom_object(
-                    GROUP, version, ns, istio.value, body
-                ),
-                lambda body: api.replace_namespaced_custom_object(
-                    GROUP, version, ns, istio.value, name, body
-                ),
+                applying(api.patch_namespaced_custom_object, GROUP, version, ns, istio.value, name),
                 f"{GROUP}/{version}",
             )
         raise ValueError(
@@ -716,20 +826,24 @@ class AsyncIstioHook:
         import aiohttp
         from kubernetes_asyncio.client.exceptions import ApiException as AsyncApiException
 
-        budget = _RetryBudget(self.retry_policy)
-        while True:
-            try:
-                return await fn()
-            except AsyncApiException as exc:
-                if exc.status not in _TRANSIENT_STATUSES:
-                    raise
-                error: BaseException = exc
-            except (aiohttp.ClientConnectionError, asyncio.TimeoutError, OSError) as exc:
-                error = exc
-            delay = budget.next_delay()
-            if delay is None:
-                raise budget.exhausted(api.api_client.configuration.host, error) from error
-            await asyncio.sleep(delay)
+        def transient(exc: BaseException) -> bool:
+            if isinstance(exc, AsyncApiException):
+                return exc.status in RETRY_STATUSES
+            return isinstance(exc, (aiohttp.ClientConnectionError, asyncio.TimeoutError, OSError))
+
+        async def attempt() -> Any:
+            return await fn()
+
+        retrying = tenacity.AsyncRetrying(**_retry_options(self.retry_policy, transient, _log))
+        started = time.monotonic()
+        try:
+            return await retrying(attempt)
+        except Exception as exc:
+            if not transient(exc):
+                raise
+            attempts = int(retrying.statistics.get("attempt_number", 1))
+            host = api.api_client.configuration.host
+            raise _gave_up(host, attempts, time.monotonic() - started, exc) from exc
 
     async def _served_version(self, api: Any, kind: IstioKind) -> str:
         from kubernetes_asyncio.client.exceptions import ApiException as AsyncApiException
@@ -808,6 +922,8 @@ class AsyncIstioHook:
                                     kind.value,
                                     name,
                                     step.body,
+                                    field_manager=FIELD_MANAGER,
+                                    field_validation="Strict",
                                 ),
                             )
                         except AsyncApiException as exc:
@@ -840,8 +956,12 @@ __all__ = [
     "GROUP",
     "ISTIO_VERSIONS",
     "AsyncIstioHook",
+    "IstioAdmissionError",
     "IstioApiError",
+    "IstioApplyConflictError",
     "IstioConflictError",
+    "IstioForbiddenError",
+    "IstioInvalidError",
     "IstioHook",
     "IstioHookError",
     "IstioKind",

@@ -17,6 +17,7 @@ from typing import Any
 
 from aiohttp import web
 
+from airflow_canary.local.apiserver.authn import TokenSigner
 from airflow_canary.local.apiserver.crd_folder import (
     CRDFolderError,
     apply_crd_folder,
@@ -39,6 +40,8 @@ from airflow_canary.local.workloads.imagemap import load_image_map
 from airflow_canary.local.workloads.runner import ProcessRunner
 
 HOST = "127.0.0.1"
+#: The module kubeconfig users of context canary-mesh-exec run for a fresh token.
+CREDENTIAL_PLUGIN = "airflow_canary.local.apiserver.credential_plugin"
 
 
 @dataclass(frozen=True)
@@ -56,6 +59,8 @@ class MeshConfig:
     token: str | None = None
     #: A folder of CustomResourceDefinition YAML applied through the API at start.
     crds: Path | None = None
+    #: Lifetime of the tokens the exec credential plugin issues (EKS: 15 minutes).
+    token_ttl_seconds: float = 900.0
 
 
 class PortInUse(Exception):
@@ -112,12 +117,15 @@ async def run_mesh(
     state_dir.mkdir(parents=True, exist_ok=True)
     previous = read_credentials(config.kubeconfig)
     token = config.token or (previous.token if previous else new_token())
+    viewer_token = previous.viewer_token if previous and previous.viewer_token else new_token()
+    signer = TokenSigner.generate(config.token_ttl_seconds)
+    signer_file = signer.save(state_dir / "tls" / "token-signer.json")
     cert = _serving_cert(state_dir)
     endpoints: list[Endpoint] = []
     async with AsyncExitStack() as stack:
         api_port = await start_app(
             stack,
-            create_api_app(store, token),
+            create_api_app(store, token, viewer_token=viewer_token, signer=signer),
             config.api_port,
             "--api-port",
             cert.ssl_context(state_dir / "tls"),
@@ -128,7 +136,14 @@ async def run_mesh(
             if announce:
                 print(f"mesh: applied {len(names)} CRDs from {config.crds}", flush=True)
         write_kubeconfig(
-            config.kubeconfig, MeshCredentials(server=server, token=token, ca_pem=cert.cert_pem)
+            config.kubeconfig,
+            MeshCredentials(
+                server=server,
+                token=token,
+                ca_pem=cert.cert_pem,
+                viewer_token=viewer_token,
+                exec_command=(sys.executable, "-m", CREDENTIAL_PLUGIN, str(signer_file)),
+            ),
         )
         endpoints.append(
             Endpoint(
@@ -211,6 +226,12 @@ def _parser() -> argparse.ArgumentParser:
         help="apply this folder of CustomResourceDefinition YAML at start (e.g. your Istio "
         "release's CRDs); objects of those kinds are then validated against their schemas",
     )
+    parser.add_argument(
+        "--token-ttl",
+        type=float,
+        default=900.0,
+        help="seconds a token from the exec credential plugin (context canary-mesh-exec) is valid",
+    )
     return parser
 
 
@@ -247,6 +268,7 @@ def main(argv: list[str] | None = None) -> int:
         state_dir=args.state_dir,
         image_map=image_map,
         crds=args.crds,
+        token_ttl_seconds=args.token_ttl,
     )
     try:
         run_event_loop(run_mesh(config))

@@ -23,13 +23,18 @@ def _seconds(value: timedelta | float | int, name: str) -> float:
 
 
 class DeployModelVersionOperator(BaseOperator):
-    """Create or replace each object of ``manifest``, then wait until its Deployments are ready.
+    """Server-side apply each object of ``manifest``, then wait until its Deployments are rolled out.
 
     ``manifest`` is a dict, a list of dicts, YAML text or a path to a YAML file holding at least
     one Deployment, and optionally a Service and a DestinationRule. It is checked when the DAG
-    is parsed (after rendering, if it holds templates). Waiting is deferred to the triggerer by
-    default; when the Deployment is not ready within ``timeout`` the task fails with the pods'
-    states and reasons. It never touches a VirtualService, so no traffic moves.
+    is parsed (after rendering, if it holds templates). Objects are applied under field manager
+    ``airflow-canary`` with strict field validation: fields the manifest leaves out (an
+    autoscaler's ``replicas``, other tools' labels) are left to their owners, and a field
+    another manager owns fails the task naming it unless ``force_conflicts``. Waiting (deferred
+    to the triggerer by default) ends when ``kubectl rollout status`` would say the rollout
+    finished; the task fails at once when a rollout exceeds its ``progressDeadlineSeconds``, and
+    after ``timeout`` otherwise, with the pods' states and reasons. It never touches a
+    VirtualService, so no traffic moves.
     """
 
     template_fields = ("manifest", "namespace")
@@ -45,6 +50,7 @@ class DeployModelVersionOperator(BaseOperator):
         poll_interval: timedelta | float = 2,
         deferrable: bool = True,
         kubernetes_conn_id: str = "kubernetes_default",
+        force_conflicts: bool = False,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -57,6 +63,7 @@ class DeployModelVersionOperator(BaseOperator):
         self.poll_interval = _seconds(poll_interval, "poll_interval")
         self.deferrable = deferrable
         self.kubernetes_conn_id = kubernetes_conn_id
+        self.force_conflicts = bool(force_conflicts)
 
     def execute(self, context: Any) -> dict[str, Any]:
         from airflow_canary.hooks.istio import IstioHook
@@ -65,7 +72,9 @@ class DeployModelVersionOperator(BaseOperator):
         hook = IstioHook(kubernetes_conn_id=self.kubernetes_conn_id)
         applied = []
         for obj in objects:
-            result = hook.apply_object(obj, namespace=self.namespace)
+            result = hook.apply_object(
+                obj, namespace=self.namespace, force_conflicts=self.force_conflicts
+            )
             name = obj["metadata"]["name"]
             self.log.info(
                 "%s %s/%s: %s",
@@ -105,10 +114,11 @@ class DeployModelVersionOperator(BaseOperator):
             if all(s.ready for s in states.values()):
                 self.log.info("; ".join(s.message for s in states.values()))
                 return self._summary
-            if time.monotonic() >= deadline:
+            failed = any(s.failed for s in states.values())
+            if failed or time.monotonic() >= deadline:
                 details = []
                 for name, state in states.items():
-                    if state.ready:
+                    if state.ready or (failed and not state.failed):
                         continue
                     selector = (hook.get_deployment(name, self.namespace).get("spec") or {}).get(
                         "selector"
@@ -119,10 +129,8 @@ class DeployModelVersionOperator(BaseOperator):
                     details.append(
                         f"{state.message}\n{describe_pods(hook.list_pods(self.namespace, labels))}"
                     )
-                raise AirflowException(
-                    f"not ready within {self.timeout:g}s; no traffic was moved:\n"
-                    + "\n".join(details)
-                )
+                what = "rollout failed" if failed else f"not ready within {self.timeout:g}s"
+                raise AirflowException(f"{what}; no traffic was moved:\n" + "\n".join(details))
             time.sleep(self.poll_interval)
 
     def execute_complete(

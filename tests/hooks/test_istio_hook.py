@@ -13,6 +13,7 @@ import yaml
 
 from airflow_canary.hooks.istio import (
     AsyncIstioHook,
+    IstioApplyConflictError,
     IstioConflictError,
     IstioHook,
     IstioKind,
@@ -149,7 +150,10 @@ def test_apply_object_creates_replaces_and_skips_unchanged(seeded: Seeded) -> No
     assert not hook.scale_deployment("model-v1", seeded.namespace, 0).changed
     assert isinstance(hook.list_pods(seeded.namespace, "app=model"), list)
     vs = _load(seed_manifest("vs-02-canary-10.yaml"))
-    applied = hook.apply_object(vs, namespace=seeded.namespace)
+    # kubectl (client-side apply) owns the routes: server-side apply names it rather than clobber
+    with pytest.raises(IstioApplyConflictError, match='.spec.http \\(owned by "kubectl-client'):
+        hook.apply_object(vs, namespace=seeded.namespace)
+    applied = hook.apply_object(vs, namespace=seeded.namespace, force_conflicts=True)
     assert applied.changed and applied.after["spec"] == vs["spec"]
     with pytest.raises(ValueError, match="cannot apply v1 ConfigMap 'x'"):
         hook.apply_object({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "x"}})

@@ -52,7 +52,7 @@ def test_replicas_run_as_processes_and_become_ready(tmp_path: Path) -> None:
             status = await mesh.wait_ready("model-v1", 2)
             assert status["availableReplicas"] == 2
             assert status["updatedReplicas"] == 2
-            assert status["unavailableReplicas"] == 0
+            assert "unavailableReplicas" not in status  # 0 is omitted (omitempty)
             assert status["observedGeneration"] == 1
             conditions = {c["type"]: c for c in status["conditions"]}
             assert conditions["Available"]["status"] == "True"
@@ -198,7 +198,9 @@ def test_process_that_exits_immediately_is_in_crash_loop(tmp_path: Path) -> None
             assert cs["lastState"]["terminated"]["exitCode"] == 3
             assert cs["ready"] is False
             status = mesh.deployment_status("model-v1")
-            assert status["readyReplicas"] == 0 and status["unavailableReplicas"] == 1
+            # zero-valued status integers are omitted, as the real API server does (omitempty)
+            assert "readyReplicas" not in status and "availableReplicas" not in status
+            assert status["unavailableReplicas"] == 1
             available = {c["type"]: c for c in status["conditions"]}["Available"]
             assert (available["status"], available["reason"]) == (
                 "False",
@@ -235,7 +237,7 @@ def test_unmapped_image_stays_pending_with_reason(tmp_path: Path) -> None:
                 assert "your-docker-repo/model-runner:v1" in waiting["message"]
                 assert "--image-map" in waiting["message"]
             status = mesh.deployment_status("model-v1")
-            assert status["readyReplicas"] == 0
+            assert "readyReplicas" not in status  # 0 is omitted (omitempty)
             assert mesh.runner.pids() == set()
             # the mesh keeps working: a runnable deployment still starts
             mesh.apply(version_deployment("v2", replicas=1))

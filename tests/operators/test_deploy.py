@@ -107,7 +107,7 @@ def test_a_crashing_container_fails_with_the_pods_states(connected: str) -> None
         op.execute({})
     message = str(err.value)
     assert "no traffic was moved" in message
-    assert "0/1 replicas available" in message
+    assert "0 of 1 updated replicas are available" in message
     assert "restarts=" in message and ("CrashLoopBackOff" in message or "Error" in message)
 
 

@@ -103,7 +103,7 @@ def test_readiness_needs_observed_generation_and_available_replicas():
     dep = {"metadata": {"name": "d", "generation": 2}, "spec": {"replicas": 2}, "status": {}}
     assert not deployment_readiness(dep).ready
     dep["status"] = {"observedGeneration": 2, "availableReplicas": 1, "updatedReplicas": 2}
-    assert "1/2" in deployment_readiness(dep).message
+    assert "1 of 2 updated replicas are available" in deployment_readiness(dep).message
     dep["status"]["availableReplicas"] = 2
     assert deployment_readiness(dep).ready
 

@@ -10,6 +10,7 @@ from typing import Any
 
 from aiohttp import web
 
+from airflow_canary.local.apiserver import quantity
 from airflow_canary.local.apiserver.base import CRD, ApiBase
 from airflow_canary.local.apiserver.request import ResourcePath, bad_request, invalid
 from airflow_canary.local.apiserver.resources import ResourceType
@@ -81,6 +82,8 @@ class Admission(ApiBase):
             problems += _crd_violations(obj)
         if problems:
             raise invalid(rtype, str(meta.get("name") or ""), problems)
+        # Validating admission webhooks run last, on an object that passed validation.
+        self.faults.call_webhook(path)
         return obj, warnings
 
 
@@ -131,16 +134,23 @@ def _default(rtype: ResourceType, obj: Obj) -> None:
     if not isinstance(spec, dict):
         return
     if rtype.kind == "Deployment":
+        # SetDefaults_Deployment (pkg/apis/apps/v1/defaults.go)
         spec.setdefault("replicas", 1)
         spec.setdefault("revisionHistoryLimit", 10)
         spec.setdefault("progressDeadlineSeconds", 600)
-        spec.setdefault(
-            "strategy",
-            {
-                "type": "RollingUpdate",
-                "rollingUpdate": {"maxSurge": "25%", "maxUnavailable": "25%"},
-            },
-        )
+        strategy = spec.setdefault("strategy", {})
+        if isinstance(strategy, dict):
+            strategy.setdefault("type", "RollingUpdate")
+            if strategy["type"] == "RollingUpdate":
+                rolling = strategy.setdefault("rollingUpdate", {})
+                if isinstance(rolling, dict):
+                    rolling.setdefault("maxSurge", "25%")
+                    rolling.setdefault("maxUnavailable", "25%")
+        template = spec.get("template")
+        if isinstance(template, dict) and isinstance(template.get("spec"), dict):
+            _default_pod_spec(template["spec"])
+    elif rtype.kind == "Pod":
+        _default_pod_spec(spec)
     elif rtype.kind == "Service":
         spec.setdefault("type", "ClusterIP")
         for port in spec.get("ports") or []:
@@ -148,6 +158,73 @@ def _default(rtype: ResourceType, obj: Obj) -> None:
                 port.setdefault("protocol", "TCP")
                 if "port" in port:
                     port.setdefault("targetPort", port["port"])
+
+
+def _default_pod_spec(spec: Obj) -> None:
+    """SetDefaults_PodSpec, _Container, _Probe and _ContainerPort (pkg/apis/core/v1/defaults.go),
+    and resource quantities in their canonical form."""
+    spec.setdefault("restartPolicy", "Always")
+    spec.setdefault("terminationGracePeriodSeconds", 30)
+    spec.setdefault("dnsPolicy", "ClusterFirst")
+    spec.setdefault("securityContext", {})
+    spec.setdefault("schedulerName", "default-scheduler")
+    for field in ("initContainers", "containers"):
+        for container in spec.get(field) or []:
+            if isinstance(container, dict):
+                _default_container(container)
+
+
+def _default_container(container: Obj) -> None:
+    container.setdefault("terminationMessagePath", "/dev/termination-log")
+    container.setdefault("terminationMessagePolicy", "File")
+    image = str(container.get("image") or "")
+    name_part = image.rsplit("/", 1)[-1]
+    tag = name_part.split(":", 1)[1] if ":" in name_part and "@" not in image else ""
+    latest = "@" not in image and tag in ("", "latest")
+    container.setdefault("imagePullPolicy", "Always" if latest else "IfNotPresent")
+    for port in container.get("ports") or []:
+        if isinstance(port, dict):
+            port.setdefault("protocol", "TCP")
+    for probe_field in ("livenessProbe", "readinessProbe", "startupProbe"):
+        probe = container.get(probe_field)
+        if isinstance(probe, dict):
+            probe.setdefault("timeoutSeconds", 1)
+            probe.setdefault("periodSeconds", 10)
+            probe.setdefault("successThreshold", 1)
+            probe.setdefault("failureThreshold", 3)
+            if isinstance(probe.get("httpGet"), dict):
+                probe["httpGet"].setdefault("scheme", "HTTP")
+    container.setdefault("resources", {})
+    _canonical_resources(container)
+
+
+def canonical_quantities(obj: Obj) -> None:
+    """Resource quantities of a Deployment's or Pod's containers in canonical form, in place
+    (the form the server stores, and so the one applied values are compared in)."""
+    spec = obj.get("spec")
+    if not isinstance(spec, dict):
+        return
+    template = spec.get("template")
+    if isinstance(template, dict) and isinstance(template.get("spec"), dict):
+        spec = template["spec"]
+    for field in ("initContainers", "containers"):
+        for container in spec.get(field) or []:
+            if isinstance(container, dict):
+                _canonical_resources(container)
+
+
+def _canonical_resources(container: Obj) -> None:
+    resources = container.get("resources")
+    if not isinstance(resources, dict):
+        return
+    for kind in ("requests", "limits"):
+        values = resources.get(kind)
+        if isinstance(values, dict):
+            for name, value in list(values.items()):
+                try:
+                    values[name] = quantity.canonical(value)
+                except quantity.QuantityError as exc:
+                    raise bad_request(str(exc)) from None
 
 
 def _crd_violations(crd: Obj) -> list[Violation]:

@@ -8,6 +8,8 @@ from typing import Any
 
 from aiohttp import web
 
+from airflow_canary.local.apiserver.authn import Authenticator, TokenSigner
+from airflow_canary.local.apiserver.faults import Faults
 from airflow_canary.local.apiserver.request import (
     ApiError,
     ResourcePath,
@@ -29,9 +31,18 @@ BINARY_TYPES = frozenset({"application/vnd.kubernetes.protobuf", "application/cb
 class ApiBase:
     """The store, schemas and registry, and the lookups every handler needs; CRDs in the store teach the rest."""
 
-    def __init__(self, store: ObjectStore, token: str, schemas: CRDSchemas | None = None) -> None:
+    def __init__(
+        self,
+        store: ObjectStore,
+        token: str,
+        schemas: CRDSchemas | None = None,
+        *,
+        viewer_token: str | None = None,
+        signer: TokenSigner | None = None,
+    ) -> None:
         self.store = store
-        self.token = token
+        self.authenticator = Authenticator(token, viewer_token, signer)
+        self.faults = Faults()
         self.schemas = schemas or CRDSchemas()
         self.registry = ResourceRegistry()
         self.closing = asyncio.Event()

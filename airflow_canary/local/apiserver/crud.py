@@ -17,7 +17,19 @@ from airflow_canary.local.apiserver.base import (
     qualified,
     wants_table,
 )
-from airflow_canary.local.apiserver.request import ApiError, ResourcePath, bad_request, invalid
+from airflow_canary.local.apiserver.managed_fields import (
+    Manager,
+    builtin_lists,
+    record_update,
+    write_managers,
+)
+from airflow_canary.local.apiserver.request import (
+    ApiError,
+    ResourcePath,
+    bad_request,
+    field_manager,
+    invalid,
+)
 from airflow_canary.local.apiserver.resources import ResourceType
 from airflow_canary.local.apiserver.schema import CauseReason, Violation
 from airflow_canary.local.apiserver.store import ResourceKey, StoreError
@@ -27,6 +39,26 @@ Obj = dict[str, Any]
 
 class Crud(Admission):
     """get, list, create, replace and delete (one and collection), including ``/scale`` and ``/status``."""
+
+    def _own(
+        self,
+        request: web.Request,
+        path: ResourcePath,
+        before: Obj | None,
+        obj: Obj,
+        subresource: str = "",
+    ) -> None:
+        """Record in ``obj``'s ``managedFields`` that the request's field manager (operation
+        Update) now owns what it added or changed; a write that changes nothing keeps them as
+        they were (and so does not bump resourceVersion)."""
+        previous = copy.deepcopy(((before or {}).get("metadata") or {}).get("managedFields") or [])
+        obj.setdefault("metadata", {})["managedFields"] = previous
+        manager = Manager(field_manager(request), "Update", subresource)
+        managers, changed = record_update(
+            before, obj, manager, path.api_version, builtin=builtin_lists(path.rtype)
+        )
+        if changed:
+            write_managers(obj, managers, previous, {manager})
 
     def _get(self, request: web.Request, path: ResourcePath) -> web.Response:
         obj = self._served(self._fetch(path), path)
@@ -52,6 +84,7 @@ class Crud(Admission):
     async def _create(self, request: web.Request, path: ResourcePath) -> web.Response:
         self._require_namespace(path)
         obj, warnings = self._admit(request, path, await self._body(request), name=None)
+        self._own(request, path, None, obj)
         if (
             path.rtype.subresources
             and "status" in path.rtype.subresources
@@ -121,6 +154,7 @@ class Crud(Admission):
                     )
                 ],
             )
+        self._own(request, path, current, obj)
         if (path.rtype.group, path.rtype.plural) == CRD:
             obj["status"] = crd_status(obj)
         if dry_run(request):
@@ -149,6 +183,7 @@ class Crud(Admission):
         updated = copy.deepcopy(current)
         updated["spec"]["replicas"] = replicas
         updated["metadata"]["resourceVersion"] = wanted_rv or current["metadata"]["resourceVersion"]
+        self._own(request, path, current, updated, "scale")
         if dry_run(request):
             return web.json_response(scale_of(self._served(updated, path)))
         stored = self.store.replace(self._key(path), updated)

@@ -18,6 +18,10 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 CONTEXT = "canary-mesh"
+#: The context of the read-only user (the ``view`` role: get, list, watch).
+VIEWER_CONTEXT = "canary-mesh-viewer"
+#: The context whose user gets short-lived tokens from an exec credential plugin.
+EXEC_CONTEXT = "canary-mesh-exec"
 
 
 @dataclass(frozen=True)
@@ -31,6 +35,10 @@ class MeshCredentials:
     token: str
     ca_pem: bytes = b""
     namespace: str = "default"
+    #: The read-only user's token (context ``canary-mesh-viewer``); empty: no such user.
+    viewer_token: str = ""
+    #: The exec credential plugin's argv (context ``canary-mesh-exec``); empty: no such user.
+    exec_command: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -111,17 +119,37 @@ def kubeconfig_document(creds: MeshCredentials) -> dict[str, object]:
     cluster: dict[str, str] = {"server": creds.server}
     if creds.ca_pem:
         cluster["certificate-authority-data"] = base64.b64encode(creds.ca_pem).decode()
+    users: list[dict[str, object]] = [{"name": CONTEXT, "user": {"token": creds.token}}]
+    if creds.viewer_token:
+        users.append({"name": VIEWER_CONTEXT, "user": {"token": creds.viewer_token}})
+    if creds.exec_command:
+        users.append(
+            {
+                "name": EXEC_CONTEXT,
+                "user": {
+                    "exec": {
+                        "apiVersion": "client.authentication.k8s.io/v1",
+                        "command": creds.exec_command[0],
+                        "args": list(creds.exec_command[1:]),
+                        "interactiveMode": "Never",
+                        "provideClusterInfo": False,
+                    }
+                },
+            }
+        )
+    contexts = [
+        {
+            "name": str(user["name"]),
+            "context": {"cluster": CONTEXT, "user": user["name"], "namespace": creds.namespace},
+        }
+        for user in users
+    ]
     return {
         "apiVersion": "v1",
         "kind": "Config",
         "clusters": [{"name": CONTEXT, "cluster": cluster}],
-        "users": [{"name": CONTEXT, "user": {"token": creds.token}}],
-        "contexts": [
-            {
-                "name": CONTEXT,
-                "context": {"cluster": CONTEXT, "user": CONTEXT, "namespace": creds.namespace},
-            }
-        ],
+        "users": users,
+        "contexts": contexts,
         "current-context": CONTEXT,
         "preferences": {},
     }
@@ -156,9 +184,13 @@ def read_credentials(path: str | os.PathLike[str]) -> MeshCredentials | None:
     if not user.get("token"):
         return None
     ca_data = cluster.get("certificate-authority-data")
+    viewer: dict[str, object] = next(
+        (u["user"] for u in doc["users"] if u.get("name") == VIEWER_CONTEXT), {}
+    )
     return MeshCredentials(
         server=cluster["server"],
         token=user["token"],
         ca_pem=base64.b64decode(ca_data) if ca_data else b"",
         namespace=context.get("namespace", "default"),
+        viewer_token=str(viewer.get("token") or ""),
     )

@@ -24,12 +24,14 @@ class ApiError(Exception):
         message: str,
         *,
         details: Obj | None = None,
+        headers: dict[str, str] | None = None,
     ) -> None:
         super().__init__(message)
         self.code = code
         self.reason = reason
         self.message = message
         self.details = details
+        self.headers = dict(headers or {})
 
     def status(self) -> Obj:
         body: Obj = {
@@ -46,7 +48,7 @@ class ApiError(Exception):
         return body
 
     def response(self) -> web.Response:
-        return web.json_response(self.status(), status=self.code)
+        return web.json_response(self.status(), status=self.code, headers=self.headers)
 
 
 def bad_request(message: str) -> ApiError:
@@ -220,3 +222,13 @@ def selected(obj: Obj, labels: list[Requirement], fields: list[tuple[str, bool, 
     if not all(r.matches(obj_labels) for r in labels):
         return False
     return all((_FIELDS[f](obj) == value) == equal for f, equal, value in fields)
+
+
+def field_manager(request: web.Request) -> str:
+    """The write's field manager: ``?fieldManager=``, else the User-Agent up to its first "/"
+    (what kube-apiserver records, e.g. "OpenAPI-Generator" for the Python client)."""
+    named = request.query.get("fieldManager")
+    if named:
+        return named
+    agent = request.headers.get("User-Agent", "")
+    return agent.split("/", 1)[0] or "unknown"

@@ -15,6 +15,8 @@ from typing import Any
 
 import yaml
 
+from airflow_canary.local.apiserver.builtin_fields import structural_schema
+
 Schema = dict[str, Any]
 _YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
@@ -556,9 +558,10 @@ class CRDSchemas:
         return [str(v) for v in self.violations(obj)]
 
     def unknown_fields(self, obj: dict[str, Any]) -> list[str]:
-        """Paths of fields the object's schema does not declare (only for CRD-backed kinds)."""
+        """Paths of fields the object's schema does not declare: a CRD's, or a built-in kind's."""
         group, version = _split_api_version(str(obj.get("apiVersion", "")))
-        schema = self._schemas.get((group, version, str(obj.get("kind", ""))))
+        kind = str(obj.get("kind", ""))
+        schema = self._schemas.get((group, version, kind)) or structural_schema(group, kind)
         if schema is None:
             return []
         body = {k: v for k, v in obj.items() if k not in ("apiVersion", "kind", "metadata")}

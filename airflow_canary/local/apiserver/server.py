@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import hmac
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
+from airflow_canary.local.apiserver.authn import TokenSigner, authorize, request_verb
 from airflow_canary.local.apiserver.base import ApiBase, truthy
 from airflow_canary.local.apiserver.discovery import Discovery
 from airflow_canary.local.apiserver.patching import Patching
@@ -19,6 +19,10 @@ from airflow_canary.local.apiserver.watch import Watch
 PUBLIC_PATHS = frozenset({"/version", "/healthz", "/livez", "/readyz"})
 
 
+#: Where the middleware leaves the authenticated ``User`` on the request.
+USER_KEY = "canary.user"
+
+
 class KubeApi(Discovery, Watch, Patching, ApiBase):
     """Request handling over one ObjectStore: authentication, then routing to the handler of each concern."""
 
@@ -28,9 +32,10 @@ class KubeApi(Discovery, Watch, Patching, ApiBase):
     ) -> web.StreamResponse:
         header = request.headers.get("Authorization", "")
         if header or request.path not in PUBLIC_PATHS:
-            scheme, _, presented = header.partition(" ")
-            if scheme.lower() != "bearer" or not hmac.compare_digest(presented.strip(), self.token):
+            user = self.authenticator.authenticate(header)
+            if user is None:
                 return ApiError(401, "Unauthorized", "Unauthorized").response()
+            request[USER_KEY] = user
         try:
             return await handler(request)
         except ApiError as exc:
@@ -49,6 +54,16 @@ class KubeApi(Discovery, Watch, Patching, ApiBase):
                     f"the server does not allow this method ({request.method})",
                 ).response()
             raise
+
+    async def faults_endpoint(self, request: web.Request) -> web.Response:
+        """``GET``/``POST /_mesh/faults``: read or set the injected faults (not a Kubernetes API;
+        only users with write rights)."""
+        user = request[USER_KEY]
+        if request.method == "POST":
+            if user.read_only:
+                raise ApiError(403, "Forbidden", f"User {user.name!r} cannot set faults")
+            return web.json_response(self.faults.configure(await self._body(request)))
+        return web.json_response(self.faults.state())
 
     async def core(self, request: web.Request) -> web.StreamResponse:
         return await self._dispatch(
@@ -78,6 +93,10 @@ class KubeApi(Discovery, Watch, Patching, ApiBase):
             return web.json_response(self._resource_list(group, version))
         path = parse_resource_path(self.registry, group, version, segments)
         method = request.method
+        authorize(
+            request[USER_KEY], request_verb(method, path, truthy(request.query.get("watch"))), path
+        )
+        self.faults.throttle()
         if path.subresource is not None:
             if path.subresource not in path.rtype.subresources:
                 raise ApiError(
@@ -119,10 +138,16 @@ APP_KEY_API = web.AppKey("kube_api", KubeApi)
 
 
 def create_api_app(
-    store: ObjectStore, token: str, schemas: CRDSchemas | None = None
+    store: ObjectStore,
+    token: str,
+    schemas: CRDSchemas | None = None,
+    *,
+    viewer_token: str | None = None,
+    signer: TokenSigner | None = None,
 ) -> web.Application:
-    """The Kubernetes API as an aiohttp application; requests need ``Authorization: Bearer <token>``."""
-    api = KubeApi(store, token, schemas)
+    """The Kubernetes API as an aiohttp application; requests need ``Authorization: Bearer <token>``:
+    ``token`` (admin), ``viewer_token`` (read-only) or one ``signer`` issued and not yet expired."""
+    api = KubeApi(store, token, schemas, viewer_token=viewer_token, signer=signer)
     app = web.Application(middlewares=[api.middleware], client_max_size=32 * 1024 * 1024)
     app[APP_KEY_API] = api
 
@@ -135,6 +160,7 @@ def create_api_app(
     router.add_get("/version/", api.version)
     for health in ("/healthz", "/livez", "/readyz"):
         router.add_get(health, api.healthz)
+    router.add_route("*", "/_mesh/faults", api.faults_endpoint)
     router.add_get("/api", api.api_versions)
     router.add_get("/apis", api.api_groups)
     router.add_get("/openapi/v2", api.openapi_absent)

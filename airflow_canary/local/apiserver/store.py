@@ -186,6 +186,11 @@ class ObjectStore:
                         meta[field] = current["metadata"][field]
                 if _spec_of(new) != _spec_of(current):
                     meta["generation"] = int(current["metadata"].get("generation", 1)) + 1
+            # A write that changes nothing is not stored: resourceVersion stays (as in etcd3's
+            # GuaranteedUpdate), whatever resourceVersion the request carried.
+            new.setdefault("metadata", {})["resourceVersion"] = current["metadata"][
+                "resourceVersion"
+            ]
             if new == current:
                 return copy.deepcopy(current)
             new["metadata"]["resourceVersion"] = self._next_rv()

@@ -327,7 +327,7 @@ class LocalStack:
             readiness = deployment_readiness(doc)
             if readiness.ready:
                 return
-            if time.monotonic() > deadline:
+            if readiness.failed or time.monotonic() > deadline:
                 raise StackError(f"{readiness.message}; see {self.state_dir / 'mesh' / 'logs'}")
             time.sleep(0.3)
 

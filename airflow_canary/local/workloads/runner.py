@@ -40,6 +40,8 @@ BACKOFF_CAP = 30.0
 BACKOFF_RESET_AFTER = 10.0
 #: Without a readinessProbe and without declared ports, a process counts as ready after running this long.
 NO_PROBE_READY_AFTER = 0.5
+#: How often every Deployment is re-examined without any change to it.
+RESYNC_SECONDS = 1.0
 _NAME_CHARS = "bcdfghjklmnpqrstvwxz2456789"
 _VAR = re.compile(r"\$\(([A-Za-z_][A-Za-z0-9_]*)\)")
 
@@ -124,6 +126,7 @@ class Replica:
         self._phase = Phase.PENDING
         self._started_at: str | None = None
         self._ready_since = _now()
+        self._ready_at = time.monotonic()
         self._task: asyncio.Task[None] | None = None
         self._owner_uid = meta.get("uid", "")
 
@@ -196,7 +199,12 @@ class Replica:
         if ready != self.ready:
             self.ready = ready
             self._ready_since = _now()
+            self._ready_at = time.monotonic()
             self._publish()
+
+    def available(self, min_ready_seconds: float) -> bool:
+        """Ready for at least ``minReadySeconds`` (the Deployment controller's "available")."""
+        return self.ready and time.monotonic() - self._ready_at >= min_ready_seconds
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -442,7 +450,7 @@ class ProcessRunner:
         self.image_map = dict(image_map or {})
         self._replicas: dict[ResourceKey, list[Replica]] = {}
         self._stopping: set[asyncio.Task[None]] = set()
-        self._conditions: dict[ResourceKey, dict[str, dict[str, Any]]] = {}
+        self._hashes: dict[ResourceKey, str] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wake: asyncio.Event | None = None
         self._task: asyncio.Task[None] | None = None
@@ -535,7 +543,10 @@ class ProcessRunner:
     async def _control_loop(self) -> None:
         assert self._wake is not None
         while True:
-            await self._wake.wait()
+            # Also resync periodically, as the controller does: minReadySeconds and the progress
+            # deadline are measured in time, not signalled by any event.
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), RESYNC_SECONDS)
             self._wake.clear()
             try:
                 self._reconcile()
@@ -556,7 +567,7 @@ class ProcessRunner:
             if key not in deployments:
                 for replica in self._replicas.pop(key):
                     self._retire(replica)
-                self._conditions.pop(key, None)
+                self._hashes.pop(key, None)
         for key, deployment in deployments.items():
             self._sync(key, deployment)
             self._write_status(key, deployment)
@@ -601,7 +612,9 @@ class ProcessRunner:
             current.remove(replica)
             replicas.remove(replica)
             self._retire(replica)
-        keep_old = max(0, desired - sum(r.ready for r in current))
+        min_ready = float(spec.get("minReadySeconds") or 0)
+        # Old pods keep serving until enough new ones are available (maxSurge 100%, maxUnavailable 0).
+        keep_old = max(0, desired - sum(r.available(min_ready) for r in current))
         for replica in sorted(old, key=lambda r: (r.ready, -r.created))[
             : max(0, len(old) - keep_old)
         ]:
@@ -618,82 +631,178 @@ class ProcessRunner:
 
     # -- status ---------------------------------------------------------------------------------
 
-    def _condition(
-        self, key: ResourceKey, kind: str, status: str, reason: str, message: str
-    ) -> dict[str, Any]:
-        known = self._conditions.setdefault(key, {})
-        previous = known.get(kind)
-        now = _now()
-        if previous and (previous["status"], previous["reason"], previous["message"]) == (
-            status,
-            reason,
-            message,
-        ):
-            return previous
-        condition = {
-            "type": kind,
-            "status": status,
-            "reason": reason,
-            "message": message,
-            "lastUpdateTime": now,
-            "lastTransitionTime": previous["lastTransitionTime"]
-            if previous and previous["status"] == status
-            else now,
-        }
-        known[kind] = condition
-        return condition
-
     def _write_status(self, key: ResourceKey, deployment: dict[str, Any]) -> None:
+        """Write ``status`` as the Deployment controller computes it (``calculateStatus`` and
+        ``syncRolloutStatus`` in pkg/controller/deployment): counts over old and new pods together,
+        the Available and Progressing conditions, and zero-valued integers omitted (``omitempty``).
+        """
         spec = deployment.get("spec") or {}
+        previous: dict[str, Any] = deployment.get("status") or {}
         desired = int(spec.get("replicas", 1) if spec.get("replicas") is not None else 1)
         wanted_hash = template_hash(spec.get("template") or {})
         replicas = self._replicas.get(key, [])
-        ready = sum(r.ready for r in replicas)
         updated = [r for r in replicas if r.hash == wanted_hash]
-        name = key.name
-        if ready >= desired:
-            available = self._condition(
-                key,
+        min_ready = float(spec.get("minReadySeconds") or 0)
+        available = sum(r.available(min_ready) for r in replicas)
+        counts = {
+            "observedGeneration": int(deployment["metadata"].get("generation", 1)),
+            "replicas": len(replicas),
+            "updatedReplicas": len(updated),
+            "readyReplicas": sum(r.ready for r in replicas),
+            "availableReplicas": available,
+            "unavailableReplicas": max(0, len(replicas) - available),
+        }
+        conditions = {c["type"]: c for c in previous.get("conditions") or [] if isinstance(c, dict)}
+        if available >= desired - _max_unavailable(spec, desired):
+            _set_condition(
+                conditions,
                 "Available",
                 "True",
                 "MinimumReplicasAvailable",
                 "Deployment has minimum availability.",
             )
         else:
-            available = self._condition(
-                key,
+            _set_condition(
+                conditions,
                 "Available",
                 "False",
                 "MinimumReplicasUnavailable",
-                f"Deployment does not have minimum availability ({ready}/{desired} ready).",
+                "Deployment does not have minimum availability.",
             )
+        self._progress(key, deployment, previous, counts, conditions, desired, wanted_hash)
+        status: dict[str, Any] = {k: v for k, v in counts.items() if v}
+        status["conditions"] = [
+            conditions[t] for t in ("Available", "Progressing") if t in conditions
+        ]
+        self.store.update_status(key, status)
+
+    def _progress(
+        self,
+        key: ResourceKey,
+        deployment: dict[str, Any],
+        previous: dict[str, Any],
+        counts: dict[str, int],
+        conditions: dict[str, dict[str, Any]],
+        desired: int,
+        wanted_hash: str,
+    ) -> None:
+        """The Progressing condition, following ``syncRolloutStatus`` (pkg/controller/deployment/progress.go)."""
+        # apps/v1 defaults the deadline to 600 s; MaxInt32 means "no deadline" (HasProgressDeadline).
+        deadline = (deployment.get("spec") or {}).get("progressDeadlineSeconds", 600)
+        if deadline is None or deadline == 2**31 - 1:
+            conditions.pop("Progressing", None)
+            return
+        replica_set = f"{key.name}-{wanted_hash}"
+        current = conditions.get("Progressing")
+        if self._hashes.get(key) != wanted_hash:
+            # A new ReplicaSet: the controller records it with a fresh lastUpdateTime.
+            self._hashes[key] = wanted_hash
+            _set_condition(
+                conditions,
+                "Progressing",
+                "True",
+                "NewReplicaSetCreated",
+                f'Created new replica set "{replica_set}"',
+                refresh=True,
+            )
+            current = conditions["Progressing"]
+        complete_before = (
+            counts["replicas"] == counts["updatedReplicas"]
+            and current is not None
+            and current.get("reason") == "NewReplicaSetAvailable"
+        )
+        if complete_before:
+            return
         if (
-            len(updated) == desired
-            and len(replicas) == desired
-            and sum(r.ready for r in updated) == desired
+            counts["updatedReplicas"] == desired
+            and counts["replicas"] == desired
+            and counts["availableReplicas"] == desired
         ):
-            progressing = self._condition(
-                key,
+            _set_condition(
+                conditions,
                 "Progressing",
                 "True",
                 "NewReplicaSetAvailable",
-                f'ReplicaSet "{name}-{wanted_hash}" has successfully progressed.',
+                f'ReplicaSet "{replica_set}" has successfully progressed.',
             )
-        else:
-            progressing = self._condition(
-                key,
+            return
+        old_before = int(previous.get("replicas") or 0) - int(previous.get("updatedReplicas") or 0)
+        progressed = (
+            counts["updatedReplicas"] > int(previous.get("updatedReplicas") or 0)
+            or counts["replicas"] - counts["updatedReplicas"] < old_before
+            or counts["readyReplicas"] > int(previous.get("readyReplicas") or 0)
+            or counts["availableReplicas"] > int(previous.get("availableReplicas") or 0)
+        )
+        if progressed or current is None:
+            _set_condition(
+                conditions,
                 "Progressing",
                 "True",
                 "ReplicaSetUpdated",
-                f'ReplicaSet "{name}-{wanted_hash}" is progressing.',
+                f'ReplicaSet "{replica_set}" is progressing.',
+                refresh=True,
             )
-        status: dict[str, Any] = {
-            "observedGeneration": int(deployment["metadata"].get("generation", 1)),
-            "replicas": len(replicas),
-            "updatedReplicas": len(updated),
-            "readyReplicas": ready,
-            "availableReplicas": ready,
-            "unavailableReplicas": max(0, desired - ready),
-            "conditions": [available, progressing],
-        }
-        self.store.update_status(key, status)
+            return
+        if current.get("reason") == "ProgressDeadlineExceeded":
+            return
+        since = _parse_time(current.get("lastUpdateTime"))
+        if since is not None and time.time() > since + float(deadline):
+            _set_condition(
+                conditions,
+                "Progressing",
+                "False",
+                "ProgressDeadlineExceeded",
+                f'ReplicaSet "{replica_set}" has timed out progressing.',
+            )
+
+
+def _set_condition(
+    conditions: dict[str, dict[str, Any]],
+    kind: str,
+    status: str,
+    reason: str,
+    message: str,
+    *,
+    refresh: bool = False,
+) -> None:
+    """``SetDeploymentCondition``: an unchanged status and reason keep the condition as it is, unless
+    ``refresh`` (progress was made: only ``lastUpdateTime`` moves); ``lastTransitionTime`` moves
+    only when the status changes."""
+    previous = conditions.get(kind)
+    if previous and (previous["status"], previous["reason"]) == (status, reason) and not refresh:
+        return
+    now = _now()
+    conditions[kind] = {
+        "type": kind,
+        "status": status,
+        "lastUpdateTime": now,
+        "lastTransitionTime": previous["lastTransitionTime"]
+        if previous and previous["status"] == status
+        else now,
+        "reason": reason,
+        "message": message,
+    }
+
+
+def _parse_time(text: Any) -> float | None:
+    try:
+        return (
+            datetime.strptime(str(text), "%Y-%m-%dT%H:%M:%SZ")
+            .replace(tzinfo=timezone.utc)
+            .timestamp()
+        )
+    except ValueError:
+        return None
+
+
+def _max_unavailable(spec: dict[str, Any], desired: int) -> int:
+    """``MaxUnavailable`` of a RollingUpdate Deployment: an int or a percentage rounded down, at most ``desired``."""
+    strategy = spec.get("strategy") or {}
+    if strategy.get("type", "RollingUpdate") != "RollingUpdate" or desired == 0:
+        return 0
+    value = (strategy.get("rollingUpdate") or {}).get("maxUnavailable", "25%")
+    if isinstance(value, str) and value.endswith("%"):
+        number = int(desired * int(value[:-1]) / 100)
+    else:
+        number = int(value)
+    return min(max(number, 0), desired)

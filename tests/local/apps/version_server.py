@@ -7,6 +7,7 @@ import os
 import signal
 import sys
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 VERSION = sys.argv[1] if len(sys.argv) > 1 else os.environ.get("VERSION", "unknown")
@@ -67,6 +68,8 @@ class Handler(BaseHTTPRequestHandler):
 
 def main() -> None:
     port = int(os.environ["PORT"])
+    # A model server that takes a while to load: its readiness probe fails until it listens.
+    time.sleep(float(os.environ.get("START_DELAY", "0")))
     server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
     server.daemon_threads = True
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
