@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import Enum
 
@@ -43,15 +44,21 @@ def _require_name(what: str, value: object) -> str:
 
 @dataclass(frozen=True)
 class RouteTarget:
-    """Which subsets a rollout moves traffic between, and optionally which route carries it.
+    """Which subsets a rollout moves traffic between, and optionally which routes carry it.
 
-    ``host`` narrows the weighted route to destinations of that host when a VirtualService
-    routes to several services; by default the catch-all route's own host is used.
+    By default a rollout manages every http, tcp and tls route of the VirtualService that
+    sends to its stable or canary subset. ``route_name`` (one name or a list) names the routes
+    to manage instead: http routes by ``name``, any route by position as ``http[0]``,
+    ``tcp[0]`` or ``tls[0]`` (Istio's tcp and tls routes have no names; positions do not count
+    the product's own header routes). A route that sends to
+    the subsets but is not listed makes every traffic move refuse. ``host`` picks the service
+    when the subsets of several hosts are routed; by default the one host the stable/canary
+    destinations name.
     """
 
     stable_subset: str = "v1"
     canary_subset: str = "v2"
-    route_name: str | None = None
+    route_name: str | Sequence[str] | None = None
     host: str | None = None
 
     def __post_init__(self) -> None:
@@ -61,36 +68,47 @@ class RouteTarget:
             raise RoutingError(
                 f"stable_subset and canary_subset must differ, both are {self.stable_subset!r}"
             )
-        if self.route_name is not None:
-            _require_name("route_name", self.route_name)
-            if self.route_name.startswith(PRODUCT_ROUTE_PREFIX):
-                # Product routes are removed on promote/rollback; the weighted route must survive.
-                raise RoutingError(
-                    f"route_name must name your weighted route, not a product header route "
-                    f"({PRODUCT_ROUTE_PREFIX}*), got {self.route_name!r}"
-                )
+        object.__setattr__(self, "route_name", _route_names(self.route_name))
         if self.host is not None:
             _require_name("host", self.host)
 
+    @property
+    def route_names(self) -> tuple[str, ...] | None:
+        """The routes to manage, or None for every route of the rollout's subsets."""
+        names = self.route_name
+        return names if isinstance(names, tuple) else None
 
-@dataclass(frozen=True)
-class TrafficSplit:
-    """Percentages of the weighted route going to the stable and the canary subset."""
 
-    stable_subset: str
-    canary_subset: str
-    stable_weight: int
-    canary_weight: int
-
-    def __post_init__(self) -> None:
-        if self.stable_weight + self.canary_weight != 100:
+def _route_names(value: object) -> tuple[str, ...] | None:
+    if value is None:
+        return None
+    names: list[object]
+    if isinstance(value, str):
+        names = [value]
+    elif isinstance(value, Sequence):
+        names = list(value)
+        if not names:
             raise RoutingError(
-                f"stable and canary weights must sum to 100, got "
-                f"{self.stable_weight} + {self.canary_weight}"
+                "route_name must name at least one route, or be None to manage every route "
+                "of the rollout's subsets; got []"
             )
-
-    def as_dict(self) -> dict[str, int]:
-        return {self.stable_subset: self.stable_weight, self.canary_subset: self.canary_weight}
+    else:
+        raise RoutingError(
+            f"route_name must be a route name, a list of route names or None, got {value!r}"
+        )
+    for name in names:
+        _require_name("route_name", name)
+        assert isinstance(name, str)
+        if name.startswith(PRODUCT_ROUTE_PREFIX):
+            # Product routes are removed on promote/rollback; a managed route must survive.
+            raise RoutingError(
+                f"route_name must name your routes, not a product header route "
+                f"({PRODUCT_ROUTE_PREFIX}*), got {name!r}"
+            )
+    duplicates = sorted({str(n) for n in names if names.count(n) > 1})
+    if duplicates:
+        raise RoutingError(f"route_name lists {duplicates} more than once: {names!r}")
+    return tuple(str(n) for n in names)
 
 
 @dataclass(frozen=True)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from fractions import Fraction
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -9,9 +11,11 @@ from hypothesis import strategies as st
 from airflow_canary.routing import (
     HeaderRoute,
     MatchType,
+    RouteSplit,
     RouteTarget,
     RoutingError,
     TrafficSplit,
+    percent,
     validate_header_route,
     validate_subsets,
     validate_weight,
@@ -78,12 +82,39 @@ def test_route_target_defaults_and_validation() -> None:
         RoutingError, match="not a product header route .* got 'airflow-canary-header-x'"
     ):
         RouteTarget(route_name="airflow-canary-header-x")
+    assert RouteTarget(route_name="primary").route_names == ("primary",)
+    assert RouteTarget(route_name=["primary", "tcp[0]"]).route_names == ("primary", "tcp[0]")
+    assert RouteTarget().route_names is None
+    with pytest.raises(RoutingError, match="route_name must name at least one route"):
+        RouteTarget(route_name=[])
+    with pytest.raises(RoutingError, match=r"route_name lists \['a'\] more than once"):
+        RouteTarget(route_name=["a", "b", "a"])
+    with pytest.raises(RoutingError, match="route_name must be a route name, a list"):
+        RouteTarget(route_name=3)  # type: ignore[arg-type]
 
 
-def test_traffic_split_as_dict_and_sum() -> None:
-    assert TrafficSplit("v1", "v2", 90, 10).as_dict() == {"v1": 90, "v2": 10}
-    with pytest.raises(RoutingError, match="sum to 100, got 90 \\+ 20"):
-        TrafficSplit("v1", "v2", 90, 20)
+def test_traffic_split_headline_is_the_route_sending_the_canary_most() -> None:
+    http = RouteSplit("primary", "http", (("v1", Fraction(1)),))
+    tcp = RouteSplit("tcp[0]", "tcp", (("v1", Fraction(9, 10)), ("v2", Fraction(1, 10))))
+    split = TrafficSplit("v1", "v2", (http, tcp))
+    assert split.as_dict() == {"v1": 90, "v2": 10} and not split.uniform
+    assert split.routes_sending_to("v2") == ["tcp[0]"]
+    assert TrafficSplit("v1", "v2", ()).as_dict() == {"v1": 0, "v2": 0}
+
+
+@pytest.mark.parametrize(
+    ("share", "shown"),
+    [
+        (Fraction(1, 10), 10),
+        (Fraction(1, 3), 33.3333),
+        (Fraction(1, 10**7), 1e-05),
+        (1 - Fraction(1, 10**7), 99.99999),
+        (Fraction(0), 0),
+    ],
+)
+def test_percent_is_exact_and_never_rounds_live_traffic_away(share: Fraction, shown: float) -> None:
+    assert percent(share) == pytest.approx(shown, rel=1e-9, abs=0)
+    assert (percent(share) == 0) == (share == 0) and (percent(share) == 100) == (share == 1)
 
 
 @pytest.mark.parametrize("match_type", ["exact", "prefix", "regex", MatchType.PREFIX, "EXACT"])
