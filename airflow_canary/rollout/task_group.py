@@ -34,7 +34,7 @@ def canary_rollout(
     judge_options: dict[str, Any] | None = None,
     max_inconclusive_polls: int = 3,
     header_route: tuple[str, str] | None = ("x-canary-version", "v2"),
-    route_name: str | None = None,
+    route_name: str | Sequence[str] | None = None,
     rollback_in_trigger: bool = True,
     decommission_stable: bool = False,
     stable_deployment: str | None = None,
@@ -58,6 +58,9 @@ def canary_rollout(
     from :mod:`airflow_canary.analysis`. After a rollback the run ends failed (``fail_rollout``)
     so failure callbacks and alerts fire; a healthy rollout ends with ``promote``. A 100% step
     has no stable traffic to compare with, so it is followed by ``promote`` directly.
+    The rollout moves every http, tcp and tls route of ``virtual_service`` that sends to its two
+    subsets; ``route_name`` (a name or a list, ``tcp[0]`` for unnamed routes) lists them
+    explicitly, and ``plan`` fails naming any route to the subsets it leaves out.
     ``dashboard_url_template`` (e.g. a Grafana URL with ``{namespace}``, ``{canary_version}``,
     ``{start_ms}``, ``{end_ms}``) adds a "Dashboard" link to every analysis task.
     """

@@ -120,7 +120,7 @@ class HealthAnalysisConfig:
         virtual_service: str | None = None,
         stable_subset: str = "v1",
         canary_subset: str = "v2",
-        route_name: str | None = None,
+        route_name: str | Sequence[str] | None = None,
         kubernetes_conn_id: str = "kubernetes_default",
     ) -> HealthAnalysisConfig:
         """The operator-facing parameters (timedeltas, rollback flags) -> a config."""
