@@ -19,7 +19,6 @@ from typing import Any
 
 import pytest
 import yaml
-from airflow_canary.rollout.operators import RolloutPlanOperator
 
 from airflow_canary.hooks.istio import IstioNotFoundError
 from airflow_canary.operators.traffic import (
@@ -28,6 +27,7 @@ from airflow_canary.operators.traffic import (
     RollbackFailedError,
     SetCanaryWeightOperator,
 )
+from airflow_canary.rollout.operators import RolloutPlanOperator
 from airflow_canary.routing import RouteTarget, RoutingError, read_split
 from tests.fixtures.mesh import Mesh, Seeded
 
