@@ -20,6 +20,7 @@ from airflow_canary.routing.values import (
     product_route_name,
     validate_header_name,
     validate_header_route,
+    validate_subset_name,
     validate_weight,
 )
 from airflow_canary.routing.virtual_service import (
@@ -66,6 +67,7 @@ __all__ = [
     "set_header_route",
     "validate_header_name",
     "validate_header_route",
+    "validate_subset_name",
     "validate_subsets",
     "validate_weight",
 ]
