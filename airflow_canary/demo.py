@@ -82,7 +82,7 @@ def _traffic(stack: LocalStack) -> tuple[str, str]:
     except Exception as err:  # shown in the table; the DAG run reports real failures
         return "?", f"unreadable: {err}"[:22]
     weight = split.canary_weight
-    step = f"{STEPS.index(weight) + 1}/{len(STEPS)}" if weight in STEPS else "-"
+    step = f"{STEPS.index(int(weight)) + 1}/{len(STEPS)}" if weight in STEPS else "-"
     text = " ".join(f"{k}={v}%" for k, v in split.as_dict().items() if v)
     return step, text + (" +header" if product_header_routes(vs) else "")
 

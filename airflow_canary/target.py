@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -21,7 +21,8 @@ class TrafficTarget:
     :param namespace: its namespace (may be a template)
     :param stable_subset: DestinationRule subset serving the current model
     :param canary_subset: DestinationRule subset serving the new model
-    :param route_name: name of the http route carrying the weights; ``None`` = the catch-all route
+    :param route_name: the routes to manage: an http route name, a position such as ``tcp[0]``,
+        or a list of them; ``None`` = every http, tcp and tls route of the two subsets
     :param kubernetes_conn_id: cncf-kubernetes connection id reaching the cluster
 
     Literal values are checked when the target is built (DAG parse time), templated ones by the
@@ -32,7 +33,7 @@ class TrafficTarget:
     namespace: str = "default"
     stable_subset: str = "v1"
     canary_subset: str = "v2"
-    route_name: str | None = None
+    route_name: str | Sequence[str] | None = None
     kubernetes_conn_id: str = KUBERNETES_CONN_ID
 
     def __post_init__(self) -> None:
@@ -40,6 +41,8 @@ class TrafficTarget:
             value = getattr(self, what)
             if not isinstance(value, str) or not value.strip():
                 raise RoutingError(f"{what} must be a non-empty string, got {value!r}")
+        if isinstance(self.route_name, list):
+            object.__setattr__(self, "route_name", tuple(self.route_name))
         if not any(
             is_template(v) for v in (self.stable_subset, self.canary_subset, self.route_name)
         ):
@@ -47,11 +50,16 @@ class TrafficTarget:
 
     def route_target(self) -> RouteTarget:
         """The routing layer's view: the two subsets and the weighted route."""
-        return RouteTarget(self.stable_subset, self.canary_subset, self.route_name or None)
+        # A template rendered to "" means every route; an empty list is refused.
+        route_name = None if self.route_name == "" else self.route_name
+        return RouteTarget(self.stable_subset, self.canary_subset, route_name)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able form (trigger serialisation, XCom); :meth:`from_dict` reads it back."""
-        return asdict(self)
+        data = asdict(self)
+        if isinstance(self.route_name, tuple):
+            data["route_name"] = list(self.route_name)
+        return data
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> TrafficTarget:

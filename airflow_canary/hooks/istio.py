@@ -26,7 +26,11 @@ from kubernetes.client.exceptions import ApiException
 from urllib3.exceptions import HTTPError as Urllib3HTTPError
 
 from airflow_canary.routing import (
+    ROOT_NAMESPACE,
+    ResolvedDestinationRule,
     RouteTarget,
+    find_destination_rule,
+    lookup_namespaces,
     product_header_routes,
     read_split,
     rollback,
@@ -381,65 +385,33 @@ def _unserved(kind: IstioKind) -> IstioApiError:
     )
 
 
-def _fqdn(host: str, namespace: str) -> str:
-    """Expand a Kubernetes service host to its cluster FQDN the way Istio resolves short names."""
-    parts = host.rstrip(".").split(".")
-    if len(parts) == 1:
-        return f"{host}.{namespace}.svc.cluster.local"
-    if len(parts) == 2:
-        return f"{host}.svc.cluster.local"
-    if len(parts) == 3 and parts[2] == "svc":
-        return f"{host}.cluster.local"
-    return host.rstrip(".")
-
-
-def destination_host(vs: Mapping[str, Any], target: RouteTarget) -> str:
-    """The service host whose subsets the rollout moves traffic between."""
-    if target.host:
-        return target.host
-    for route in (vs.get("spec") or {}).get("http") or []:
-        for entry in route.get("route") or [] if isinstance(route, Mapping) else []:
-            destination = entry.get("destination") if isinstance(entry, Mapping) else None
-            if isinstance(destination, Mapping) and destination.get("subset") in (
-                target.stable_subset,
-                target.canary_subset,
-            ):
-                return str(destination["host"])
-    hosts = (vs.get("spec") or {}).get("hosts") or []
-    if hosts:
-        return str(hosts[0])
-    name = (vs.get("metadata") or {}).get("name")
-    raise IstioApiError(
-        f"VirtualService {name!r} routes to no destination with subset "
-        f"{target.stable_subset!r} or {target.canary_subset!r} and lists no hosts"
-    )
-
-
-def _pick_destination_rule(rules: list[Document], host: str, namespace: str) -> Document:
-    wanted = _fqdn(host, namespace)
-    for rule in rules:
-        rule_host = (rule.get("spec") or {}).get("host")
-        if isinstance(rule_host, str) and _fqdn(rule_host, namespace) == wanted:
-            return rule
-    listed = ", ".join(
-        f"{(r.get('metadata') or {}).get('name')!r} (host {(r.get('spec') or {}).get('host')!r})"
-        for r in rules
-    )
-    raise IstioNotFoundError(
-        f"no DestinationRule in namespace {namespace!r} has host {host!r} (or {wanted!r}); "
-        f"DestinationRules there: {listed or 'none'}. Apply one defining the rollout's subsets"
+def _no_destination_rule(
+    host: str, namespaces: list[str], unreadable: list[str]
+) -> IstioNotFoundError:
+    note = f"; not readable: {'; '.join(unreadable)}" if unreadable else ""
+    return IstioNotFoundError(
+        f"no DestinationRule for host {host!r} is visible from namespace {namespaces[0]!r}: "
+        f"searched {', '.join(repr(n) for n in namespaces)} in Istio's order (the "
+        f"VirtualService's namespace, the service's, the root namespace; exportTo "
+        f"respected){note}. Apply one defining the rollout's subsets"
     )
 
 
 def traffic_result(
     namespace: str, target: RouteTarget, update: UpdateResult, **extra: Any
 ) -> dict[str, Any]:
-    """The JSON-able XCom value of a traffic step (docs/architecture.md, "XCom values")."""
+    """The JSON-able XCom value of a traffic step (docs/architecture.md, "XCom values").
+
+    ``split`` is the headline split (the route sending the canary the most), ``routes`` every
+    route of the rollout's subsets with its own split.
+    """
     after = update.after
+    split = read_split(after, target)
     return {
         "virtual_service": (after.get("metadata") or {}).get("name"),
         "namespace": namespace,
-        "split": read_split(after, target).as_dict(),
+        "split": split.as_dict(),
+        "routes": split.routes_as_list(),
         "header_routes": [route.as_dict() for route in product_header_routes(after)],
         "changed": update.changed,
         "at": datetime.now(timezone.utc).isoformat(timespec="milliseconds"),
@@ -614,10 +586,30 @@ class IstioHook(BaseHook):
     def get_destination_rule(self, name: str, namespace: str = "default") -> Document:
         return self.get_istio_object(IstioKind.DESTINATION_RULE, name, namespace)
 
-    def get_destination_rule_for_host(self, host: str, namespace: str = "default") -> Document:
-        """The DestinationRule whose ``spec.host`` names ``host`` (short or FQDN form)."""
-        rules = self.list_istio_objects(IstioKind.DESTINATION_RULE, namespace)
-        return _pick_destination_rule(rules, host, namespace)
+    def find_destination_rule(
+        self, host: str, client_namespace: str, root_namespace: str = ROOT_NAMESPACE
+    ) -> ResolvedDestinationRule:
+        """The DestinationRule Istio applies to ``host`` for clients in ``client_namespace``.
+
+        Lists DestinationRules in Istio's lookup order (``routing.lookup_namespaces``) and picks
+        as ``routing.find_destination_rule`` does. A namespace this connection may not list is
+        skipped and named in the not-found error. Raises IstioNotFoundError when none applies.
+        """
+        namespaces = lookup_namespaces(host, client_namespace, root_namespace)
+        rules: list[Document] = []
+        unreadable: list[str] = []
+        for namespace in namespaces:
+            try:
+                rules += self.list_istio_objects(IstioKind.DESTINATION_RULE, namespace)
+            except IstioApiError as err:
+                if namespace == client_namespace or err.status not in (401, 403, 404):
+                    raise
+                unreadable.append(f"{namespace!r} ({err})")
+                continue
+            found = find_destination_rule(host, client_namespace, rules, root_namespace)
+            if found is not None:
+                return found
+        raise _no_destination_rule(host, namespaces, unreadable)
 
     def update_istio_object(
         self, kind: IstioKind, name: str, namespace: str, transform: Transform
@@ -969,6 +961,5 @@ __all__ = [
     "IstioUnavailableError",
     "RetryPolicy",
     "UpdateResult",
-    "destination_host",
     "traffic_result",
 ]

@@ -11,16 +11,17 @@ from airflow_canary.routing import (
     HeaderRoute,
     RouteTarget,
     RoutingError,
-    defined_subsets,
+    check_target,
+    product_header_routes,
     promote,
     read_split,
     remove_header_route,
     rollback,
+    rollout_host,
     set_canary_weight,
     set_header_route,
     validate_header_name,
     validate_header_route,
-    validate_subsets,
     validate_weight,
 )
 from airflow_canary.templating import is_template
@@ -28,7 +29,7 @@ from airflow_canary.templating import is_template
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
-    from airflow_canary.hooks.istio import UpdateResult
+    from airflow_canary.hooks.istio import IstioHook, UpdateResult
 
 # The Istio hook (and with it the Kubernetes client) is imported when a task runs, not when the
 # DAG file is parsed.
@@ -42,16 +43,19 @@ def _literal(*values: object) -> bool:
 class CanaryTrafficOperator(BaseOperator):
     """Common base: one VirtualService, a stable and a canary subset, one pure transformation.
 
-    Subclasses supply ``transform`` (a function from ``airflow_canary.routing``) and may check
-    their own parameters in ``validate``; this class renders, validates the subsets against the
-    DestinationRule before any write, applies the change conflict-safely and returns the XCom
-    value described in docs/architecture.md.
+    Subclasses supply ``transform`` (a function from ``airflow_canary.routing``), name the
+    subsets they send traffic to in ``subsets_receiving`` and may check their own parameters in
+    ``validate``; this class renders, checks those subsets against the DestinationRule Istio
+    applies (found in Istio's lookup order) before any write, applies the change to every
+    managed route in one conflict-safe write and returns the XCom value described in
+    docs/architecture.md.
 
     :param virtual_service: name of the VirtualService carrying the split (templated)
     :param namespace: its namespace (templated)
     :param stable_subset: DestinationRule subset serving the current model (templated)
     :param canary_subset: DestinationRule subset serving the new model (templated)
-    :param route_name: the http route carrying the weights; default the catch-all route (templated)
+    :param route_name: the routes to manage: an http route name, ``tcp[0]``-style positions or a
+        list of them; default every route of the two subsets (templated)
     :param kubernetes_conn_id: the cncf-kubernetes connection to use (templated)
     """
 
@@ -72,7 +76,7 @@ class CanaryTrafficOperator(BaseOperator):
         namespace: str = "default",
         stable_subset: str = "v1",
         canary_subset: str = "v2",
-        route_name: str | None = None,
+        route_name: str | Sequence[str] | None = None,
         kubernetes_conn_id: str = "kubernetes_default",
         **kwargs: Any,
     ) -> None:
@@ -94,7 +98,8 @@ class CanaryTrafficOperator(BaseOperator):
         return RouteTarget(
             stable_subset=self.stable_subset,
             canary_subset=self.canary_subset,
-            route_name=self.route_name or None,
+            # A template rendered to "" means "every route"; an empty list is refused.
+            route_name=None if self.route_name == "" else self.route_name,
         )
 
     def validate(self) -> None:
@@ -103,9 +108,17 @@ class CanaryTrafficOperator(BaseOperator):
     def transform(self, vs: Document, target: RouteTarget) -> Document:
         raise NotImplementedError(f"{type(self).__name__} must define transform()")
 
-    def check_subsets(self, destination_rule: Document, target: RouteTarget) -> None:
-        """Raise unless the DestinationRule defines the subsets this step sends traffic to."""
-        validate_subsets(destination_rule, target)
+    def subsets_receiving(self, target: RouteTarget) -> tuple[str, ...]:
+        """The subsets this step sends traffic to: they must exist before it moves any."""
+        return (target.stable_subset, target.canary_subset)
+
+    def check_subsets(self, hook: IstioHook, vs: Document, target: RouteTarget) -> None:
+        """Raise unless the DestinationRule Istio applies defines every receiving subset."""
+        receiving = self.subsets_receiving(target)
+        if not receiving:
+            return
+        check_target(vs, target)  # a bad target is reported before a missing DestinationRule
+        hook.find_destination_rule(rollout_host(vs, target), self.namespace).require(receiving)
 
     def result(self, update: UpdateResult, target: RouteTarget) -> dict[str, Any]:
         from airflow_canary.hooks.istio import traffic_result
@@ -115,21 +128,20 @@ class CanaryTrafficOperator(BaseOperator):
     def execute(self, context: Context) -> dict[str, Any]:
         target = self.route_target()
         self.validate()
-        from airflow_canary.hooks.istio import IstioHook, destination_host
+        from airflow_canary.hooks.istio import IstioHook
 
         hook = IstioHook(kubernetes_conn_id=self.kubernetes_conn_id)
         current = hook.get_virtual_service(self.virtual_service, self.namespace)
-        host = destination_host(current, target)
-        self.check_subsets(hook.get_destination_rule_for_host(host, self.namespace), target)
+        self.check_subsets(hook, current, target)
         update = hook.update_virtual_service(
             self.virtual_service, self.namespace, lambda vs: self.transform(vs, target)
         )
         result = self.result(update, target)
         self.log.info(
-            "VirtualService %r in %r: split %s, header routes %s (%s after %d attempt(s))",
+            "VirtualService %r in %r: %s; header routes %s (%s after %d attempt(s))",
             self.virtual_service,
             self.namespace,
-            result["split"],
+            read_split(update.after, target).describe(),
             [r["name"] for r in result["header_routes"]],
             "changed" if update.changed else "already in place, nothing written",
             update.attempts,
@@ -153,6 +165,17 @@ class SetCanaryWeightOperator(CanaryTrafficOperator):
 
     def validate(self) -> None:
         validate_weight(self.weight)
+
+    def subsets_receiving(self, target: RouteTarget) -> tuple[str, ...]:
+        weight = validate_weight(self.weight)
+        return tuple(
+            subset
+            for subset, share in (
+                (target.stable_subset, 100 - weight),
+                (target.canary_subset, weight),
+            )
+            if share > 0
+        )
 
     def transform(self, vs: Document, target: RouteTarget) -> Document:
         return set_canary_weight(vs, target, validate_weight(self.weight))
@@ -206,6 +229,9 @@ class SetHeaderRouteOperator(CanaryTrafficOperator):
         else:
             self.header_route()
 
+    def subsets_receiving(self, target: RouteTarget) -> tuple[str, ...]:
+        return () if self.remove else (self.canary_subset,)
+
     def transform(self, vs: Document, target: RouteTarget) -> Document:
         if self.remove:
             return remove_header_route(vs, target, self.header)
@@ -215,15 +241,20 @@ class SetHeaderRouteOperator(CanaryTrafficOperator):
 class PromoteCanaryOperator(CanaryTrafficOperator):
     """Send all traffic to the canary subset and remove the product's header routes."""
 
+    def subsets_receiving(self, target: RouteTarget) -> tuple[str, ...]:
+        return (target.canary_subset,)
+
     def transform(self, vs: Document, target: RouteTarget) -> Document:
         return promote(vs, target)
 
 
 class RollbackCanaryOperator(CanaryTrafficOperator):
-    """Send all traffic back to the stable subset and remove the product's header routes.
+    """Move every route's canary share back to the stable subset and remove the header routes.
 
-    Only the stable subset has to exist in the DestinationRule: a rollback must still work when
-    the canary's subset is what went wrong.
+    A rollback needs only the VirtualService: no DestinationRule is read (traffic goes back to
+    the subset it came from), and routes outside ``route_name`` are rolled back too, so that
+    afterwards no route sends to the canary. A rollback that cannot write raises
+    ``RollbackFailedError`` with the reason and the VirtualService's split as last read.
 
     :param reason: why the rollback happened; logged at WARNING and returned (templated)
     """
@@ -235,33 +266,62 @@ class RollbackCanaryOperator(CanaryTrafficOperator):
         super().__init__(**kwargs)
         self.reason = reason
 
-    def check_subsets(self, destination_rule: Document, target: RouteTarget) -> None:
-        if target.stable_subset not in defined_subsets(destination_rule):
-            validate_subsets(destination_rule, target)
+    def subsets_receiving(self, target: RouteTarget) -> tuple[str, ...]:
+        return ()
 
     def transform(self, vs: Document, target: RouteTarget) -> Document:
         return rollback(vs, target)
 
+    def execute(self, context: Context) -> dict[str, Any]:
+        try:
+            return super().execute(context)
+        except Exception as err:
+            raise RollbackFailedError(self._failure(err)) from err
+
+    def _failure(self, err: Exception) -> str:
+        """Why the rollback could not write, with the split the VirtualService has now."""
+        from airflow_canary.hooks.istio import IstioHook
+
+        message = (
+            f"rollback of VirtualService {self.virtual_service!r} in {self.namespace!r} could "
+            f"not write: {type(err).__name__}: {err}"
+        )
+        try:
+            target = self.route_target()
+            vs = IstioHook(kubernetes_conn_id=self.kubernetes_conn_id).get_virtual_service(
+                self.virtual_service, self.namespace
+            )
+            current = read_split(vs, target).describe()
+        except Exception as read_err:  # the write's reason matters most; say why no split
+            current = f"unknown ({type(read_err).__name__}: {read_err})"
+        return f"{message}. Current split: {current}. Reason for the rollback: {self.reason}"
+
     def result(self, update: UpdateResult, target: RouteTarget) -> dict[str, Any]:
-        before = read_split(update.before, target).as_dict()
-        after = read_split(update.after, target).as_dict()
+        before = read_split(update.before, target)
+        after = read_split(update.after, target)
         self.log.warning(
             "Rolling back VirtualService %r in %r: %s -> %s. Reason: %s",
             self.virtual_service,
             self.namespace,
-            before,
-            after,
+            before.describe(),
+            after.describe(),
             self.reason,
         )
         from airflow_canary.hooks.istio import traffic_result
 
+        had_canary = before.canary_share > 0 or bool(product_header_routes(update.before))
         return traffic_result(
-            self.namespace, target, update, reason=str(self.reason), rolled_back=True
+            self.namespace, target, update, reason=str(self.reason), rolled_back=had_canary
         )
+
+
+class RollbackFailedError(RuntimeError):
+    """A rollback could not be written; the message has the reason and the current split."""
 
 
 __all__ = [
     "CanaryTrafficOperator",
+    "RollbackFailedError",
     "PromoteCanaryOperator",
     "RollbackCanaryOperator",
     "SetCanaryWeightOperator",

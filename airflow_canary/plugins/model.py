@@ -131,7 +131,7 @@ class Step:
     """
 
     index: int
-    weight: int | None
+    weight: int | float | None
     planned_weight: int | None
     set_weight: TaskRef | None
     analysis: TaskRef | None
@@ -155,7 +155,7 @@ class WeightPoint:
     """The canary weight from a point in time on, as written by one traffic task."""
 
     at: str | None
-    weight: int
+    weight: int | float
     task_id: str
 
 
@@ -180,13 +180,15 @@ class Rollout:
     stable_subset: str | None
     canary_subset: str | None
     planned_steps: tuple[int, ...] | None
-    current_weight: int | None
+    current_weight: int | float | None
     weights: tuple[WeightPoint, ...]
     steps: tuple[Step, ...]
     rollback_reason: str | None
     rolled_back_at: str | None
     tasks: tuple[TaskRef, ...]
     missing: tuple[str, ...] = field(default=())
+    #: each route's split after the latest traffic task, e.g. ``tcp[0]: v1 90% v2 10%``
+    routes: tuple[str, ...] = field(default=())
 
     @classmethod
     def unreadable(cls, run: RunRow, group: str, links: UiLinks, problem: str) -> Rollout:
@@ -301,15 +303,34 @@ def _number(value: Any) -> float | None:
     return float(value)
 
 
-def _split(value: Any) -> dict[str, int] | None:
+def _split(value: Any) -> dict[str, int | float] | None:
+    # Percentages are ints when whole, else floats (Istio weights are relative).
     if not isinstance(value, Mapping) or not value:
         return None
-    split: dict[str, int] = {}
+    split: dict[str, int | float] = {}
     for subset, weight in value.items():
-        if not isinstance(subset, str) or isinstance(weight, bool) or not isinstance(weight, int):
+        if (
+            not isinstance(subset, str)
+            or isinstance(weight, bool)
+            or not isinstance(weight, int | float)
+        ):
             return None
         split[subset] = weight
     return split
+
+
+def route_splits(value: Any) -> tuple[str, ...]:
+    """``primary: v1 90% v2 10%``, one per route of a traffic XCom's ``routes`` list."""
+    routes = value.get("routes") if isinstance(value, Mapping) else None
+    if not isinstance(routes, list):
+        return ()
+    described = []
+    for route in routes:
+        split = _split(route.get("split")) if isinstance(route, Mapping) else None
+        if split is None or not isinstance(route.get("route"), str):
+            continue
+        described.append(f"{route['route']}: " + " ".join(f"{k} {v}%" for k, v in split.items()))
+    return tuple(described)
 
 
 def _describe(value: Any) -> str:
@@ -619,6 +640,7 @@ def assemble(
         rolled_back_at=rolled_back_at,
         tasks=found.refs,
         missing=tuple(missing),
+        routes=next((r for r in (route_splits(v) for _, v in reversed(traffic)) if r), ()),
     )
 
 

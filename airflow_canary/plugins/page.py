@@ -128,6 +128,7 @@ def _card(rollout: Rollout, now: datetime) -> str:
             "Canary weight" if rollout.outcome is Outcome.RUNNING else "Final canary weight",
             f"{rollout.current_weight}%" if rollout.current_weight is not None else "—",
         ),
+        ("Routes", "; ".join(rollout.routes) or "—"),
         ("Run state", rollout.run_state or "—"),
         (
             "VirtualService",

@@ -10,6 +10,7 @@ from airflow.sdk.exceptions import AirflowFailException
 
 from airflow_canary.operators.traffic import RollbackCanaryOperator
 from airflow_canary.rollout.plan import RolloutPlan, validate_steps
+from airflow_canary.routing import TrafficSplit
 
 #: verdict statuses that send a rollout to its rollback
 _UNHEALTHY = ("FAIL", "INCONCLUSIVE")
@@ -20,8 +21,9 @@ class RolloutPlanOperator(BaseOperator):
 
     With ``steps_param`` the weights come from that DAG param (the trigger form), and must be
     as many as the rollout has steps; otherwise ``steps`` (validated at parse time) are used.
-    It also reads, without writing, the VirtualService and the DestinationRule of its host: a
-    missing VirtualService, no weighted route, or a missing subset fails here, first.
+    It also reads, without writing, the VirtualService and the DestinationRule Istio applies to
+    its host: a missing VirtualService, no route to the subsets, a route to them that the
+    rollout would not manage (named), or a missing subset fails here, first.
     """
 
     template_fields = ("virtual_service", "namespace", "route_name")
@@ -38,7 +40,7 @@ class RolloutPlanOperator(BaseOperator):
         canary_subset: str,
         stable_version: str,
         canary_version: str,
-        route_name: str | None = None,
+        route_name: str | Sequence[str] | None = None,
         kubernetes_conn_id: str = "kubernetes_default",
         **kwargs: Any,
     ) -> None:
@@ -76,7 +78,7 @@ class RolloutPlanOperator(BaseOperator):
             "Rollout of %s/%s (now %s): %s -> %s in steps %s",
             self.namespace,
             self.virtual_service,
-            split,
+            split.describe(),
             self.plan.stable_subset,
             self.plan.canary_subset,
             " -> ".join(f"{w}%" for w in steps),
@@ -89,27 +91,27 @@ class RolloutPlanOperator(BaseOperator):
             "canary_subset": self.plan.canary_subset,
             "stable_version": self.plan.stable_version,
             "canary_version": self.plan.canary_version,
+            "routes": split.routes_as_list(),
         }
 
-    def check_traffic_target(self) -> dict[str, int]:
+    def check_traffic_target(self) -> TrafficSplit:
         """Read the VirtualService and its DestinationRule; fail now if a step could not work."""
-        from airflow_canary.hooks.istio import IstioHook, destination_host
-        from airflow_canary.routing import RouteTarget, RoutingError, read_split, validate_subsets
+        from airflow_canary.hooks.istio import IstioHook
+        from airflow_canary.routing import RouteTarget, RoutingError, check_target, rollout_host
 
-        target = RouteTarget(self.plan.stable_subset, self.plan.canary_subset, self.route_name)
-        hook = IstioHook(kubernetes_conn_id=self.kubernetes_conn_id)
         try:
+            target = RouteTarget(self.plan.stable_subset, self.plan.canary_subset, self.route_name)
+            hook = IstioHook(kubernetes_conn_id=self.kubernetes_conn_id)
             vs = hook.get_virtual_service(self.virtual_service, self.namespace)
-            split = read_split(vs, target)
-            validate_subsets(
-                hook.get_destination_rule_for_host(destination_host(vs, target), self.namespace),
-                target,
+            split = check_target(vs, target)
+            hook.find_destination_rule(rollout_host(vs, target), self.namespace).require(
+                (target.stable_subset, target.canary_subset)
             )
         except (LookupError, RoutingError) as err:
             raise AirflowFailException(
                 f"the rollout cannot start, no traffic was moved: {err}"
             ) from None
-        return split.as_dict()
+        return split
 
 
 def rollback_reason(verdicts: Sequence[tuple[str, Any]], failed_task_ids: Sequence[str]) -> str:
@@ -146,12 +148,17 @@ class RolloutRollbackOperator(RollbackCanaryOperator):
             self.log.warning("Could not read task states for the rollback reason: %s", err)
         self.reason = rollback_reason(verdicts, failed)
         from airflow_canary.hooks.istio import IstioNotFoundError
+        from airflow_canary.operators.traffic import RollbackFailedError
 
+        # Every other failure to write propagates with the current split: a rollback is never
+        # reported as "nothing to roll back" while a route could still send to the canary.
         try:
             return super().execute(context)
-        except IstioNotFoundError as err:
-            # Nothing to restore: the rollout never found its VirtualService.
-            self.log.warning("Nothing to roll back (%s); reason: %s", err, self.reason)
+        except RollbackFailedError as err:
+            if not isinstance(err.__cause__, IstioNotFoundError):
+                raise
+            # No VirtualService (the plan could not find it): no route of it sends anywhere.
+            self.log.warning("Nothing to roll back (%s); reason: %s", err.__cause__, self.reason)
             return {
                 "rolled_back": False,
                 "reason": self.reason,

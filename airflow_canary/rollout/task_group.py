@@ -34,7 +34,8 @@ def canary_rollout(
     judge_options: dict[str, Any] | None = None,
     max_inconclusive_polls: int = 3,
     header_route: tuple[str, str] | None = ("x-canary-version", "v2"),
-    route_name: str | None = None,
+    route_name: str | Sequence[str] | None = None,
+    on_weight_change: str = "end_step",
     rollback_in_trigger: bool = True,
     decommission_stable: bool = False,
     stable_deployment: str | None = None,
@@ -58,6 +59,13 @@ def canary_rollout(
     from :mod:`airflow_canary.analysis`. After a rollback the run ends failed (``fail_rollout``)
     so failure callbacks and alerts fire; a healthy rollout ends with ``promote``. A 100% step
     has no stable traffic to compare with, so it is followed by ``promote`` directly.
+    The rollout moves every http, tcp and tls route of ``virtual_service`` that sends to its two
+    subsets; ``route_name`` (a name or a list, ``tcp[0]`` for unnamed routes) lists them
+    explicitly, and ``plan`` fails naming any route to the subsets it leaves out.
+    While a step is judged its weight must hold: each poll re-reads the VirtualService and tests
+    the canary's share of requests; when another writer changed the split the step ends
+    INCONCLUSIVE saying so (``on_weight_change="end_step"``), or the weight is written back and
+    each correction logged (``"reassert"``).
     ``dashboard_url_template`` (e.g. a Grafana URL with ``{namespace}``, ``{canary_version}``,
     ``{start_ms}``, ``{end_ms}``) adds a "Dashboard" link to every analysis task.
     """
@@ -146,6 +154,7 @@ def canary_rollout(
             head = header_task
 
         set_weights: list[Any] = []
+        step_weights: list[int | str] = []
         gates: list[Any | None] = []
         step_groups: list[TaskGroup] = []
         for index, default_weight in enumerate(plan.steps):
@@ -165,6 +174,7 @@ def canary_rollout(
                 set_weights.append(
                     SetCanaryWeightOperator(task_id="set_weight", weight=weight, **traffic)
                 )
+                step_weights.append(weight)
                 gates.append(EmptyOperator(task_id="unhealthy") if default_weight != 100 else None)
             step_groups.append(step_group)
 
@@ -184,6 +194,8 @@ def canary_rollout(
                     task_id="analyze",
                     follow_task_ids_if_healthy=[healthy_next.task_id],
                     follow_task_ids_if_unhealthy=[gate.task_id],
+                    canary_weight=step_weights[index],
+                    on_weight_change=on_weight_change,
                     **analysis,
                 )
             set_weights[index] >> analyze >> [healthy_next, gate]

@@ -3,24 +3,22 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import Enum
 
 PRODUCT_ROUTE_PREFIX = "airflow-canary-header-"
 
-# RFC 9110 token characters; Istio additionally wants header match keys lower-case.
-_HEADER_NAME = re.compile(r"^[a-z0-9!#$%&'*+\-.^_`|~]+$")
-
-# Python's `re` accepts these but Envoy's RE2 rejects them; catching them here makes a bad
-# regex fail when the DAG is parsed instead of when Istio pushes the route.
-_RE2_UNSUPPORTED = (
-    (re.compile(r"\(\?=|\(\?!"), "lookahead"),
-    (re.compile(r"\(\?<=|\(\?<!"), "lookbehind"),
-    (re.compile(r"(?<!\\)\\[1-9]"), "backreference"),
-    (re.compile(r"\(\?P=|\(\?\("), "backreference"),
-    (re.compile(r"\(\?>"), "atomic group"),
-    (re.compile(r"(?<!\\)[*+?}]\+"), "possessive quantifier"),
-)
+# What Istio's VirtualService validation accepts (pilot/pkg/config/validation, as of Istio 1.2x):
+# a header match key is an RFC 7230 token (any case), an HTTP/2 pseudo-header, or a JWT claim
+# (``ValidateHTTPHeaderNameOrJwtClaimRoute``); a subset name is a DNS-1123 label
+# (``validateSubsetName``); a regex is non-empty, at most 1024 characters and compiles as RE2
+# (``validateStringMatchRegexp``); a prefix match is non-empty (``validateStringMatch``).
+_TOKEN = re.compile(r"^[A-Za-z0-9!#$%&'*+\-.^_`|~]+$")
+_PSEUDO_HEADERS = frozenset({":method", ":scheme", ":authority", ":path", ":status"})
+_JWT_CLAIM = re.compile(r"^@request\.auth\.claims(?:(?:\.[^.\[\]]+)+|(?:\[[^\[\]]+\])+)$")
+_DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+MAX_REGEX_LENGTH = 1024
 
 
 class RoutingError(ValueError):
@@ -43,54 +41,71 @@ def _require_name(what: str, value: object) -> str:
 
 @dataclass(frozen=True)
 class RouteTarget:
-    """Which subsets a rollout moves traffic between, and optionally which route carries it.
+    """Which subsets a rollout moves traffic between, and optionally which routes carry it.
 
-    ``host`` narrows the weighted route to destinations of that host when a VirtualService
-    routes to several services; by default the catch-all route's own host is used.
+    By default a rollout manages every http, tcp and tls route of the VirtualService that
+    sends to its stable or canary subset. ``route_name`` (one name or a list) names the routes
+    to manage instead: http routes by ``name``, any route by position as ``http[0]``,
+    ``tcp[0]`` or ``tls[0]`` (Istio's tcp and tls routes have no names; positions do not count
+    the product's own header routes). A route that sends to
+    the subsets but is not listed makes every traffic move refuse. ``host`` picks the service
+    when the subsets of several hosts are routed; by default the one host the stable/canary
+    destinations name.
     """
 
     stable_subset: str = "v1"
     canary_subset: str = "v2"
-    route_name: str | None = None
+    route_name: str | Sequence[str] | None = None
     host: str | None = None
 
     def __post_init__(self) -> None:
-        _require_name("stable_subset", self.stable_subset)
-        _require_name("canary_subset", self.canary_subset)
+        validate_subset_name("stable_subset", self.stable_subset)
+        validate_subset_name("canary_subset", self.canary_subset)
         if self.stable_subset == self.canary_subset:
             raise RoutingError(
                 f"stable_subset and canary_subset must differ, both are {self.stable_subset!r}"
             )
-        if self.route_name is not None:
-            _require_name("route_name", self.route_name)
-            if self.route_name.startswith(PRODUCT_ROUTE_PREFIX):
-                # Product routes are removed on promote/rollback; the weighted route must survive.
-                raise RoutingError(
-                    f"route_name must name your weighted route, not a product header route "
-                    f"({PRODUCT_ROUTE_PREFIX}*), got {self.route_name!r}"
-                )
+        object.__setattr__(self, "route_name", _route_names(self.route_name))
         if self.host is not None:
             _require_name("host", self.host)
 
+    @property
+    def route_names(self) -> tuple[str, ...] | None:
+        """The routes to manage, or None for every route of the rollout's subsets."""
+        names = self.route_name
+        return names if isinstance(names, tuple) else None
 
-@dataclass(frozen=True)
-class TrafficSplit:
-    """Percentages of the weighted route going to the stable and the canary subset."""
 
-    stable_subset: str
-    canary_subset: str
-    stable_weight: int
-    canary_weight: int
-
-    def __post_init__(self) -> None:
-        if self.stable_weight + self.canary_weight != 100:
+def _route_names(value: object) -> tuple[str, ...] | None:
+    if value is None:
+        return None
+    names: list[object]
+    if isinstance(value, str):
+        names = [value]
+    elif isinstance(value, Sequence):
+        names = list(value)
+        if not names:
             raise RoutingError(
-                f"stable and canary weights must sum to 100, got "
-                f"{self.stable_weight} + {self.canary_weight}"
+                "route_name must name at least one route, or be None to manage every route "
+                "of the rollout's subsets; got []"
             )
-
-    def as_dict(self) -> dict[str, int]:
-        return {self.stable_subset: self.stable_weight, self.canary_subset: self.canary_weight}
+    else:
+        raise RoutingError(
+            f"route_name must be a route name, a list of route names or None, got {value!r}"
+        )
+    for name in names:
+        _require_name("route_name", name)
+        assert isinstance(name, str)
+        if name.startswith(PRODUCT_ROUTE_PREFIX):
+            # Product routes are removed on promote/rollback; a managed route must survive.
+            raise RoutingError(
+                f"route_name must name your routes, not a product header route "
+                f"({PRODUCT_ROUTE_PREFIX}*), got {name!r}"
+            )
+    duplicates = sorted({str(n) for n in names if names.count(n) > 1})
+    if duplicates:
+        raise RoutingError(f"route_name lists {duplicates} more than once: {names!r}")
+    return tuple(str(n) for n in names)
 
 
 @dataclass(frozen=True)
@@ -106,14 +121,12 @@ class HeaderRoute:
         # HTTP header names are case-insensitive; Istio wants match keys lower-case.
         object.__setattr__(self, "header", validate_header_name(self.header))
         object.__setattr__(self, "match_type", _match_type(self.match_type))
-        _require_name("subset", self.subset)
-        if not isinstance(self.value, str) or self.value == "":
+        validate_subset_name("subset", self.subset)
+        if not isinstance(self.value, str):
             raise RoutingError(
-                f"header route value for {self.header!r} must be a non-empty string, "
-                f"got {self.value!r}"
+                f"header route value for {self.header!r} must be a string, got {self.value!r}"
             )
-        if self.match_type is MatchType.REGEX:
-            _check_regex(self.value)
+        _check_value(self.match_type, self.value, self.header)
 
     @property
     def route_name(self) -> str:
@@ -135,14 +148,33 @@ def product_route_name(header: str) -> str:
 
 
 def validate_header_name(header: object) -> str:
-    """Return ``header`` lower-cased, or raise if it is not an HTTP header name."""
+    """Return ``header`` as a header match key, or raise if Istio would refuse it.
+
+    Plain HTTP header names are lower-cased (HTTP header names are case-insensitive and Envoy
+    matches them lower-cased); pseudo-headers (``:authority``) and JWT claims
+    (``@request.auth.claims.group``) are kept as written.
+    """
     if not isinstance(header, str):
         raise RoutingError(f"header must be an HTTP header name string, got {header!r}")
-    name = header.strip().lower()
-    if not _HEADER_NAME.match(name):
+    if header in _PSEUDO_HEADERS or _JWT_CLAIM.match(header):
+        return header
+    if not _TOKEN.match(header):
         raise RoutingError(
-            f"header must be an HTTP header name such as 'x-canary-version' "
-            f"(letters, digits and !#$%&'*+-.^_`|~), got {header!r}"
+            f"header must be an HTTP header name such as 'x-canary-version' (letters, digits "
+            f"and !#$%&'*+-.^_`|~), a pseudo-header ({', '.join(sorted(_PSEUDO_HEADERS))}) or "
+            f"a JWT claim ('@request.auth.claims.<name>'), got {header!r}"
+        )
+    return header.lower()
+
+
+def validate_subset_name(what: str, subset: object) -> str:
+    """Return ``subset`` if it is a DNS-1123 label, as Istio requires of subset names."""
+    name = _require_name(what, subset)
+    if len(name) > 63 or not _DNS1123_LABEL.match(name):
+        raise RoutingError(
+            f"{what} must be a DestinationRule subset name: a DNS-1123 label (lower-case "
+            f"letters, digits and '-', starting and ending with a letter or digit, at most 63 "
+            f"characters), got {subset!r}"
         )
     return name
 
@@ -157,16 +189,34 @@ def _match_type(match_type: object) -> MatchType:
         raise RoutingError(f"match_type must be one of {allowed}, got {match_type!r}") from None
 
 
-def _check_regex(pattern: str) -> None:
+def _check_value(match_type: MatchType, value: str, header: str) -> None:
+    if match_type is MatchType.PREFIX and value == "":
+        raise RoutingError(f"header route prefix for {header!r} must not be empty")
+    if match_type is MatchType.REGEX:
+        _check_regex(value, header)
+
+
+def _check_regex(pattern: str, header: str) -> None:
+    """Compile ``pattern`` with RE2 (Envoy's engine), as Istio's validation does."""
+    import re2  # google-re2: the RE2 library itself, not an emulation
+
+    if pattern == "":
+        raise RoutingError(f"header route regex for {header!r} must not be empty")
+    if len(pattern) > MAX_REGEX_LENGTH:
+        raise RoutingError(
+            f"header route regex for {header!r} is {len(pattern)} characters long; Istio allows "
+            f"at most {MAX_REGEX_LENGTH}"
+        )
+    options = re2.Options()
+    options.log_errors = False
     try:
-        re.compile(pattern)
-    except re.error as exc:
-        raise RoutingError(f"header regex {pattern!r} does not compile: {exc}") from None
-    for construct, what in _RE2_UNSUPPORTED:
-        if construct.search(pattern):
-            raise RoutingError(
-                f"header regex {pattern!r} uses a {what}, which Istio's RE2 engine does not support"
-            )
+        re2.compile(pattern, options)
+    except re2.error as exc:
+        reason = exc.args[0].decode() if exc.args and isinstance(exc.args[0], bytes) else exc
+        raise RoutingError(
+            f"header regex {pattern!r} is not valid RE2, the syntax Istio and Envoy use "
+            f"(https://github.com/google/re2/wiki/Syntax): {reason}"
+        ) from None
 
 
 def validate_weight(weight: object) -> int:
@@ -191,9 +241,7 @@ def validate_header_route(
     """Build a HeaderRoute from user input, raising RoutingError naming any bad part."""
     name = validate_header_name(header)
     if not isinstance(value, str):
-        raise RoutingError(
-            f"header route value for {name!r} must be a non-empty string, got {value!r}"
-        )
+        raise RoutingError(f"header route value for {name!r} must be a string, got {value!r}")
     return HeaderRoute(
         header=name,
         value=value,

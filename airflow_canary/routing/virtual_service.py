@@ -1,75 +1,193 @@
 """Route surgery on Istio VirtualService documents: weights, header routes, promote, rollback.
 
-Every function takes the whole object as returned by the Kubernetes API and returns a new
-one; the input is never mutated, and only the weighted route's destinations and the
-product-owned header routes ever change.
+A rollout owns every route of the VirtualService, http, tcp and tls alike, whose destinations
+include the rollout's stable or canary subset of its service host (its *rollout routes*); a
+``RouteTarget.route_name`` list narrows that to the routes named, and then any other route that
+still sends to those subsets makes every traffic move refuse, naming it. Weights, promotion and
+rollback change all managed routes in one document, so one write moves the whole service.
+
+Every function takes the whole object as returned by the Kubernetes API and returns a new one;
+the input is never mutated. Only the destinations (and mirrors) of rollout routes and the
+product-owned header routes ever change; every other route and field is kept verbatim.
+
+Rollback is deliberately lenient: it needs no DestinationRule and no valid target shape, and
+moves every route's canary share (managed or not) onto the stable subset, so that afterwards
+no route sends to the canary, whatever else the document holds.
 """
 
 from __future__ import annotations
 
 import copy
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from airflow_canary.routing.hosts import fqdn
+from airflow_canary.routing.split import RouteSplit, TrafficSplit, effective_weights, shares_of
 from airflow_canary.routing.values import (
     PRODUCT_ROUTE_PREFIX,
     HeaderRoute,
     MatchType,
     RouteTarget,
     RoutingError,
-    TrafficSplit,
     product_route_name,
     validate_weight,
 )
 
 Document = dict[str, Any]
 
-# Match keys that only label or tune a match; every other key restricts which requests match.
-_NON_RESTRICTING_MATCH_KEYS = frozenset({"name", "ignoreUriCase", "statPrefix"})
-_MATCH_ALL_URIS = ({"prefix": "/"}, {"regex": ".*"}, {"regex": "/.*"})
+#: The route lists of a VirtualService spec, in the order Istio documents them.
+PROTOCOLS = ("http", "tcp", "tls")
+_MIRROR_FIELDS = ("mirror", "mirrorPercentage", "mirrorPercent", "mirror_percent")
 
 
 @dataclass(frozen=True)
-class _WeightedRoute:
-    """The route carrying the split, located in ``spec.http`` of one document."""
+class _Route:
+    """One route of ``spec.<protocol>[index]``.
 
+    ``position`` counts only the user's routes, so that the product's header routes, inserted
+    and removed during a rollout, never shift the label ``http[i]`` of another route.
+    """
+
+    protocol: str
     index: int
-    host: str
-    entries: list[dict[str, Any]]
+    position: int
+    body: Mapping[str, Any]
+
+    @property
+    def label(self) -> str:
+        name = self.body.get("name") if self.protocol == "http" else None
+        return name if isinstance(name, str) and name else f"{self.protocol}[{self.position}]"
+
+    def entries(self) -> list[Any]:
+        raw = self.body.get("route")
+        return raw if isinstance(raw, list) else []
+
+
+# ---- reading ---------------------------------------------------------------------------------
 
 
 def read_split(vs: Mapping[str, Any], target: RouteTarget) -> TrafficSplit:
-    """Return the stable/canary percentages of the weighted route."""
-    weighted = _locate_weighted_route(vs, target)
-    weights = {target.stable_subset: 0, target.canary_subset: 0}
-    for entry, weight in zip(weighted.entries, _effective_weights(weighted.entries), strict=True):
-        weights[entry["destination"]["subset"]] += weight
-    total = weights[target.stable_subset] + weights[target.canary_subset]
-    if total <= 0:
-        raise RoutingError(
-            f"weighted route {_route_label(vs, weighted.index)} of VirtualService "
-            f"{_vs_name(vs)!r} sends no traffic: every destination has weight 0"
+    """The exact split of every route that sends to the rollout's stable or canary subset.
+
+    Product header routes are not part of it (they are listed by ``product_header_routes``).
+    Raises RoutingError only when a rollout route's weights cannot be read.
+    """
+    host = _rollout_host(vs, target, required=False)
+    if host is None:
+        return TrafficSplit(target.stable_subset, target.canary_subset, ())
+    namespace = _namespace(vs)
+    splits = []
+    for route in _rollout_routes(vs, target, host):
+        entries = route.entries()
+        weights = effective_weights(entries)
+        if weights is None:
+            raise RoutingError(
+                f"{route.protocol} route {route.label!r} of VirtualService {_vs_name(vs)!r} has "
+                f"a destination weight that is not a non-negative integer: "
+                f"{[e.get('weight') for e in entries if isinstance(e, Mapping)]}"
+            )
+        shares = tuple(
+            (_entry_key(entry, host, namespace, target), share)
+            for entry, share in zip(entries, shares_of(weights), strict=True)
         )
-    # Istio weights are relative; report them as percentages rounded half up.
-    canary = (weights[target.canary_subset] * 200 + total) // (2 * total)
-    return TrafficSplit(target.stable_subset, target.canary_subset, 100 - canary, canary)
+        merged: dict[str, Any] = {}
+        for key, share in shares:
+            merged[key] = merged.get(key, 0) + share
+        splits.append(RouteSplit(route.label, route.protocol, tuple(merged.items())))
+    return TrafficSplit(target.stable_subset, target.canary_subset, tuple(splits))
+
+
+def rollout_host(vs: Mapping[str, Any], target: RouteTarget) -> str:
+    """The FQDN of the service whose stable and canary subsets the rollout moves traffic between.
+
+    ``target.host`` when given; otherwise the one host that destinations with the stable or
+    canary subset name, or, when they name several, the one of them the VirtualService's own
+    ``hosts`` list. Raises RoutingError when there is none or it is ambiguous.
+    """
+    host = _rollout_host(vs, target, required=True)
+    assert host is not None
+    return host
+
+
+def managed_routes(vs: Mapping[str, Any], target: RouteTarget) -> list[str]:
+    """Labels of the routes a weight change would rewrite; raises what ``check_target`` raises."""
+    return [route.label for route in _checked_routes(vs, target)]
+
+
+def check_target(vs: Mapping[str, Any], target: RouteTarget) -> TrafficSplit:
+    """Raise RoutingError unless the rollout can move every route of its subsets in one write.
+
+    Refused, each with the routes named: no route sending to the subsets; ``route_name`` naming a
+    route that does not exist or does not send to them; a route sending to the subsets that
+    ``route_name`` leaves out; a managed route that also sends to another host or subset, or
+    whose destinations or weights are malformed. Returns the current split.
+    """
+    _checked_routes(vs, target)
+    return read_split(vs, target)
+
+
+# ---- writing ---------------------------------------------------------------------------------
 
 
 def set_canary_weight(vs: Mapping[str, Any], target: RouteTarget, weight: int) -> Document:
-    """Send ``weight`` percent to the canary subset and the rest to the stable subset."""
+    """Send ``weight`` percent of every managed route to the canary subset, the rest to stable."""
     canary = validate_weight(weight)
     out = copy.deepcopy(dict(vs))
-    weighted = _locate_weighted_route(out, target)
-    entries = _weighted_entries(weighted, target, 100 - canary, canary)
-    http = out["spec"]["http"]
-    http[weighted.index] = {**http[weighted.index], "route": entries}
+    for route in _checked_routes(out, target):
+        body = out["spec"][route.protocol][route.index]
+        body["route"] = _weighted_entries(route.entries(), target, 100 - canary, canary)
     return out
 
 
+def promote(vs: Mapping[str, Any], target: RouteTarget) -> Document:
+    """All traffic of every managed route to the canary subset; header routes and stable mirrors removed.
+
+    Raises like ``check_target`` when a route sending to the stable subset is not managed, so
+    that after a promotion no route sends to stable.
+    """
+    out = set_canary_weight(remove_product_routes(vs), target, 100)
+    host = rollout_host(out, target)
+    return _without_mirrors_to(out, host, target.stable_subset)
+
+
+def rollback(vs: Mapping[str, Any], target: RouteTarget) -> Document:
+    """Every route's canary share moved to the stable subset; header routes and canary mirrors removed.
+
+    Works on any document a rollout could have left behind: routes outside ``route_name``,
+    routes mixing other destinations (their shares are kept), a canary-only route (it becomes
+    stable-only). A VirtualService that sends nothing to the canary is returned unchanged apart
+    from the product's header routes. Raises RoutingError only when the rollout's host cannot
+    be told or a route's weights cannot be read.
+    """
+    out = remove_product_routes(vs)
+    host = _rollout_host(out, target, required=False)
+    if host is None:
+        return out
+    namespace = _namespace(out)
+    for route in _all_routes(out):
+        entries = route.entries()
+        if not any(_is_subset(e, host, namespace, target.canary_subset) for e in entries):
+            continue
+        weights = effective_weights(entries)
+        if weights is None:
+            raise RoutingError(
+                f"cannot roll back {route.protocol} route {route.label!r} of VirtualService "
+                f"{_vs_name(out)!r}: a destination weight is not a non-negative integer "
+                f"({[e.get('weight') for e in entries if isinstance(e, Mapping)]})"
+            )
+        out["spec"][route.protocol][route.index]["route"] = _rolled_back_entries(
+            entries, weights, host, namespace, target
+        )
+    return _without_mirrors_to(out, host, target.canary_subset)
+
+
 def set_header_route(vs: Mapping[str, Any], target: RouteTarget, route: HeaderRoute) -> Document:
-    """Add or replace the product route sending requests matching ``route`` to its subset."""
+    """Add or replace the product route sending requests matching ``route`` to its subset.
+
+    It is placed just before the first managed http route, so it wins over the weights.
+    """
     if route.subset not in (target.stable_subset, target.canary_subset):
         raise RoutingError(
             f"header route subset {route.subset!r} is neither the stable subset "
@@ -77,25 +195,33 @@ def set_header_route(vs: Mapping[str, Any], target: RouteTarget, route: HeaderRo
             f"build the HeaderRoute with subset={target.canary_subset!r}"
         )
     out = copy.deepcopy(dict(vs))
-    weighted = _locate_weighted_route(out, target)
-    http: list[Any] = out["spec"]["http"]
+    managed = [r for r in _checked_routes(out, target) if r.protocol == "http"]
+    if not managed:
+        raise RoutingError(
+            f"VirtualService {_vs_name(vs)!r} has no http route to subsets "
+            f"{target.stable_subset!r}/{target.canary_subset!r} (only tcp or tls ones), so no "
+            f"header can be matched; leave the header route out (header_route=None)"
+        )
+    first = managed[0]
+    entries = [e for e in first.entries() if isinstance(e, Mapping)]
     template = next(
-        (e["destination"] for e in weighted.entries if e["destination"]["subset"] == route.subset),
-        weighted.entries[0]["destination"],
+        (e["destination"] for e in entries if e["destination"].get("subset") == route.subset),
+        entries[0]["destination"],
     )
     new_route = {
         "name": route.route_name,
         "match": [{"headers": {route.header: {route.match_type.value: route.value}}}],
         "route": [{"destination": _new_destination(template, route.subset), "weight": 100}],
     }
+    http: list[Any] = out["spec"]["http"]
     existing = _index_of_name(http, route.route_name)
-    if existing is not None and existing < weighted.index:
+    if existing is not None and existing < first.index:
         # Replacing in place keeps the order of several header routes stable across re-runs.
         http[existing] = new_route
         return out
     if existing is not None:
-        del http[existing]  # it sat after the weighted route, so that index is unchanged
-    http.insert(weighted.index, new_route)
+        del http[existing]  # it sat after the managed route, so that index is unchanged
+    http.insert(first.index, new_route)
     return out
 
 
@@ -121,7 +247,7 @@ def product_header_routes(vs: Mapping[str, Any]) -> list[HeaderRoute]:
     (several matches, several destinations) is not reported as a header route.
     """
     found: list[HeaderRoute] = []
-    for route in _http_routes(vs):
+    for route in _routes_of(vs, "http"):
         if isinstance(route, Mapping) and _is_product_route(route):
             parsed = _parse_header_route(route)
             if parsed is not None:
@@ -129,31 +255,263 @@ def product_header_routes(vs: Mapping[str, Any]) -> list[HeaderRoute]:
     return found
 
 
-def promote(vs: Mapping[str, Any], target: RouteTarget) -> Document:
-    """All traffic to the canary subset, product header routes removed."""
-    return set_canary_weight(remove_product_routes(vs), target, 100)
+# ---- route selection --------------------------------------------------------------------------
 
 
-def rollback(vs: Mapping[str, Any], target: RouteTarget) -> Document:
-    """All traffic to the stable subset, product header routes removed."""
-    return set_canary_weight(remove_product_routes(vs), target, 0)
+def _rollout_host(vs: Mapping[str, Any], target: RouteTarget, *, required: bool) -> str | None:
+    namespace = _namespace(vs)
+    if target.host is not None:
+        return fqdn(target.host, namespace)
+    hosts: dict[str, list[str]] = {}
+    for route in _all_routes(vs):
+        for entry in route.entries():
+            destination = _destination(entry)
+            if destination is not None and destination.get("subset") in (
+                target.stable_subset,
+                target.canary_subset,
+            ):
+                hosts.setdefault(fqdn(destination["host"], namespace), []).append(route.label)
+    if len(hosts) > 1:
+        # The service the VirtualService is for wins over hosts its other routes borrow.
+        spec_hosts = (vs.get("spec") or {}).get("hosts") or []
+        own = {fqdn(h, namespace) for h in spec_hosts if isinstance(h, str)}
+        if len([h for h in hosts if h in own]) == 1:
+            return next(h for h in hosts if h in own)
+    if len(hosts) == 1:
+        return next(iter(hosts))
+    if not required:
+        if len(hosts) > 1:
+            raise _several_hosts(vs, target, hosts)
+        return None
+    if not hosts:
+        raise RoutingError(
+            f"VirtualService {_vs_name(vs)!r} has no http, tcp or tls route to subset "
+            f"{target.stable_subset!r} or {target.canary_subset!r}; its routes: "
+            f"{_describe_routes(vs)}. Route the service to its stable subset first, or set "
+            f"stable_subset/canary_subset to the subsets it uses"
+        )
+    raise _several_hosts(vs, target, hosts)
+
+
+def _several_hosts(
+    vs: Mapping[str, Any], target: RouteTarget, hosts: Mapping[str, list[str]]
+) -> RoutingError:
+    listed = "; ".join(f"{h} (routes {', '.join(labels)})" for h, labels in hosts.items())
+    return RoutingError(
+        f"VirtualService {_vs_name(vs)!r} routes subsets {target.stable_subset!r}/"
+        f"{target.canary_subset!r} of several hosts: {listed}; set host to the one to roll out"
+    )
+
+
+def _all_routes(vs: Mapping[str, Any]) -> list[_Route]:
+    """Every route of every protocol except the product's header routes."""
+    found = []
+    for protocol in PROTOCOLS:
+        position = 0
+        for index, body in enumerate(_routes_of(vs, protocol)):
+            if isinstance(body, Mapping) and not _is_product_route(body):
+                found.append(_Route(protocol, index, position, body))
+                position += 1
+    return found
+
+
+def _rollout_routes(vs: Mapping[str, Any], target: RouteTarget, host: str) -> list[_Route]:
+    namespace = _namespace(vs)
+    subsets = (target.stable_subset, target.canary_subset)
+    return [
+        route
+        for route in _all_routes(vs)
+        if any(_is_subset(e, host, namespace, s) for e in route.entries() for s in subsets)
+    ]
+
+
+def _checked_routes(vs: Mapping[str, Any], target: RouteTarget) -> list[_Route]:
+    host = rollout_host(vs, target)
+    namespace = _namespace(vs)
+    rollout = _rollout_routes(vs, target, host)
+    if target.route_names is None:
+        managed = rollout
+    else:
+        every = _all_routes(vs)
+        by_label = {route.label: route for route in every}
+        managed = []
+        for name in target.route_names:
+            if name not in by_label:
+                raise RoutingError(
+                    f"VirtualService {_vs_name(vs)!r} has no route {name!r} (route_name); its "
+                    f"routes are: {', '.join(repr(r.label) for r in every) or 'none'} (tcp and "
+                    f"tls routes have no names: refer to them as 'tcp[0]', 'tls[0]', ...)"
+                )
+            if by_label[name] not in rollout:
+                raise RoutingError(
+                    f"route {name!r} of VirtualService {_vs_name(vs)!r} sends to neither subset "
+                    f"{target.stable_subset!r} nor {target.canary_subset!r} of {host}; "
+                    f"route_name must list routes of the rollout"
+                )
+            managed.append(by_label[name])
+        left_out = [route.label for route in rollout if route not in managed]
+        if left_out:
+            raise RoutingError(
+                f"VirtualService {_vs_name(vs)!r}: route(s) {', '.join(map(repr, left_out))} "
+                f"also send to subsets {target.stable_subset!r}/{target.canary_subset!r} of "
+                f"{host} but are not in route_name {list(target.route_names)}; add them, so "
+                f"that the whole service moves together, or point them elsewhere"
+            )
+    for route in managed:
+        entries = route.entries()
+        for entry in entries:
+            destination = _destination(entry)
+            if destination is None:
+                raise RoutingError(
+                    f"{route.protocol} route {route.label!r} of VirtualService "
+                    f"{_vs_name(vs)!r} has a destination without `destination.host`: "
+                    f"{json.dumps(entry)[:160]}; fix the route before shifting traffic"
+                )
+            if fqdn(destination["host"], namespace) != host or destination.get("subset") not in (
+                target.stable_subset,
+                target.canary_subset,
+            ):
+                raise RoutingError(
+                    f"{route.protocol} route {route.label!r} of VirtualService "
+                    f"{_vs_name(vs)!r} also sends to {destination['host']!r} subset "
+                    f"{destination.get('subset')!r}, not only to subsets "
+                    f"{target.stable_subset!r}/{target.canary_subset!r} of {host}; the product "
+                    f"splits a route only between the two, so move that destination to a "
+                    f"route of its own first"
+                )
+        if effective_weights(entries) is None:
+            raise RoutingError(
+                f"{route.protocol} route {route.label!r} of VirtualService {_vs_name(vs)!r} has "
+                f"a destination weight that is not a non-negative integer: "
+                f"{[e.get('weight') for e in entries]}"
+            )
+    return managed
+
+
+# ---- entries ----------------------------------------------------------------------------------
 
 
 def _weighted_entries(
-    weighted: _WeightedRoute, target: RouteTarget, stable: int, canary: int
+    entries: list[Any], target: RouteTarget, stable: int, canary: int
 ) -> list[dict[str, Any]]:
-    """New destinations of the weighted route; keeps each existing entry's other fields."""
-    first = weighted.entries[0]["destination"]
+    """New destinations of a managed route; keeps each existing entry's other fields."""
+    first = entries[0]["destination"]
     result: list[dict[str, Any]] = []
     for subset, weight in ((target.stable_subset, stable), (target.canary_subset, canary)):
         if weight == 0:
             continue
-        existing = next((e for e in weighted.entries if e["destination"]["subset"] == subset), None)
+        existing = next((e for e in entries if e["destination"].get("subset") == subset), None)
         if existing is not None:
             result.append({**existing, "weight": weight})
         else:
             result.append({"destination": _new_destination(first, subset), "weight": weight})
     return result
+
+
+def _rolled_back_entries(
+    entries: list[Any],
+    weights: list[int],
+    host: str,
+    namespace: str,
+    target: RouteTarget,
+) -> list[Any]:
+    canary_weight = sum(
+        w
+        for e, w in zip(entries, weights, strict=True)
+        if _is_subset(e, host, namespace, target.canary_subset)
+    )
+    result: list[Any] = []
+    stable_at: int | None = None
+    for entry, weight in zip(entries, weights, strict=True):
+        if _is_subset(entry, host, namespace, target.canary_subset):
+            if stable_at is None and not any(
+                _is_subset(e, host, namespace, target.stable_subset) for e in entries
+            ):
+                # No stable destination yet: the first canary one becomes it, port and all.
+                stable = copy.deepcopy(dict(entry))
+                stable["destination"] = _new_destination(entry["destination"], target.stable_subset)
+                stable["weight"] = 0
+                stable_at = len(result)
+                result.append(stable)
+            continue
+        kept = copy.deepcopy(entry)
+        if stable_at is None and _is_subset(entry, host, namespace, target.stable_subset):
+            stable_at = len(result)
+        if isinstance(kept, dict) and len(entries) > 1:
+            kept["weight"] = weight
+        result.append(kept)
+    assert stable_at is not None
+    result[stable_at]["weight"] = result[stable_at].get("weight", 0) + canary_weight
+    if len(result) == 1:
+        result[0]["weight"] = 100
+    elif all(_is_subset(e, host, namespace, target.stable_subset) for e in result):
+        total = sum(e.get("weight", 0) for e in result)
+        result = [{**result[0], "weight": 100}] if total else result
+    return result
+
+
+def _without_mirrors_to(vs: Document, host: str, subset: str) -> Document:
+    namespace = _namespace(vs)
+    for route in _routes_of(vs, "http"):
+        if not isinstance(route, dict):
+            continue
+        mirror = route.get("mirror")
+        if isinstance(mirror, Mapping) and _names_subset(mirror, host, namespace, subset):
+            for key in _MIRROR_FIELDS:
+                route.pop(key, None)
+        mirrors = route.get("mirrors")
+        if isinstance(mirrors, list):
+            kept = [
+                m
+                for m in mirrors
+                if not (
+                    isinstance(m, Mapping)
+                    and isinstance(m.get("destination"), Mapping)
+                    and _names_subset(m["destination"], host, namespace, subset)
+                )
+            ]
+            if len(kept) != len(mirrors):
+                if kept:
+                    route["mirrors"] = kept
+                else:
+                    del route["mirrors"]
+    return vs
+
+
+def _destination(entry: Any) -> Mapping[str, Any] | None:
+    if not isinstance(entry, Mapping):
+        return None
+    destination = entry.get("destination")
+    if isinstance(destination, Mapping) and isinstance(destination.get("host"), str):
+        return destination
+    return None
+
+
+def _names_subset(destination: Mapping[str, Any], host: str, namespace: str, subset: str) -> bool:
+    raw = destination.get("host")
+    return (
+        isinstance(raw, str)
+        and destination.get("subset") == subset
+        and fqdn(raw, namespace) == host
+    )
+
+
+def _is_subset(entry: Any, host: str, namespace: str, subset: str) -> bool:
+    destination = _destination(entry)
+    return destination is not None and _names_subset(destination, host, namespace, subset)
+
+
+def _entry_key(entry: Any, host: str, namespace: str, target: RouteTarget) -> str:
+    destination = _destination(entry)
+    if destination is None:
+        return "<no destination>"
+    subset = destination.get("subset")
+    if fqdn(destination["host"], namespace) == host and subset in (
+        target.stable_subset,
+        target.canary_subset,
+    ):
+        return str(subset)
+    return f"{destination['host']}/{subset or '*'}"
 
 
 def _new_destination(template: Mapping[str, Any], subset: str) -> dict[str, Any]:
@@ -163,144 +521,20 @@ def _new_destination(template: Mapping[str, Any], subset: str) -> dict[str, Any]
     return destination
 
 
-def _locate_weighted_route(vs: Mapping[str, Any], target: RouteTarget) -> _WeightedRoute:
-    routes = _http_routes(vs)
-    if target.route_name is not None:
-        index = _index_of_name(routes, target.route_name)
-        if index is None:
-            names = [r.get("name") for r in routes if isinstance(r, Mapping) and r.get("name")]
-            listed = ", ".join(repr(n) for n in names) or "none (no http route has a name)"
-            raise RoutingError(
-                f"VirtualService {_vs_name(vs)!r} has no http route named "
-                f"{target.route_name!r}; its route names are: {listed}"
-            )
-        candidates = [index]
-    else:
-        candidates = [
-            i
-            for i, r in enumerate(routes)
-            if isinstance(r, Mapping)
-            and _is_catch_all(r)
-            and _destinations(r)
-            and (target.host is None or any(_same_host(h, target.host) for h in _hosts(r)))
-        ]
-        if not candidates:
-            host = f" to host {target.host!r}" if target.host else ""
-            raise RoutingError(
-                f"VirtualService {_vs_name(vs)!r} has no catch-all http route (one without "
-                f"`match`){host} to carry the weights; its http routes are: "
-                f"{_describe_routes(routes)}; add a catch-all route or set route_name"
-            )
-        if len(candidates) > 1:
-            listed = "; ".join(_describe_route(i, routes[i]) for i in candidates)
-            raise RoutingError(
-                f"VirtualService {_vs_name(vs)!r} has several catch-all http routes ({listed}); "
-                f"set route_name to the one that carries the weights"
-            )
-    index = candidates[0]
-    route = routes[index]
-    entries = _destinations(route) if isinstance(route, Mapping) else []
-    raw = route.get("route") if isinstance(route, Mapping) else None
-    if isinstance(raw, list) and len(raw) != len(entries):
-        raise RoutingError(
-            f"http route {_route_label(vs, index)} of VirtualService {_vs_name(vs)!r} has a "
-            f"destination without a `destination.host`; fix the route before shifting traffic"
-        )
-    if not entries:
-        raise RoutingError(
-            f"http route {_route_label(vs, index)} of VirtualService {_vs_name(vs)!r} has no "
-            f"`route` destinations to weight (it redirects, delegates or responds directly)"
-        )
-    host = target.host or entries[0]["destination"]["host"]
-    allowed = (target.stable_subset, target.canary_subset)
-    for entry in entries:
-        destination = entry["destination"]
-        if not _same_host(destination["host"], host):
-            raise RoutingError(
-                f"weighted route {_route_label(vs, index)} of VirtualService {_vs_name(vs)!r} "
-                f"also sends traffic to host {destination['host']!r}, not only to {host!r}; "
-                f"set route_name to a route whose destinations are all {host!r}"
-            )
-        if destination.get("subset") not in allowed:
-            raise RoutingError(
-                f"weighted route {_route_label(vs, index)} of VirtualService {_vs_name(vs)!r} "
-                f"sends traffic to subset {destination.get('subset')!r}, which is neither the "
-                f"stable subset {target.stable_subset!r} nor the canary subset "
-                f"{target.canary_subset!r}; set stable_subset/canary_subset to match the "
-                f"route or remove that destination first"
-            )
-    return _WeightedRoute(index=index, host=host, entries=entries)
+# ---- documents --------------------------------------------------------------------------------
 
 
-def _effective_weights(entries: list[dict[str, Any]]) -> list[int]:
-    # Istio gives a lone destination all traffic whatever its weight field says.
-    if len(entries) == 1:
-        return [100]
-    weights = []
-    for entry in entries:
-        raw = entry.get("weight", 0)
-        if isinstance(raw, bool) or not isinstance(raw, int) or raw < 0:
-            raise RoutingError(
-                f"destination weight must be a non-negative integer, got {raw!r} "
-                f"for subset {entry['destination'].get('subset')!r}"
-            )
-        weights.append(raw)
-    return weights
-
-
-def _http_routes(vs: Mapping[str, Any]) -> list[Any]:
+def _routes_of(vs: Mapping[str, Any], protocol: str) -> list[Any]:
     spec = vs.get("spec")
     if not isinstance(spec, Mapping):
         raise RoutingError(f"VirtualService {_vs_name(vs)!r} has no spec object")
-    http = spec.get("http") or []
-    if not isinstance(http, list):
+    routes = spec.get(protocol) or []
+    if not isinstance(routes, list):
         raise RoutingError(
-            f"VirtualService {_vs_name(vs)!r} spec.http must be a list, got {type(http).__name__}"
+            f"VirtualService {_vs_name(vs)!r} spec.{protocol} must be a list, got "
+            f"{type(routes).__name__}"
         )
-    return http
-
-
-def _destinations(route: Mapping[str, Any]) -> list[dict[str, Any]]:
-    entries = route.get("route") or []
-    if not isinstance(entries, list):
-        return []
-    return [
-        e
-        for e in entries
-        if isinstance(e, dict)
-        and isinstance(e.get("destination"), dict)
-        and isinstance(e["destination"].get("host"), str)
-    ]
-
-
-def _hosts(route: Mapping[str, Any]) -> list[str]:
-    return [e["destination"]["host"] for e in _destinations(route)]
-
-
-def _same_host(a: str, b: str) -> bool:
-    """Short names and their namespace-qualified forms name the same service."""
-    return a == b or a.startswith(b + ".") or b.startswith(a + ".")
-
-
-def _is_catch_all(route: Mapping[str, Any]) -> bool:
-    matches = route.get("match")
-    if not matches:
-        return True
-    # Match entries are ORed: one unrestricted entry makes the whole route match everything.
-    return isinstance(matches, list) and any(_matches_everything(m) for m in matches)
-
-
-def _matches_everything(match: object) -> bool:
-    if not isinstance(match, Mapping):
-        return False
-    restricting = {
-        k: v
-        for k, v in match.items()
-        if k not in _NON_RESTRICTING_MATCH_KEYS and v not in (None, {}, [], "", 0)
-    }
-    if not restricting:
-        return True
-    return set(restricting) == {"uri"} and restricting["uri"] in _MATCH_ALL_URIS
+    return routes
 
 
 def _is_product_route(route: Mapping[str, Any]) -> bool:
@@ -310,7 +544,7 @@ def _is_product_route(route: Mapping[str, Any]) -> bool:
 
 def _parse_header_route(route: Mapping[str, Any]) -> HeaderRoute | None:
     matches = route.get("match")
-    entries = _destinations(route)
+    entries = [e for e in (route.get("route") or []) if _destination(e) is not None]
     if not isinstance(matches, list) or len(matches) != 1 or len(entries) != 1:
         return None
     headers = matches[0].get("headers") if isinstance(matches[0], Mapping) else None
@@ -327,9 +561,9 @@ def _parse_header_route(route: Mapping[str, Any]) -> HeaderRoute | None:
         return None
 
 
-def _without_routes(vs: Mapping[str, Any], drop: Any) -> Document:
+def _without_routes(vs: Mapping[str, Any], drop: Callable[[Mapping[str, Any]], bool]) -> Document:
     out = copy.deepcopy(dict(vs))
-    routes = _http_routes(out)
+    routes = _routes_of(out, "http")
     kept = [r for r in routes if not (isinstance(r, Mapping) and drop(r))]
     if len(kept) != len(routes):
         out["spec"]["http"] = kept
@@ -343,37 +577,34 @@ def _index_of_name(routes: list[Any], name: str) -> int | None:
     return None
 
 
+def _namespace(vs: Mapping[str, Any]) -> str:
+    metadata = vs.get("metadata")
+    namespace = metadata.get("namespace") if isinstance(metadata, Mapping) else None
+    return namespace if isinstance(namespace, str) and namespace else "default"
+
+
 def _vs_name(vs: Mapping[str, Any]) -> str:
     metadata = vs.get("metadata")
     name = metadata.get("name") if isinstance(metadata, Mapping) else None
     return name if isinstance(name, str) else "<unnamed>"
 
 
-def _route_label(vs: Mapping[str, Any], index: int) -> str:
-    route = _http_routes(vs)[index]
-    name = route.get("name") if isinstance(route, Mapping) else None
-    return repr(name) if name else f"#{index}"
-
-
-def _describe_routes(routes: list[Any]) -> str:
-    if not routes:
-        return "none"
-    return "; ".join(_describe_route(i, r) for i, r in enumerate(routes))
-
-
-def _describe_route(index: int, route: Any) -> str:
-    if not isinstance(route, Mapping):
-        return f"#{index} (not an object)"
-    name = route.get("name")
-    match = route.get("match")
-    label = f"#{index}" + (f" name={name!r}" if name else "")
-    condition = (
-        "match=" + json.dumps(match, sort_keys=True, separators=(",", ":"))[:160]
-        if match
-        else "no match"
-    )
-    targets = ", ".join(
-        f"{e['destination']['host']}/{e['destination'].get('subset', '-')}"
-        for e in _destinations(route)
-    )
-    return f"{label} {condition} -> {targets or 'no destinations'}"
+def _describe_routes(vs: Mapping[str, Any]) -> str:
+    described = []
+    for route in _all_routes(vs):
+        match = route.body.get("match")
+        condition = (
+            "match=" + json.dumps(match, sort_keys=True, separators=(",", ":"))[:120]
+            if match
+            else "no match"
+        )
+        targets = ", ".join(
+            f"{d['host']}/{d.get('subset', '-')}"
+            for d in (_destination(e) for e in route.entries())
+            if d is not None
+        )
+        extra = " delegate" if route.body.get("delegate") else ""
+        described.append(
+            f"{route.protocol} {route.label!r} {condition}{extra} -> {targets or 'no destinations'}"
+        )
+    return "; ".join(described) or "none"

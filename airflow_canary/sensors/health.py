@@ -38,6 +38,7 @@ TEMPLATED_ANALYSIS_PARAMS: tuple[str, ...] = (
     "stable_subset",
     "canary_subset",
     "route_name",
+    "canary_weight",
 )
 #: Stand-ins used to check everything else at parse time while a parameter is still a template.
 _PLACEHOLDERS: dict[str, Any] = {
@@ -49,6 +50,7 @@ _PLACEHOLDERS: dict[str, Any] = {
     "canary_subset": "canary",
     "route_name": None,
     "timeout": None,
+    "canary_weight": 10,
 }
 
 # The task-level timeout leaves the trigger room to fire its own INCONCLUSIVE at its timeout.

@@ -24,7 +24,15 @@ from airflow_canary.analysis import (
     Status,
     check_from_dict,
 )
+from airflow_canary.routing.values import validate_weight
 from airflow_canary.target import TrafficTarget
+from airflow_canary.triggers.weight_hold import (
+    WeightHoldSpec,
+    WeightWatch,
+    end_step,
+    max_polls,
+    on_weight_change_reasserts,
+)
 
 if TYPE_CHECKING:  # the hooks load when the analysis runs, not when a DAG file is parsed
     from airflow_canary.hooks.istio import AsyncIstioHook
@@ -82,6 +90,7 @@ class HealthAnalysisConfig:
     prometheus_conn_id: str = "prometheus_default"
     timeout_seconds: float | None = None
     rollback: TrafficTarget | None = None
+    weight_hold: WeightHoldSpec | None = None
     arms: Arms = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -120,10 +129,17 @@ class HealthAnalysisConfig:
         virtual_service: str | None = None,
         stable_subset: str = "v1",
         canary_subset: str = "v2",
-        route_name: str | None = None,
+        route_name: str | Sequence[str] | None = None,
         kubernetes_conn_id: str = "kubernetes_default",
+        canary_weight: int | str | None = None,
+        on_weight_change: str = "end_step",
     ) -> HealthAnalysisConfig:
-        """The operator-facing parameters (timedeltas, rollback flags) -> a config."""
+        """The operator-facing parameters (timedeltas, rollback flags) -> a config.
+
+        With ``canary_weight`` (the step's weight) every poll checks that the weight holds
+        (``triggers.weight_hold``); ``on_weight_change="reassert"`` writes it back instead of
+        ending the step.
+        """
         if not checks:
             raise AnalysisError("checks must name at least one check, got an empty list")
         rollback = None
@@ -140,6 +156,24 @@ class HealthAnalysisConfig:
                 route_name=route_name,
                 kubernetes_conn_id=kubernetes_conn_id,
             )
+        weight_hold = None
+        if canary_weight is not None:
+            if not virtual_service:
+                raise AnalysisError(
+                    "canary_weight needs virtual_service, the VirtualService to watch"
+                )
+            weight_hold = WeightHoldSpec(
+                TrafficTarget(
+                    virtual_service,
+                    namespace,
+                    stable_subset,
+                    canary_subset,
+                    route_name,
+                    kubernetes_conn_id,
+                ),
+                validate_weight(canary_weight),
+                reassert=on_weight_change_reasserts(on_weight_change),
+            )
         return cls(
             namespace=namespace,
             checks=tuple(checks),  # type: ignore[arg-type]  # dicts are converted in __post_init__
@@ -153,6 +187,7 @@ class HealthAnalysisConfig:
             prometheus_conn_id=prometheus_conn_id,
             timeout_seconds=None if timeout is None else to_seconds("timeout", timeout),
             rollback=rollback,
+            weight_hold=weight_hold,
         )
 
     @property
@@ -188,6 +223,7 @@ class HealthAnalysisConfig:
             "started_at": started_at,
             "timeout_seconds": self.effective_timeout_seconds,
             "rollback": self.rollback.to_dict() if self.rollback else None,
+            "weight_hold": self.weight_hold.to_dict() if self.weight_hold else None,
         }
 
     def trigger(self, started_at: float | None = None) -> CanaryHealthTrigger:
@@ -229,6 +265,10 @@ class HealthAnalysisRun:
         if config.rollback is not None:
             await self.prepare_rollback(config.rollback)
         deadline = self.started_at + config.effective_timeout_seconds
+        watch = None
+        if config.weight_hold is not None:
+            polls = max_polls(config.effective_timeout_seconds, config.poll_interval_seconds)
+            watch = WeightWatch(config.weight_hold, polls, self.log)
         last: dict[str, Any] | None = None
         while True:
             poll_started = time.time()
@@ -238,6 +278,11 @@ class HealthAnalysisRun:
             verdict = analysis.observe(elapsed, samples)
             last = verdict.to_dict()
             self.log.info("%s", poll_line(last))
+            if watch is not None and last["verdict"] != Status.FAIL.value:
+                ended = await watch.poll(elapsed, last)
+                if ended is not None:  # a step judged on traffic it did not get is never PASS
+                    last = end_step(last, ended)
+                    break
             if verdict.final:
                 break
             now = time.time()
@@ -266,6 +311,8 @@ class HealthAnalysisRun:
             "rolled_back_at": None,
             "rollback_seconds": None,
         }
+        if watch is not None:
+            event["weight_corrections"] = watch.corrections
         if event["verdict"] == Status.FAIL.value and config.rollback is not None:
             event.update(await self.roll_back(config.rollback, event["reason"], decided_at))
         return event
@@ -395,6 +442,7 @@ class CanaryHealthTrigger(BaseTrigger):
         started_at: float,
         timeout_seconds: float | None,
         rollback: dict[str, Any] | None,
+        weight_hold: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
         self.namespace = namespace
@@ -410,6 +458,7 @@ class CanaryHealthTrigger(BaseTrigger):
         self.started_at = started_at
         self.timeout_seconds = timeout_seconds
         self.rollback = rollback
+        self.weight_hold = weight_hold
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         return (
@@ -428,6 +477,7 @@ class CanaryHealthTrigger(BaseTrigger):
                 "started_at": self.started_at,
                 "timeout_seconds": self.timeout_seconds,
                 "rollback": self.rollback,
+                "weight_hold": self.weight_hold,
             },
         )
 
@@ -446,6 +496,7 @@ class CanaryHealthTrigger(BaseTrigger):
             prometheus_conn_id=self.prometheus_conn_id,
             timeout_seconds=self.timeout_seconds,
             rollback=TrafficTarget.from_dict(self.rollback) if self.rollback else None,
+            weight_hold=WeightHoldSpec.from_dict(self.weight_hold) if self.weight_hold else None,
         )
 
     @cached_property

@@ -100,12 +100,14 @@ def test_conflicts_are_bounded_and_leave_the_other_writer_intact(seeded: Seeded)
 def test_destination_rule_found_by_short_or_fqdn_host(seeded: Seeded) -> None:
     hook = IstioHook()
     for host in ("model-service", f"model-service.{seeded.namespace}.svc.cluster.local"):
-        rule = hook.get_destination_rule_for_host(host, seeded.namespace)
-        assert rule["metadata"]["name"] == "model-destination"
+        rule = hook.find_destination_rule(host, seeded.namespace)
+        assert rule.names == ("model-destination",) and rule.namespace == seeded.namespace
     with pytest.raises(
-        IstioNotFoundError, match=f"no DestinationRule in namespace '{seeded.namespace}'"
+        IstioNotFoundError,
+        match=f"no DestinationRule for host 'other-service' is visible from namespace "
+        f"'{seeded.namespace}': searched '{seeded.namespace}', 'istio-system'",
     ):
-        hook.get_destination_rule_for_host("other-service", seeded.namespace)
+        hook.find_destination_rule("other-service", seeded.namespace)
 
 
 def test_unreachable_api_fails_after_bounded_retries_and_writes_nothing(

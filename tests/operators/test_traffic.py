@@ -134,12 +134,14 @@ def test_rollback_returns_reason_and_removes_header_routes(seeded: Seeded) -> No
         "virtual_service",
         "namespace",
         "split",
+        "routes",
         "header_routes",
         "changed",
         "at",
         "reason",
         "rolled_back",
     }
+    assert result["routes"] == [{"route": "http[0]", "protocol": "http", "split": {"v1": 100}}]
     assert seeded.stored()["spec"]["http"] == [
         {"route": [{"destination": {"host": "model-service", "subset": "v1"}, "weight": 100}]}
     ]
@@ -200,7 +202,7 @@ def test_real_dag_run_renders_templates_and_moves_traffic(seeded: Seeded, airflo
     output = run.stdout + run.stderr
     assert run.returncode == 0, output[-4000:]
     assert "rolled back by canary_traffic_test at 25%" in output
-    assert "{'v1': 75, 'v2': 25}" in output
+    assert "http[0]: v1 75% v2 25%" in output
     assert seeded.stored()["spec"]["http"] == [
         {"route": [{"destination": {"host": "model-service", "subset": "v1"}, "weight": 100}]}
     ]

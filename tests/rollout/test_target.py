@@ -13,7 +13,11 @@ from airflow_canary.target import TrafficTarget
 def test_round_trips_through_its_json_form() -> None:
     target = TrafficTarget("model-vs", "ml", "stable", "canary", "primary", "k8s_prod")
     assert TrafficTarget.from_dict(target.to_dict()) == target
-    assert target.route_target().route_name == "primary"
+    assert target.route_target().route_names == ("primary",)
+    several = TrafficTarget("model-vs", route_name=["primary", "tcp[0]"])
+    assert several.to_dict()["route_name"] == ["primary", "tcp[0]"]
+    assert TrafficTarget.from_dict(several.to_dict()) == several
+    assert several.route_target().route_names == ("primary", "tcp[0]")
     with pytest.raises(dataclasses.FrozenInstanceError):
         target.namespace = "other"  # type: ignore[misc]
 

@@ -25,15 +25,25 @@ def load(name: str) -> dict[str, Any]:
     return doc
 
 
-def weighted_route(vs: dict[str, Any]) -> dict[str, Any]:
-    """The one route without a restricting match in documents built by these strategies."""
-    found = [r for r in vs["spec"]["http"] if is_weighted(r)]
-    assert len(found) == 1, found
-    return found[0]
+def is_rollout_destination(entry: Any) -> bool:
+    """Whether a route entry sends to the rollout's stable or canary subset of HOST."""
+    destination = entry.get("destination") or {}
+    return destination.get("host") in (
+        HOST,
+        HOST + ".default.svc.cluster.local",
+    ) and destination.get("subset") in ("v1", "v2")
 
 
-def is_weighted(route: dict[str, Any]) -> bool:
-    return route.get("match") in (None, [{"uri": {"prefix": "/"}}])
+def rollout_routes(vs: dict[str, Any]) -> list[tuple[str, int, dict[str, Any]]]:
+    """(protocol, index, route) of every non-product route that sends to HOST's v1 or v2."""
+    found = []
+    for protocol in ("http", "tcp", "tls"):
+        for index, route in enumerate(vs["spec"].get(protocol) or []):
+            if str(route.get("name", "")).startswith("airflow-canary-header-"):
+                continue
+            if any(is_rollout_destination(e) for e in route.get("route") or []):
+                found.append((protocol, index, route))
+    return found
 
 
 # ---- strategies -------------------------------------------------------------------------
@@ -80,65 +90,128 @@ _match_request = st.one_of(
 
 
 @st.composite
-def _destination_entry(draw: st.DrawFn, host: str, subset: str | None) -> dict[str, Any]:
+def _destination_entry(
+    draw: st.DrawFn, host: str, subset: str | None, protocol: str = "http"
+) -> dict[str, Any]:
     destination: dict[str, Any] = {"host": host}
     if subset is not None:
         destination["subset"] = subset
     if draw(st.booleans()):
         destination["port"] = draw(_port)
     entry: dict[str, Any] = {"destination": destination}
-    if draw(st.booleans()):
+    if protocol == "http" and draw(st.booleans()):
         entry["headers"] = {"request": {"set": {"x-from": draw(_names)}}}
     return entry
 
 
+_mirror = st.one_of(
+    st.builds(lambda h: {"host": h}, _other_hosts),
+    st.builds(lambda s: {"host": HOST, "subset": s}, st.sampled_from(["v1", "v2"])),
+)
+_mirrors = st.lists(
+    st.builds(
+        lambda d, p: {"destination": d, **({"percentage": {"value": p}} if p else {})},
+        _mirror,
+        st.sampled_from([None, 5.0, 100.0]),
+    ),
+    min_size=1,
+    max_size=2,
+)
+
+
 @st.composite
-def _unrelated_route(draw: st.DrawFn) -> dict[str, Any]:
+def _unrelated_route(draw: st.DrawFn, protocol: str = "http") -> dict[str, Any]:
+    """A route that sends nowhere near the rollout's subsets (other hosts, other subsets)."""
+    kind = draw(
+        st.sampled_from(
+            ["route", "route", "delegate", "redirect"] if protocol == "http" else ["route"]
+        )
+    )
+    route: dict[str, Any] = {}
+    if protocol == "http":
+        route["match"] = draw(st.lists(_match_request, min_size=1, max_size=2))
+    elif protocol == "tcp":
+        route["match"] = [{"port": draw(st.integers(1, 65535))}]
+    else:
+        route["match"] = [{"port": 443, "sniHosts": [draw(_names) + ".example.com"]}]
+    if kind == "delegate":
+        route["delegate"] = {"name": "team-" + draw(_names), "namespace": "default"}
+        return route
+    if kind == "redirect":
+        route["redirect"] = {"uri": "/" + draw(_names)}
+        return route
     host = draw(st.one_of(st.just(HOST), _other_hosts))
-    subset = draw(st.sampled_from([None, "v1", "v2", "v3"]))
-    route: dict[str, Any] = {"match": draw(st.lists(_match_request, min_size=1, max_size=2))}
-    if draw(st.booleans()):
-        route["name"] = "user-" + draw(_names)
-    entries = draw(st.lists(_destination_entry(host, subset), min_size=1, max_size=2))
+    # HOST only without a subset or with a third one; other hosts with any subset, even "v1".
+    subsets = [None, "v3"] if host == HOST else [None, "v1", "v2", "v3"]
+    subset = draw(st.sampled_from(subsets))
+    entries = draw(st.lists(_destination_entry(host, subset, protocol), min_size=1, max_size=2))
     if len(entries) > 1:
         for entry in entries:
             entry["weight"] = 50
     route["route"] = entries
-    route.update(draw(_route_extras))
+    if protocol == "http":
+        route.update(draw(_route_extras))
     return route
 
 
 @st.composite
-def _weighted(draw: st.DrawFn) -> dict[str, Any]:
-    canary = draw(st.integers(0, 100))
+def _rollout_route(draw: st.DrawFn, protocol: str = "http") -> dict[str, Any]:
+    """A route between v1 and v2 of HOST with relative weights, in every form Istio accepts."""
     route: dict[str, Any] = {}
-    if draw(st.booleans()):
-        route["name"] = "primary"
-    if draw(st.booleans()):
-        route["match"] = [{"uri": {"prefix": "/"}}]
+    if protocol == "http" and draw(st.booleans()):
+        route["match"] = draw(
+            st.one_of(
+                st.just([{"uri": {"prefix": "/"}}]),
+                st.lists(_match_request, min_size=1, max_size=2),
+            )
+        )
+    elif protocol == "tcp":
+        route["match"] = [{"port": draw(st.integers(1, 65535))}]
+    elif protocol == "tls":
+        route["match"] = [{"port": 443, "sniHosts": ["model.example.com"]}]
     host = draw(st.sampled_from([HOST, HOST + ".default.svc.cluster.local"]))
-    port = draw(st.one_of(st.none(), _port))
+    port = draw(st.one_of(st.none(), _port)) if protocol == "http" else draw(_port)
+    form = draw(st.sampled_from(["lone", "percent", "relative"]))
+    if form == "lone":
+        subset = draw(st.sampled_from(["v1", "v2"]))
+        pairs: list[tuple[str, int | None]] = [(subset, draw(st.sampled_from([None, 0, 100, 7])))]
+    elif form == "percent":
+        canary = draw(st.integers(0, 100))
+        pairs = [("v1", 100 - canary), ("v2", canary)]
+    else:
+        pairs = [("v1", draw(st.integers(0, 10**6))), ("v2", draw(st.integers(0, 10**6)))]
+        if pairs[0][1] == pairs[1][1] == 0:
+            pairs[0] = ("v1", 1)
+    if draw(st.booleans()):
+        pairs.reverse()
     entries = []
-    for subset, weight in (("v1", 100 - canary), ("v2", canary)):
-        if weight == 0 and draw(st.booleans()):
-            continue  # sometimes a zero-weight destination is written, sometimes left out
-        entry = draw(_destination_entry(host, subset))
+    for subset, weight in pairs:
+        entry = draw(_destination_entry(host, subset, protocol))
         if port is not None:
             entry["destination"]["port"] = dict(port)
         else:
             entry["destination"].pop("port", None)
-        entry["weight"] = weight
+        if weight is not None:
+            entry["weight"] = weight
         entries.append(entry)
-    if draw(st.booleans()):
-        entries.reverse()
     route["route"] = entries
-    route.update(draw(_route_extras))
+    if protocol == "http":
+        extras = draw(_route_extras)
+        if draw(st.booleans()):
+            extras.pop("mirror", None)
+            extras.pop("mirrorPercentage", None)
+            extras["mirrors"] = draw(_mirrors)
+        elif "mirror" in extras and draw(st.booleans()):
+            extras["mirror"] = draw(_mirror)
+        route.update(extras)
     return route
 
 
 @st.composite
 def virtual_services(draw: st.DrawFn) -> dict[str, Any]:
-    """VirtualServices with one weighted route among unrelated routes, tcp and tls sections."""
+    """VirtualServices with one or more http, tcp and tls routes between v1 and v2 of HOST,
+    interleaved with routes the rollout must not touch (other hosts or subsets, delegates,
+    redirects), matches, mirrors and extra fields, in every weight form Istio accepts."""
     spec: dict[str, Any] = {
         "hosts": [HOST] + draw(st.lists(st.just("model.example.com"), max_size=1))
     }
@@ -146,23 +219,20 @@ def virtual_services(draw: st.DrawFn) -> dict[str, Any]:
         spec["gateways"] = ["mesh", "istio-system/public-gateway"]
     if draw(st.booleans()):
         spec["exportTo"] = ["."]
-    before = draw(st.lists(_unrelated_route(), max_size=3))
-    after = draw(st.lists(_unrelated_route(), max_size=2))
-    spec["http"] = [*before, draw(_weighted()), *after]
-    if draw(st.booleans()):
-        spec["tcp"] = [
-            {
-                "match": [{"port": 9000}],
-                "route": [{"destination": {"host": "db-service", "port": {"number": 9000}}}],
-            }
-        ]
-    if draw(st.booleans()):
-        spec["tls"] = [
-            {
-                "match": [{"port": 443, "sniHosts": ["model.example.com"]}],
-                "route": [{"destination": {"host": HOST, "port": {"number": 443}}}],
-            }
-        ]
+    for protocol in ("http", "tcp", "tls"):
+        ours = draw(st.lists(_rollout_route(protocol), max_size=3 if protocol == "http" else 2))
+        others = draw(st.lists(_unrelated_route(protocol), max_size=3 if protocol == "http" else 1))
+        routes = draw(st.permutations(ours + others))
+        if protocol == "http" and not any(r in ours for r in routes):
+            routes = [*routes, draw(_rollout_route("http"))]
+        if routes:
+            spec[protocol] = list(routes)
+    names = draw(
+        st.lists(_names, min_size=len(spec["http"]), max_size=len(spec["http"]), unique=True)
+    )
+    for route, name in zip(spec["http"], names, strict=True):
+        if draw(st.booleans()):
+            route["name"] = "user-" + name
     metadata: dict[str, Any] = {
         "name": "model-virtual-service",
         "namespace": "default",

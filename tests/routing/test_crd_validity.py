@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -26,6 +27,7 @@ from tests.routing.documents import load, virtual_services
 from tests.schemas import assert_valid_istio, istio_model_violations
 
 TARGET = RouteTarget()
+FIELD_CASES = Path(__file__).parents[1] / "data" / "field-cases"
 API_VERSIONS = [
     "networking.istio.io/v1",
     "networking.istio.io/v1beta1",
@@ -120,3 +122,17 @@ def test_outputs_from_generated_documents_are_valid(
     _assert_valid(with_header)
     _assert_valid(promote(with_header, TARGET))
     _assert_valid(rollback(with_header, TARGET))
+
+
+@pytest.mark.parametrize("case", ["01-tcp-tls-routes.yaml", "14-dr-namespace-rollback.yaml"])
+def test_outputs_from_field_cases_are_valid(case: str) -> None:
+    with open(FIELD_CASES / case, encoding="utf-8") as handle:
+        docs = [d for d in yaml.safe_load_all(handle) if d and d["kind"] == "VirtualService"]
+    for vs in docs:
+        _assert_valid(vs)
+        outputs = [set_canary_weight(vs, TARGET, w) for w in (0, 1, 50, 100)]
+        outputs += [promote(vs, TARGET), rollback(vs, TARGET)]
+        if vs["spec"].get("http"):
+            outputs.append(rollback(set_header_route(vs, TARGET, HEADER_ROUTES[0]), TARGET))
+        for out in outputs:
+            _assert_valid(out)

@@ -1,11 +1,14 @@
-"""Properties of route surgery on generated VirtualServices: what is not ours stays byte-for-byte."""
+"""Properties of route surgery on generated VirtualServices: the whole service moves, the rest stays."""
 
 from __future__ import annotations
 
 import copy
+import re
 from collections.abc import Callable
+from fractions import Fraction
 from typing import Any
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -14,6 +17,8 @@ from airflow_canary.routing import (
     HeaderRoute,
     MatchType,
     RouteTarget,
+    RoutingError,
+    managed_routes,
     product_header_routes,
     promote,
     read_split,
@@ -23,7 +28,7 @@ from airflow_canary.routing import (
     set_canary_weight,
     set_header_route,
 )
-from tests.routing.documents import is_weighted, virtual_services, weighted_route
+from tests.routing.documents import HOST, is_rollout_destination, rollout_routes, virtual_services
 
 TARGET = RouteTarget()
 Step = Callable[[dict[str, Any]], dict[str, Any]]
@@ -58,47 +63,50 @@ def steps(draw: st.DrawFn) -> tuple[str, Step]:
     return "rollback", lambda vs: rollback(vs, TARGET)
 
 
+_MIRROR_KEYS = ("mirror", "mirrorPercentage", "mirrors")
+
+
 def _not_ours(vs: dict[str, Any]) -> dict[str, Any]:
-    """Everything the product must not touch: the document minus product routes and weights."""
+    """Everything the product must not touch: the document minus product routes, the
+    destinations of rollout routes and mirrors (which promote and rollback may drop)."""
     out = copy.deepcopy(vs)
-    http = []
-    for route in out["spec"]["http"]:
-        if str(route.get("name", "")).startswith(PRODUCT_ROUTE_PREFIX):
+    for protocol in ("http", "tcp", "tls"):
+        if protocol not in out["spec"]:
             continue
-        if is_weighted(route):
-            route.pop("route")
-        http.append(route)
-    out["spec"]["http"] = http
+        kept = []
+        for route in out["spec"][protocol]:
+            if str(route.get("name", "")).startswith(PRODUCT_ROUTE_PREFIX):
+                continue
+            if any(is_rollout_destination(e) for e in route.get("route") or []):
+                route.pop("route")
+            for key in _MIRROR_KEYS:
+                route.pop(key, None)
+            kept.append(route)
+        out["spec"][protocol] = kept
     return out
 
 
-def _check_weighted_route(before: dict[str, Any], after: dict[str, Any]) -> None:
-    old_entries = weighted_route(before)["route"]
-    entries = weighted_route(after)["route"]
-    assert sum(e["weight"] for e in entries) == 100
-    assert all(e["weight"] > 0 for e in entries)
-    subsets = [e["destination"]["subset"] for e in entries]
-    assert subsets in (["v1"], ["v2"], ["v1", "v2"])
-    old_by_subset = {e["destination"]["subset"]: e for e in old_entries}
-    for entry in entries:
-        old = old_by_subset.get(entry["destination"]["subset"])
-        if old is not None:
-            # Existing destinations keep every field but the weight.
-            assert {k: v for k, v in entry.items() if k != "weight"} == {
-                k: v for k, v in old.items() if k != "weight"
-            }
-        else:
-            template = old_entries[0]["destination"]
-            expected = {k: template[k] for k in ("host", "port") if k in template}
-            assert {k: v for k, v in entry["destination"].items() if k != "subset"} == expected
+def _mirrored_subsets(vs: dict[str, Any]) -> set[str]:
+    found = set()
+    for route in vs["spec"].get("http") or []:
+        mirrors = [route.get("mirror")] + [m.get("destination") for m in route.get("mirrors") or []]
+        for mirror in mirrors:
+            if mirror and mirror.get("host") == HOST and mirror.get("subset"):
+                found.add(mirror["subset"])
+    return found
 
 
-@settings(max_examples=150, deadline=None)
+def _sends_to(vs: dict[str, Any], subset: str) -> list[str]:
+    return read_split(vs, TARGET).routes_sending_to(subset)
+
+
+@settings(max_examples=100, deadline=None)
 @given(virtual_services(), st.lists(steps(), min_size=1, max_size=6))
 def test_steps_keep_everything_else_and_are_idempotent(
     vs: dict[str, Any], sequence: list[tuple[str, Step]]
 ) -> None:
     untouched = _not_ours(vs)
+    labels = managed_routes(vs, TARGET)
     current = vs
     for _label, step in sequence:
         frozen = copy.deepcopy(current)
@@ -107,44 +115,123 @@ def test_steps_keep_everything_else_and_are_idempotent(
         assert step(after) == after, "applying the same step twice changed the document"
         assert _not_ours(after) == untouched
         assert after["metadata"] == vs["metadata"] and after["apiVersion"] == vs["apiVersion"]
-        assert sum(read_split(after, TARGET).as_dict().values()) == 100
+        assert managed_routes(after, TARGET) == labels
         http = after["spec"]["http"]
-        weighted_index = next(i for i, r in enumerate(http) if is_weighted(r))
+        first_managed = next(
+            i for i, r in enumerate(http) if r in [x[2] for x in rollout_routes(after)]
+        )
         for route in product_header_routes(after):
-            assert [r.get("name") for r in http].index(route.route_name) < weighted_index
+            assert [r.get("name") for r in http].index(route.route_name) < first_managed
         current = after
-    if any(r.get("weight") for r in weighted_route(vs)["route"]):
-        _check_weighted_route(vs, set_canary_weight(vs, TARGET, 37))
 
 
 @settings(max_examples=100, deadline=None)
 @given(virtual_services(), st.integers(0, 100), header_routes)
-def test_weight_reads_back_and_header_routes_do_not_change_it(
+def test_every_route_of_the_service_gets_the_weight_in_one_document(
     vs: dict[str, Any], weight: int, route: HeaderRoute
 ) -> None:
     out = set_canary_weight(vs, TARGET, weight)
-    _check_weighted_route(vs, out)
-    assert read_split(out, TARGET).as_dict() == {"v1": 100 - weight, "v2": weight}
+    split = read_split(out, TARGET)
+    assert [r.route for r in split.routes] == managed_routes(vs, TARGET)
+    for route_split in split.routes:
+        assert route_split.share("v2") == Fraction(weight, 100), route_split
+        assert route_split.share("v1") == Fraction(100 - weight, 100), route_split
+    assert split.uniform and split.as_dict() == {"v1": 100 - weight, "v2": weight}
+    for _protocol, _index, body in rollout_routes(out):
+        # Writes are integer percentages, zero-weight destinations left out, as the seed does.
+        assert sum(e["weight"] for e in body["route"]) == 100
+        assert all(e["weight"] > 0 for e in body["route"])
     with_header = set_header_route(out, TARGET, route)
-    assert read_split(with_header, TARGET) == read_split(out, TARGET)
+    assert read_split(with_header, TARGET) == split
     assert product_header_routes(with_header) == [route]
-    http = with_header["spec"]["http"]
-    index = next(i for i, r in enumerate(http) if r.get("name") == route.route_name)
-    assert is_weighted(http[index + 1])
-    assert http[index]["route"][0]["weight"] == 100
-    assert http[index]["route"][0]["destination"]["subset"] == route.subset
     assert remove_header_route(with_header, TARGET, route.header) == out
-    # A destination dropped at weight 0 takes its entry fields with it, so compare with `out`.
-    assert rollback(with_header, TARGET) == set_canary_weight(out, TARGET, 0)
-    assert promote(with_header, TARGET) == set_canary_weight(out, TARGET, 100)
+
+
+@settings(max_examples=100, deadline=None)
+@given(virtual_services(), st.lists(steps(), max_size=4), header_routes)
+def test_after_rollback_nothing_sends_to_canary_and_after_promote_nothing_to_stable(
+    vs: dict[str, Any], sequence: list[tuple[str, Step]], route: HeaderRoute
+) -> None:
+    current = set_header_route(vs, TARGET, route)
+    for _label, step in sequence:
+        current = step(current)
+    rolled_back = rollback(current, TARGET)
+    assert _sends_to(rolled_back, "v2") == []
+    assert "v2" not in _mirrored_subsets(rolled_back)
+    assert product_header_routes(rolled_back) == []
+    assert all(r.share("v1") == 1 for r in read_split(rolled_back, TARGET).routes)
+    promoted = promote(current, TARGET)
+    assert _sends_to(promoted, "v1") == []
+    assert "v1" not in _mirrored_subsets(promoted)
+    assert all(r.share("v2") == 1 for r in read_split(promoted, TARGET).routes)
+    # From a document the product wrote, a rollback equals a weight of 0 without header routes.
+    stepped = set_canary_weight(vs, TARGET, 30)
+    expected = set_canary_weight(stepped, TARGET, 0)
+    assert rollback(stepped, TARGET)["spec"]["http"] == [
+        r for r in _strip_canary_mirrors(expected)["spec"]["http"]
+    ]
+
+
+def _strip_canary_mirrors(vs: dict[str, Any]) -> dict[str, Any]:
+    out = copy.deepcopy(vs)
+    for route in out["spec"]["http"]:
+        if (route.get("mirror") or {}).get("host") == HOST and route["mirror"].get(
+            "subset"
+        ) == "v2":
+            for key in ("mirror", "mirrorPercentage"):
+                route.pop(key, None)
+        if "mirrors" in route:
+            kept = [
+                m
+                for m in route["mirrors"]
+                if not (
+                    m["destination"].get("host") == HOST and m["destination"].get("subset") == "v2"
+                )
+            ]
+            if kept:
+                route["mirrors"] = kept
+            else:
+                del route["mirrors"]
+    return out
+
+
+@settings(max_examples=100, deadline=None)
+@given(virtual_services())
+def test_read_split_keeps_true_relative_shares(vs: dict[str, Any]) -> None:
+    split = read_split(vs, TARGET)
+    assert [r.route for r in split.routes] == managed_routes(vs, TARGET)
+    for route_split, (_protocol, _index, body) in zip(
+        split.routes, rollout_routes(vs), strict=True
+    ):
+        entries = body["route"]
+        if len(entries) == 1:
+            expected = {entries[0]["destination"]["subset"]: Fraction(1)}
+        else:
+            total = sum(e.get("weight", 0) for e in entries)
+            expected = {
+                e["destination"]["subset"]: Fraction(e.get("weight", 0), total or 1)
+                for e in entries
+            }
+        for subset in ("v1", "v2"):
+            assert route_split.share(subset) == expected.get(subset, 0)
+            shown = route_split.as_dict()["split"].get(subset, 0)
+            assert (shown == 0) == (expected.get(subset, 0) == 0), (route_split, shown)
 
 
 @settings(max_examples=60, deadline=None)
-@given(virtual_services())
-def test_read_split_matches_generated_weights(vs: dict[str, Any]) -> None:
-    weights = {e["destination"]["subset"]: e["weight"] for e in weighted_route(vs)["route"]}
-    split = read_split(vs, TARGET)
-    if len(weights) == 1:
-        assert split.as_dict()[next(iter(weights))] == 100
-    else:
-        assert split.as_dict() == {"v1": weights["v1"], "v2": weights["v2"]}
+@given(virtual_services(), st.data())
+def test_route_name_lists_must_name_every_route_of_the_service(
+    vs: dict[str, Any], data: st.DataObject
+) -> None:
+    labels = managed_routes(vs, TARGET)
+    order = data.draw(st.permutations(labels))
+    everything = RouteTarget(route_name=list(order))
+    assert set_canary_weight(vs, everything, 40) == set_canary_weight(vs, TARGET, 40)
+    if len(labels) > 1:
+        fewer = RouteTarget(route_name=list(order[:-1]))
+        with pytest.raises(RoutingError, match=re.escape(f"route(s) {order[-1]!r}")):
+            set_canary_weight(vs, fewer, 40)
+        with pytest.raises(RoutingError, match="not in route_name"):
+            promote(vs, fewer)
+        # A rollback is never refused for the shape of the target: it cleans every route.
+        assert _sends_to(rollback(vs, fewer), "v2") == []

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from fractions import Fraction
 
 import pytest
 import yaml
@@ -10,7 +11,6 @@ import yaml
 from airflow_canary.routing import (
     HeaderRoute,
     RouteTarget,
-    TrafficSplit,
     product_header_routes,
     promote,
     read_split,
@@ -41,7 +41,10 @@ def test_weight_steps_reproduce_seed_manifests(name: str, weight: int) -> None:
     assert out["spec"] == load(name)["spec"]
     assert out["apiVersion"] == start["apiVersion"]
     assert out["metadata"] == start["metadata"]
-    assert read_split(out, TARGET) == TrafficSplit("v1", "v2", 100 - weight, weight)
+    split = read_split(out, TARGET)
+    assert split.as_dict() == {"v1": 100 - weight, "v2": weight}
+    assert split.canary_share == Fraction(weight, 100)
+    assert [r.route for r in split.routes] == ["http[0]"]
 
 
 def test_weight_zero_gives_single_stable_destination() -> None:
@@ -115,11 +118,14 @@ def test_rollback_and_promote_from_every_state(label: str, vs: dict) -> None:
     assert vs == before
 
 
-def test_seed_header_route_without_product_name_is_left_alone() -> None:
-    # vs-05's header route was written by a person, not by the product: keep it.
+def test_seed_header_route_written_by_a_person_is_part_of_the_service() -> None:
+    # vs-05's header route was written by a person, not by the product: it is not removed, but
+    # it sends to the canary, so a rollback sends it to stable like every other route.
     vs05 = load("vs-05-header-v2")
     assert product_header_routes(vs05) == []
-    assert rollback(vs05, TARGET) == vs05
+    rolled_back = rollback(vs05, TARGET)
+    assert rolled_back["spec"]["http"][0]["match"] == vs05["spec"]["http"][0]["match"]
+    assert read_split(rolled_back, TARGET).routes_sending_to("v2") == []
     promoted = promote(vs05, TARGET)
     assert promoted["spec"]["http"][0] == vs05["spec"]["http"][0]
     assert promoted["spec"]["http"][1] == load("vs-04-all-v2")["spec"]["http"][0]

@@ -1,28 +1,36 @@
-"""Locating the weighted route, keeping what is not ours, and the errors a user can hit."""
+"""Which routes a rollout moves, exact splits, keeping what is not ours, and the errors a user can hit."""
 
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
+from fractions import Fraction
+from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from airflow_canary.routing import (
     HeaderRoute,
     MatchType,
     RouteTarget,
     RoutingError,
+    check_target,
+    managed_routes,
     product_header_routes,
     promote,
     read_split,
     remove_header_route,
     remove_product_routes,
     rollback,
+    rollout_host,
     set_canary_weight,
     set_header_route,
 )
 
 TARGET = RouteTarget()
+FIELD_CASES = Path(__file__).parents[1] / "data" / "field-cases"
 
 
 def _entry(
@@ -80,67 +88,128 @@ def test_port_and_entry_fields_are_kept_and_copied_to_new_destinations() -> None
     assert header["spec"]["http"][0]["route"][0]["destination"]["port"] == {"number": 8080}
 
 
-def test_route_with_match_everything_is_the_weighted_route() -> None:
-    for match in (
-        [{}],
-        [{"name": "all"}],
-        [{"uri": {"prefix": "/"}}],
-        [{"uri": {"prefix": "/x"}}, {}],
-    ):
-        vs = _vs(API_ROUTE, {"match": match, "route": [_entry("v1")]})
-        out = set_canary_weight(vs, TARGET, 50)
-        assert out["spec"]["http"][0] == API_ROUTE
-        assert out["spec"]["http"][1]["match"] == match
-        assert read_split(out, TARGET).as_dict() == {"v1": 50, "v2": 50}
-
-
-def test_route_name_picks_a_route_with_a_match() -> None:
-    target = RouteTarget(route_name="api")
-    vs = _vs(API_ROUTE, {"route": [_entry("v1")]})
-    out = set_canary_weight(vs, target, 10)
-    assert [e["weight"] for e in out["spec"]["http"][0]["route"]] == [90, 10]
+def test_every_route_to_the_subsets_moves_together() -> None:
+    # A route with a match that sends to the stable subset is part of the service: it moves too.
+    catch_all = {"match": [{}], "route": [_entry("v1")]}
+    vs = _vs(API_ROUTE, catch_all)
+    out = set_canary_weight(vs, TARGET, 50)
     assert out["spec"]["http"][0]["retries"] == API_ROUTE["retries"]
-    assert out["spec"]["http"][1] == vs["spec"]["http"][1]
-    with_header = set_header_route(out, target, HeaderRoute("x-canary", "1"))
-    assert [r.get("name") for r in with_header["spec"]["http"]] == [
-        "airflow-canary-header-x-canary",
-        "api",
-        None,
+    assert out["spec"]["http"][0]["match"] == API_ROUTE["match"]
+    assert out["spec"]["http"][1]["match"] == [{}]
+    split = read_split(out, TARGET)
+    assert [r.as_dict() for r in split.routes] == [
+        {"route": "api", "protocol": "http", "split": {"v1": 50, "v2": 50}},
+        {"route": "http[1]", "protocol": "http", "split": {"v1": 50, "v2": 50}},
+    ]
+    assert split.uniform and managed_routes(vs, TARGET) == ["api", "http[1]"]
+
+
+def test_route_name_list_must_cover_every_route_of_the_subsets() -> None:
+    vs = _vs(API_ROUTE, {"name": "primary", "route": [_entry("v1")]})
+    with pytest.raises(RoutingError) as info:
+        set_canary_weight(vs, RouteTarget(route_name="primary"), 10)
+    assert str(info.value) == (
+        "VirtualService 'model-virtual-service': route(s) 'api' also send to subsets 'v1'/'v2' "
+        "of model-service.ml.svc.cluster.local but are not in route_name ['primary']; add "
+        "them, so that the whole service moves together, or point them elsewhere"
+    )
+    both = RouteTarget(route_name=["primary", "api"])
+    assert set_canary_weight(vs, both, 10) == set_canary_weight(vs, TARGET, 10)
+    assert check_target(vs, RouteTarget(route_name=("api", "primary"))).canary_share == 0
+
+
+def test_route_name_refers_to_tcp_and_tls_routes_by_position() -> None:
+    vs = _vs({"name": "primary", "route": [_entry("v1")]})
+    vs["spec"]["tcp"] = [
+        {"match": [{"port": 9000}], "route": [_entry("v1", port={"number": 9000})]}
+    ]
+    target = RouteTarget(route_name=["primary", "tcp[0]"])
+    out = set_canary_weight(vs, target, 25)
+    assert read_split(out, target).describe() == (
+        "http primary: v1 75% v2 25%; tcp[0]: v1 75% v2 25%"
+    )
+    with pytest.raises(RoutingError, match=r"has no route 'tcp\[1\]' .* 'primary', 'tcp\[0\]'"):
+        set_canary_weight(vs, RouteTarget(route_name=["primary", "tcp[1]"]), 25)
+
+
+def test_host_is_the_one_the_subsets_name_or_the_virtual_services_own() -> None:
+    other = {"match": [{"uri": {"prefix": "/legacy"}}], "route": [_entry("v1", host="legacy")]}
+    fqdn = {"route": [_entry("v1", host="model-service.ml.svc.cluster.local")]}
+    vs = _vs(fqdn, other)
+    assert rollout_host(vs, TARGET) == "model-service.ml.svc.cluster.local"
+    out = set_canary_weight(vs, TARGET, 10)
+    assert out["spec"]["http"][1] == other
+    vs["spec"]["hosts"] = ["model.example.com"]
+    with pytest.raises(RoutingError, match="several hosts: .*legacy.*set host"):
+        set_canary_weight(vs, TARGET, 10)
+    pinned = set_canary_weight(vs, RouteTarget(host="model-service"), 10)
+    assert pinned["spec"]["http"] == out["spec"]["http"]
+
+
+def test_relative_weights_are_read_exactly() -> None:
+    vs = _vs({"route": [_entry("v1", 3), _entry("v2", 1)]})
+    assert read_split(vs, TARGET).as_dict() == {"v1": 75, "v2": 25}
+    vs = _vs({"route": [_entry("v1", 2), _entry("v2", 1)]})
+    assert read_split(vs, TARGET).as_dict() == {"v1": 66.6667, "v2": 33.3333}
+    assert read_split(vs, TARGET).canary_share == Fraction(1, 3)
+    # A live canary is never rounded away, however small its share.
+    vs = _vs({"route": [_entry("v1", 999_999), _entry("v2", 1)]})
+    split = read_split(vs, TARGET).as_dict()
+    assert 0 < split["v2"] < 0.001 and split["v1"] < 100
+    vs = _vs({"route": [_entry("v1", 0), _entry("v2", 0)]})
+    assert read_split(vs, TARGET).as_dict() == {"v1": 0, "v2": 0}
+
+
+def test_lone_destination_gets_everything_whatever_its_weight() -> None:
+    for weight in (None, 0, 7):
+        vs = _vs({"route": [_entry("v2", weight)]})
+        assert read_split(vs, TARGET).as_dict() == {"v1": 0, "v2": 100}
+        assert rollback(vs, TARGET)["spec"]["http"][0]["route"] == [_entry("v1", 100)]
+
+
+def test_rollback_keeps_other_destinations_and_moves_only_the_canary_share() -> None:
+    mixed = {"route": [_entry("v2", 10), _entry("v1", 60), _entry(None, 30, host="legacy")]}
+    out = rollback(_vs(mixed), TARGET)
+    assert out["spec"]["http"][0]["route"] == [
+        _entry("v1", 70),
+        _entry(None, 30, host="legacy"),
+    ]
+    canary_only = {"route": [_entry("v2", 1, port={"number": 8080}), _entry(None, 3, host="x")]}
+    out = rollback(_vs(canary_only), TARGET)
+    assert out["spec"]["http"][0]["route"] == [
+        _entry("v1", 1, port={"number": 8080}),
+        _entry(None, 3, host="x"),
     ]
 
 
-def test_host_narrows_catch_all_routes_and_accepts_fqdn() -> None:
-    other = {"route": [_entry(None, host="legacy-service")]}
-    fqdn = {"route": [_entry("v1", host="model-service.ml.svc.cluster.local")]}
-    vs = _vs(fqdn, other)
-    with pytest.raises(RoutingError, match="several catch-all http routes"):
-        set_canary_weight(vs, TARGET, 10)
-    out = set_canary_weight(vs, RouteTarget(host="model-service"), 10)
-    assert out["spec"]["http"][1] == other
-    assert {e["destination"]["host"] for e in out["spec"]["http"][0]["route"]} == {
-        "model-service.ml.svc.cluster.local"
+def test_rollback_and_promote_drop_mirrors_to_the_losing_subset() -> None:
+    mirrored = {
+        "route": [_entry("v1", 90), _entry("v2", 10)],
+        "mirror": {"host": "model-service", "subset": "v2"},
+        "mirrorPercentage": {"value": 50.0},
+        "mirrors": [
+            {"destination": {"host": "model-service", "subset": "v2"}},
+            {"destination": {"host": "shadow"}},
+        ],
     }
-
-
-def test_relative_weights_are_read_as_percentages() -> None:
-    vs = _vs({"route": [_entry("v1", 3), _entry("v2", 1)]})
-    assert read_split(vs, TARGET).as_dict() == {"v1": 75, "v2": 25}
-    vs = _vs({"route": [_entry("v1", 0), _entry("v2", 0)]})
-    with pytest.raises(RoutingError, match="sends no traffic: every destination has weight 0"):
-        read_split(vs, TARGET)
-
-
-def test_lone_destination_without_weight_gets_everything() -> None:
-    vs = _vs({"route": [_entry("v2")]})
-    assert read_split(vs, TARGET).as_dict() == {"v1": 0, "v2": 100}
+    out = rollback(_vs(mirrored), TARGET)["spec"]["http"][0]
+    assert "mirror" not in out and "mirrorPercentage" not in out
+    assert out["mirrors"] == [{"destination": {"host": "shadow"}}]
+    kept = promote(_vs(mirrored), TARGET)["spec"]["http"][0]
+    assert kept["mirror"] == mirrored["mirror"] and kept["mirrors"] == mirrored["mirrors"]
 
 
 def test_header_route_replaced_in_place_and_others_kept() -> None:
-    vs = _vs(API_ROUTE, {"route": [_entry("v1", 100)]})
+    other = {
+        "name": "legacy",
+        "match": [{"uri": {"prefix": "/old"}}],
+        "route": [_entry(None, host="legacy")],
+    }
+    vs = _vs(other, {"route": [_entry("v1", 100)]})
     a = set_header_route(vs, TARGET, HeaderRoute("x-a", "1"))
     ab = set_header_route(a, TARGET, HeaderRoute("x-b", "^v[0-9]+$", MatchType.REGEX))
     assert [r.get("name") for r in ab["spec"]["http"]] == [
-        "api",
+        "legacy",
         "airflow-canary-header-x-a",
         "airflow-canary-header-x-b",
         None,
@@ -155,6 +224,16 @@ def test_header_route_replaced_in_place_and_others_kept() -> None:
     only_b = remove_header_route(replaced, TARGET, "x-a")
     assert [r.header for r in product_header_routes(only_b)] == ["x-b"]
     assert remove_product_routes(replaced) == vs
+
+
+def test_header_route_goes_before_the_first_route_of_the_subsets() -> None:
+    vs = _vs(API_ROUTE, {"route": [_entry("v1", 100)]})
+    out = set_header_route(vs, TARGET, HeaderRoute("x-canary", "1"))
+    assert [r.get("name") for r in out["spec"]["http"]] == [
+        "airflow-canary-header-x-canary",
+        "api",
+        None,
+    ]
 
 
 def test_header_route_after_weighted_route_moves_before_it() -> None:
@@ -190,105 +269,101 @@ def test_product_routes_identified_only_by_name_prefix() -> None:
         "route": [_entry("v2", 100)],
     }
     vs = _vs(lookalike, edited, {"route": [_entry("v1", 100)]})
-    assert (
-        product_header_routes(vs) == []
-    )  # the edited one is no longer a header route we can describe
+    assert product_header_routes(vs) == []  # edited into a shape the product never writes
     assert [r.get("name") for r in remove_product_routes(vs)["spec"]["http"]] == [
         "canary-header-x-a",
         None,
     ]
-    assert rollback(vs, TARGET)["spec"]["http"][0] == lookalike
+    # The look-alike is the user's route to the canary: a rollback moves it to stable too.
+    rolled_back = rollback(vs, TARGET)["spec"]["http"][0]
+    assert rolled_back == {**lookalike, "route": [_entry("v1", 100)]}
 
 
-def test_vs_without_http_section_only_for_route_removal() -> None:
+def test_tcp_and_tls_only_virtual_services() -> None:
     vs = {
-        "metadata": {"name": "tcp-only"},
-        "spec": {"hosts": ["db"], "tcp": [{"route": [_entry(None, host="db")]}]},
+        "metadata": {"name": "tls-only", "namespace": "ml"},
+        "spec": {
+            "hosts": ["model.example.com"],
+            "tls": [
+                {
+                    "match": [{"port": 443, "sniHosts": ["model.example.com"]}],
+                    "route": [_entry("v1", 100), _entry("v2", 0)],
+                }
+            ],
+        },
     }
-    assert remove_product_routes(vs) == vs
+    assert read_split(vs, TARGET).describe() == "tls[0]: v1 100% v2 0%"
+    out = set_canary_weight(vs, TARGET, 10)
+    assert out["spec"]["tls"][0]["route"] == [_entry("v1", 90), _entry("v2", 10)]
+    assert out["spec"]["tls"][0]["match"] == vs["spec"]["tls"][0]["match"]
     with pytest.raises(
-        RoutingError,
-        match="VirtualService 'tcp-only' has no catch-all http route .* routes are: none",
+        RoutingError, match=r"no http route to subsets .v1./.v2. .*\(header_route=None\)"
     ):
-        set_canary_weight(vs, TARGET, 1)
+        set_header_route(vs, TARGET, HeaderRoute("x-a", "1"))
+    assert remove_product_routes(vs) == vs
+
+
+def test_field_case_tcp_route_moves_with_the_http_route() -> None:
+    vs, tls_only = _field_case("01-tcp-tls-routes.yaml")
+    rolled_back = rollback(vs, TARGET)
+    assert read_split(rolled_back, TARGET).describe() == "http primary: v1 100%; tcp[0]: v1 100%"
+    assert rolled_back["spec"]["tcp"][0]["route"] == [
+        {
+            "destination": {"host": "model-service", "subset": "v1", "port": {"number": 9000}},
+            "weight": 100,
+        }
+    ]
+    promoted = promote(vs, TARGET)
+    assert read_split(promoted, TARGET).describe() == "http primary: v2 100%; tcp[0]: v2 100%"
+    assert read_split(vs, TARGET).routes_as_list() == [
+        {"route": "primary", "protocol": "http", "split": {"v1": 90, "v2": 10}},
+        {"route": "tcp[0]", "protocol": "tcp", "split": {"v1": 90, "v2": 10}},
+    ]
+    assert read_split(set_canary_weight(tls_only, TARGET, 50), TARGET).describe() == (
+        "tls[0]: v1 50% v2 50%"
+    )
+    assert read_split(rollback(tls_only, TARGET), TARGET).describe() == "tls[0]: v1 100%"
 
 
 # ---- errors -------------------------------------------------------------------------------
 
 
-def test_error_no_weighted_route_lists_routes() -> None:
+def test_error_no_route_to_the_subsets_lists_routes() -> None:
     vs = _vs(
-        API_ROUTE, {"match": [{"headers": {"x-user": {"exact": "a"}}}], "route": [_entry("v1")]}
+        {"name": "legacy", "match": [{"uri": {"prefix": "/api"}}], "route": [_entry(None)]},
+        {"delegate": {"name": "team-routes", "namespace": "ml"}},
     )
     with pytest.raises(RoutingError) as info:
         set_canary_weight(vs, TARGET, 10)
     message = str(info.value)
-    assert "VirtualService 'model-virtual-service' has no catch-all http route" in message
-    assert '#0 name=\'api\' match=[{"uri":{"prefix":"/api"}}] -> model-service/v1' in message
-    assert '#1 match=[{"headers":{"x-user":{"exact":"a"}}}]' in message
-    assert "set route_name" in message
+    assert "has no http, tcp or tls route to subset 'v1' or 'v2'" in message
+    assert 'http \'legacy\' match=[{"uri":{"prefix":"/api"}}] -> model-service/-' in message
+    assert "http 'http[1]' no match delegate -> no destinations" in message
+    assert rollback(vs, TARGET) == vs
+    assert read_split(vs, TARGET).routes == ()
 
 
-def test_error_no_weighted_route_for_host() -> None:
-    vs = _vs({"route": [_entry("v1")]})
-    with pytest.raises(RoutingError, match="no catch-all http route .* to host 'other-service'"):
-        read_split(vs, RouteTarget(host="other-service"))
-
-
-def test_error_several_catch_all_routes_names_them() -> None:
-    vs = _vs({"name": "first", "route": [_entry("v1")]}, {"match": [{}], "route": [_entry("v1")]})
-    with pytest.raises(RoutingError) as info:
-        set_canary_weight(vs, TARGET, 10)
-    message = str(info.value)
-    assert "several catch-all http routes" in message
-    assert "#0 name='first' no match" in message and "#1 match=[{}]" in message
-    assert "set route_name" in message
-    assert read_split(vs, RouteTarget(route_name="first")).canary_weight == 0
-
-
-def test_error_route_name_not_found_lists_names() -> None:
-    vs = _vs(API_ROUTE, {"name": "primary", "route": [_entry("v1")]})
-    with pytest.raises(RoutingError) as info:
-        set_canary_weight(vs, RouteTarget(route_name="main"), 10)
-    assert str(info.value) == (
-        "VirtualService 'model-virtual-service' has no http route named 'main'; its route names are: 'api', 'primary'"
-    )
-    with pytest.raises(RoutingError, match="route names are: none"):
-        read_split(_vs({"route": [_entry("v1")]}), RouteTarget(route_name="main"))
-
-
-def test_error_foreign_subset_is_refused_not_dropped() -> None:
-    vs = _vs({"name": "primary", "route": [_entry("v1", 80), _entry("v3", 20)]})
-    for operation in (
-        lambda: set_canary_weight(vs, TARGET, 10),
-        lambda: read_split(vs, TARGET),
-        lambda: promote(vs, TARGET),
-        lambda: rollback(vs, TARGET),
-        lambda: set_header_route(vs, TARGET, HeaderRoute("x-a", "1")),
-    ):
-        with pytest.raises(RoutingError) as info:
-            operation()
-        assert str(info.value) == (
-            "weighted route 'primary' of VirtualService 'model-virtual-service' sends traffic to subset 'v3', "
-            "which is neither the stable subset 'v1' nor the canary subset 'v2'; set stable_subset/canary_subset "
-            "to match the route or remove that destination first"
-        )
-    with pytest.raises(RoutingError, match="subset None"):
-        read_split(_vs({"route": [_entry(None)]}), TARGET)
-
-
-def test_error_foreign_host_in_weighted_route() -> None:
-    vs = _vs({"route": [_entry("v1", 90), _entry("v2", 10, host="elsewhere")]})
-    with pytest.raises(
-        RoutingError, match="also sends traffic to host 'elsewhere', not only to 'model-service'"
-    ):
-        set_canary_weight(vs, TARGET, 10)
-
-
-def test_error_named_route_without_destinations() -> None:
+def test_error_route_name_that_does_not_send_to_the_subsets() -> None:
     vs = _vs({"name": "moved", "redirect": {"uri": "/v2"}}, {"route": [_entry("v1")]})
-    with pytest.raises(RoutingError, match="route 'moved' .* has no `route` destinations"):
+    with pytest.raises(
+        RoutingError, match="route 'moved' .* sends to neither subset 'v1' nor 'v2'"
+    ):
         set_canary_weight(vs, RouteTarget(route_name="moved"), 10)
+
+
+def test_error_foreign_destination_in_a_route_of_the_subsets() -> None:
+    operations: list[Callable[[dict[str, Any]], object]] = [
+        lambda vs: set_canary_weight(vs, TARGET, 10),
+        lambda vs: promote(vs, TARGET),
+        lambda vs: set_header_route(vs, TARGET, HeaderRoute("x-a", "1")),
+        lambda vs: check_target(vs, TARGET),
+    ]
+    for extra in (_entry("v3", 20), _entry("v2", 20, host="elsewhere"), _entry(None, 20)):
+        vs = _vs({"name": "primary", "route": [_entry("v1", 80), extra]})
+        for operation in operations:
+            with pytest.raises(RoutingError, match="http route 'primary' .* also sends to"):
+                operation(vs)
+        assert rollback(vs, TARGET)["spec"]["http"][0]["route"][0] == _entry("v1", 80)
 
 
 def test_error_bad_weight_and_header_subset() -> None:
@@ -297,6 +372,8 @@ def test_error_bad_weight_and_header_subset() -> None:
         set_canary_weight(vs, TARGET, 150)
     with pytest.raises(RoutingError, match="header route subset 'v3' is neither .* subset='v2'"):
         set_header_route(vs, TARGET, HeaderRoute("x-a", "1", subset="v3"))
+    with pytest.raises(RoutingError, match="not a non-negative integer"):
+        read_split(_vs({"route": [_entry("v1", -1), _entry("v2", 1)]}), TARGET)
 
 
 def test_errors_leave_input_untouched() -> None:
@@ -305,3 +382,8 @@ def test_errors_leave_input_untouched() -> None:
     with pytest.raises(RoutingError):
         set_canary_weight(vs, TARGET, 10)
     assert vs == before
+
+
+def _field_case(name: str) -> list[dict[str, Any]]:
+    with open(FIELD_CASES / name, encoding="utf-8") as handle:
+        return [doc for doc in yaml.safe_load_all(handle) if doc]

@@ -226,3 +226,33 @@ def test_only_the_rollout_layout_counts() -> None:
     assert classify("canary.step_1.set_weights", None) is None
     grouped_promote = classify("etl.promote", "PythonOperator")
     assert grouped_promote is not None and not marks_rollout(grouped_promote, "PythonOperator")
+
+
+def test_each_routes_split_is_shown_and_fractional_weights_are_kept() -> None:
+    tasks = _layout(
+        {
+            "canary.plan": "success",
+            "canary.header_route": "success",
+            "canary.step_1.set_weight": "success",
+            "canary.step_1.analyze": "deferred",
+        }
+    )
+    step = {
+        "split": {"v1": 66.6667, "v2": 33.3333},
+        "routes": [
+            {"route": "primary", "protocol": "http", "split": {"v1": 95, "v2": 5}},
+            {"route": "tcp[0]", "protocol": "tcp", "split": {"v1": 66.6667, "v2": 33.3333}},
+        ],
+        "header_routes": [],
+        "at": "2026-11-26T04:50:05.000+00:00",
+    }
+    xcoms = {
+        "canary.plan": {"return_value": PLAN},
+        "canary.header_route": {"return_value": _traffic(0, "2026-11-26T04:50:01.000+00:00")},
+        "canary.step_1.set_weight": {"return_value": step},
+    }
+    rollout = assemble(RUN, "canary", tasks, xcoms, UiLinks("/airflow/"))
+    assert rollout.current_weight == 33.3333
+    assert rollout.routes == ("primary: v1 95% v2 5%", "tcp[0]: v1 66.6667% v2 33.3333%")
+    html = render_page([rollout], PageContext("ann", T0, 25))
+    assert "primary: v1 95% v2 5%; tcp[0]: v1 66.6667% v2 33.3333%" in html
