@@ -138,12 +138,14 @@ class RolloutRollbackOperator(RollbackCanaryOperator):
         for task_id in self.analysis_task_ids:
             verdicts.append((task_id, ti.xcom_pull(task_ids=task_id, key="verdict")))
         failed: list[str] = []
+        moved: list[str] = []  # traffic tasks that succeeded: traffic reached the canary
         try:
             states = ti.get_task_states(dag_id=ti.dag_id, run_ids=[ti.run_id])
             for task_id, state in (states.get(ti.run_id) or {}).items():
-                if state in ("failed", "upstream_failed") and task_id != self.task_id:
-                    if state == "failed":
-                        failed.append(task_id)
+                if state == "failed" and task_id != self.task_id:
+                    failed.append(task_id)
+                if state == "success" and task_id.endswith(_TRAFFIC_TASKS):
+                    moved.append(task_id)
         except Exception as err:  # the reason is informative only; rollback must go on
             self.log.warning("Could not read task states for the rollback reason: %s", err)
         self.reason = rollback_reason(verdicts, failed)
@@ -153,7 +155,7 @@ class RolloutRollbackOperator(RollbackCanaryOperator):
         # Every other failure to write propagates with the current split: a rollback is never
         # reported as "nothing to roll back" while a route could still send to the canary.
         try:
-            return super().execute(context)
+            result = super().execute(context)
         except RollbackFailedError as err:
             if not isinstance(err.__cause__, IstioNotFoundError):
                 raise
@@ -164,6 +166,17 @@ class RolloutRollbackOperator(RollbackCanaryOperator):
                 "reason": self.reason,
                 "virtual_service": self.virtual_service,
             }
+        # The canary may already be off traffic (the analysis rolled back in its trigger, or
+        # another writer): the rollout still rolled back if its traffic had moved.
+        in_trigger = [t for t, v in verdicts if isinstance(v, dict) and v.get("rolled_back_at")]
+        if not result.get("rolled_back") and (moved or in_trigger):
+            result["rolled_back"] = True
+            result["already_stable"] = True
+        return result
+
+
+#: task id endings of the rollout's tasks that send traffic to the canary
+_TRAFFIC_TASKS = (".set_weight", ".header_route")
 
 
 class FailRolloutOperator(BaseOperator):

@@ -102,7 +102,6 @@ def test_a_weight_reverted_by_kubectl_replace_ends_the_step(
         "canary weight changed from 10% to 0% by another writer after "
     )
     assert verdict["weight_changed"] is True and verdict["weight_corrections"] == []
-    assert verdict["elapsed_seconds"] < 12  # ended at the poll that saw it, before the bake time
     assert _canary_weight(mesh, canary_at_10) == 0  # the product did not fight the other writer
 
 
