@@ -10,7 +10,7 @@ import re
 import time
 import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
@@ -18,6 +18,7 @@ from aiohttp import web
 from multidict import CIMultiDict
 
 from airflow_canary.local.apiserver.store import ObjectStore
+from airflow_canary.local.dataplane.routes import Mirror, RequestView, Route, Target
 from airflow_canary.local.dataplane.telemetry import Destination, Telemetry
 
 ISTIO_GROUP = "networking.istio.io"
@@ -131,17 +132,6 @@ class StringMatch:
 
 
 @dataclass(frozen=True)
-class RequestView:
-    """What routing looks at in a request."""
-
-    authority: str
-    method: str
-    path: str
-    headers: Mapping[str, str]
-    query: Mapping[str, str] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
 class MatchBlock:
     """One entry of an http route's ``match`` list: every condition in it must hold."""
 
@@ -205,43 +195,6 @@ class MatchBlock:
 
 
 # -- routes ----------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Target:
-    """A destination: a Service (namespace, name) and optionally a DestinationRule subset."""
-
-    namespace: str
-    service: str
-    subset: str | None = None
-
-
-@dataclass(frozen=True)
-class Mirror:
-    target: Target
-    percent: float
-
-
-@dataclass(frozen=True)
-class Route:
-    """A compiled http route of a VirtualService."""
-
-    name: str
-    matches: tuple[MatchBlock, ...]
-    targets: tuple[Target, ...]
-    cum_weights: tuple[int, ...]
-    mirrors: tuple[Mirror, ...] = ()
-
-    def matches_request(self, request: RequestView) -> bool:
-        return not self.matches or any(block.matches(request) for block in self.matches)
-
-    def choose(self, rng: random.Random) -> Target | None:
-        """One destination drawn by weight, independently for each request; None if all weights are 0."""
-        if len(self.targets) == 1:
-            return self.targets[0]
-        if not self.cum_weights or self.cum_weights[-1] <= 0:
-            return None
-        return rng.choices(self.targets, cum_weights=self.cum_weights, k=1)[0]
 
 
 def _target(destination: Mapping[str, Any], namespace: str) -> Target:
