@@ -156,6 +156,13 @@ class HTTPRouteSplit:
             self.canary_service: _percent(self.canary_share),
         }
 
+    def routes_as_list(self) -> list[dict[str, Any]]:
+        """Each rule's split, in the shape of the Istio router's ``TrafficSplit.routes_as_list``."""
+        return [
+            {"route": r.rule, "protocol": "http", "split": {k: _percent(v) for k, v in r.shares}}
+            for r in self.rules
+        ]
+
     def describe(self) -> str:
         if not self.rules:
             return "no rule sends to the rollout's Services"

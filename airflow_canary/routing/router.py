@@ -264,7 +264,7 @@ def router_for(
                 f"Istio subsets live in the DestinationRule, got {backend_namespace!r}"
             )
         return IstioRouter(RouteTarget(stable or "v1", canary or "v2", routes))
-    names = (routes,) if isinstance(routes, str) else (tuple(routes) if routes else None)
+    names = (routes,) if isinstance(routes, str) else (None if routes is None else tuple(routes))
     return GatewayAPIRouter(
         gateway_api.ServiceTarget(
             stable or "model-v1", canary or "model-v2", backend_namespace, names
