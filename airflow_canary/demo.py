@@ -4,7 +4,9 @@ Starts the local stack (mesh, Istio CRDs, model-v1, Prometheus, steady load), ru
 ``canary_rollout`` DAG with ``airflow dags test`` and short bake times, and prints a table as
 it goes: the canary weight, requests, error rate and p99 per version from Prometheus, and each
 step's verdict. ``--canary bad`` (and its variants) deploys a worse model-v2 and shows the
-detection and the rollback with its reason. Every process stops on exit and on Ctrl-C.
+detection and the rollback with its reason. ``--router gateway-api`` runs the same DAG on a
+Gateway API HTTPRoute (Services model-v1 and model-v2) instead of an Istio VirtualService; it
+needs ``$CANARY_GATEWAY_API_CRDS``. Every process stops on exit and on Ctrl-C.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from typing import Any
 import yaml
 
 from airflow_canary.local.tools.stack import REPO, LocalStack, StackConfig, StackError
+from airflow_canary.routing.router import Router, RouterKind, router_for
 
 #: what each ``--canary`` choice sets in the DAG's params
 CANARIES: dict[str, dict[str, Any]] = {
@@ -72,19 +75,24 @@ def _by_version(stack: LocalStack, promql: str) -> dict[str, float]:
     return values
 
 
-def _traffic(stack: LocalStack) -> tuple[str, str]:
-    """The step the canary weight stands at and the split, read from the VirtualService."""
-    from airflow_canary.routing import RouteTarget, product_header_routes, read_split
+def _router(stack: LocalStack) -> Router:
+    if stack.config.router == "gateway-api":
+        return router_for("gateway-api", stable="model-v1", canary="model-v2")
+    return router_for("istio")
 
+
+def _traffic(stack: LocalStack) -> tuple[str, str]:
+    """The step the canary weight stands at and the split, read from the route object."""
+    router = _router(stack)
     try:
-        vs = stack.virtual_service()
-        split = read_split(vs, RouteTarget())
+        route = stack.route()
+        split = router.read_split(route)
     except Exception as err:  # shown in the table; the DAG run reports real failures
         return "?", f"unreadable: {err}"[:22]
-    weight = split.canary_weight
+    weight = split.canary_percent
     step = f"{STEPS.index(int(weight)) + 1}/{len(STEPS)}" if weight in STEPS else "-"
     text = " ".join(f"{k}={v}%" for k, v in split.as_dict().items() if v)
-    return step, text + (" +header" if product_header_routes(vs) else "")
+    return step, text + (" +header" if router.header_routes(route) else "")
 
 
 def sample(stack: LocalStack, started: float, verdict: str) -> Row:
@@ -138,17 +146,21 @@ def airflow_env(
         "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home}/airflow.db",
         "CANARY_BAKE_TIME_SECONDS": str(bake_seconds),
         "CANARY_POLL_INTERVAL_SECONDS": str(poll_seconds),
+        "CANARY_ROUTER": stack.config.router,
         "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
     }
 
 
-def run_demo(canary: str, state_dir: Path, bake_seconds: int, rps: float) -> int:
+def run_demo(
+    canary: str, state_dir: Path, bake_seconds: int, rps: float, router: str = "istio"
+) -> int:
     conf = {"bake_time_seconds": bake_seconds, **CANARIES[canary]}
     print(
         f"demo: canary '{canary}' ({json.dumps(CANARIES[canary]) if CANARIES[canary] else 'a good model-v2'}); state in {state_dir}"
     )
     print("demo: starting the local mesh, model-v1, Prometheus and load ...", flush=True)
-    with LocalStack(StackConfig(state_dir=state_dir, rps=rps)) as stack:
+    print(f"demo: router {router}")
+    with LocalStack(StackConfig(state_dir=state_dir, rps=rps, router=router)) as stack:
         print(
             f"demo: mesh data plane {stack.data_url}, Prometheus {stack.prometheus_url}, kubeconfig {stack.kubeconfig}"
         )
@@ -212,9 +224,11 @@ def run_demo(canary: str, state_dir: Path, bake_seconds: int, rps: float) -> int
         if rolled_back:
             print(f"\ndemo: {rolled_back['reason']}")
         print(f"\ndemo: DAG run {'succeeded: model-v2 promoted' if succeeded else 'failed'}")
-        print("\ndemo: final VirtualService:")
-        vs = stack.virtual_service()
-        print(yaml.safe_dump({k: vs[k] for k in ("apiVersion", "kind", "spec")}, sort_keys=False))
+        route = stack.route()
+        print(f"\ndemo: final {route['kind']}:")
+        print(
+            yaml.safe_dump({k: route[k] for k in ("apiVersion", "kind", "spec")}, sort_keys=False)
+        )
         expected_success = canary == "good"
         if succeeded != expected_success:
             print(
@@ -228,6 +242,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m airflow_canary.demo", description=__doc__)
     parser.add_argument(
         "--canary", choices=sorted(CANARIES), default="good", help="which model-v2 to roll out"
+    )
+    parser.add_argument(
+        "--router",
+        choices=[k.value for k in RouterKind],
+        default="istio",
+        help="traffic backend: an Istio VirtualService, or a Gateway API HTTPRoute",
     )
     parser.add_argument("--bake-seconds", type=int, default=30, help="bake time of each step")
     parser.add_argument("--rps", type=float, default=200.0, help="steady load on model-service")
@@ -245,7 +265,7 @@ def main(argv: list[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, interrupt)
     try:
-        return run_demo(args.canary, state_dir, args.bake_seconds, args.rps)
+        return run_demo(args.canary, state_dir, args.bake_seconds, args.rps, args.router)
     except KeyboardInterrupt:
         print("\ndemo: interrupted; everything stopped", file=sys.stderr)
         return 130

@@ -1,4 +1,4 @@
-"""The traffic target of a rollout: one VirtualService, its two subsets, its route, its connection."""
+"""The traffic target of a rollout: one route object, its stable and canary backends, its router, its connection."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from airflow_canary.routing.router import Router, RouterKind, router_for, router_kind
 from airflow_canary.routing.values import RouteTarget, RoutingError
 from airflow_canary.templating import is_template
 
@@ -17,13 +18,17 @@ KUBERNETES_CONN_ID = "kubernetes_default"
 class TrafficTarget:
     """Where a rollout moves traffic: the object every traffic task, the analysis and the rollback share.
 
-    :param virtual_service: name of the Istio VirtualService carrying the split (may be a template)
+    :param virtual_service: name of the route object carrying the split (may be a template): the
+        Istio VirtualService, or with ``router="gateway-api"`` the Gateway API HTTPRoute
     :param namespace: its namespace (may be a template)
-    :param stable_subset: DestinationRule subset serving the current model
-    :param canary_subset: DestinationRule subset serving the new model
-    :param route_name: the routes to manage: an http route name, a position such as ``tcp[0]``,
-        or a list of them; ``None`` = every http, tcp and tls route of the two subsets
+    :param stable_subset: what serves the current model: a DestinationRule subset (Istio) or a
+        Service name (Gateway API)
+    :param canary_subset: what serves the new model, likewise
+    :param route_name: the routes to manage. Istio: an http route name, a position such as
+        ``tcp[0]``, or a list of them (``None`` = every http, tcp and tls route of the two
+        subsets); Gateway API: rule names (``None`` = every rule of the two Services)
     :param kubernetes_conn_id: cncf-kubernetes connection id reaching the cluster
+    :param router: the traffic backend, ``"istio"`` or ``"gateway-api"``
 
     Literal values are checked when the target is built (DAG parse time), templated ones by the
     task that renders them. Raises :class:`~airflow_canary.routing.RoutingError` naming the value.
@@ -35,6 +40,7 @@ class TrafficTarget:
     canary_subset: str = "v2"
     route_name: str | Sequence[str] | None = None
     kubernetes_conn_id: str = KUBERNETES_CONN_ID
+    router: str = RouterKind.ISTIO.value
 
     def __post_init__(self) -> None:
         for what in ("virtual_service", "namespace", "kubernetes_conn_id"):
@@ -43,16 +49,26 @@ class TrafficTarget:
                 raise RoutingError(f"{what} must be a non-empty string, got {value!r}")
         if isinstance(self.route_name, list):
             object.__setattr__(self, "route_name", tuple(self.route_name))
+        object.__setattr__(self, "router", router_kind(self.router).value)
         if not any(
             is_template(v) for v in (self.stable_subset, self.canary_subset, self.route_name)
         ):
-            self.route_target()
+            self.traffic_router()
 
     def route_target(self) -> RouteTarget:
         """The routing layer's view: the two subsets and the weighted route."""
         # A template rendered to "" means every route; an empty list is refused.
         route_name = None if self.route_name == "" else self.route_name
         return RouteTarget(self.stable_subset, self.canary_subset, route_name)
+
+    def traffic_router(self) -> Router:
+        """The router seam for this target (its verbs act on the route object's documents)."""
+        return router_for(
+            self.router,
+            stable=self.stable_subset,
+            canary=self.canary_subset,
+            routes=None if self.route_name == "" else self.route_name,
+        )
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able form (trigger serialisation, XCom); :meth:`from_dict` reads it back."""

@@ -29,6 +29,14 @@ MODEL_DIR = Path(
 BAKE_TIME_SECONDS = int(os.environ.get("CANARY_BAKE_TIME_SECONDS", "120"))
 POLL_INTERVAL_SECONDS = float(os.environ.get("CANARY_POLL_INTERVAL_SECONDS", "5"))
 STEPS = [1, 10, 50, 100]
+#: the traffic backend: "istio" (VirtualService + DestinationRule subsets) or "gateway-api"
+#: (an HTTPRoute whose rules send to the Services model-v1 and model-v2)
+ROUTER = os.environ.get("CANARY_ROUTER", "istio")
+ROUTE_TARGETS: dict[str, dict[str, str]] = {
+    "istio": {"route": "model-virtual-service", "stable": "v1", "canary": "v2"},
+    "gateway-api": {"route": "model-route", "stable": "model-v1", "canary": "model-v2"},
+}
+ROUTE_TARGET = ROUTE_TARGETS.get(ROUTER, ROUTE_TARGETS["istio"])
 
 MODEL_V2_MANIFEST = {
     "apiVersion": "apps/v1",
@@ -73,7 +81,9 @@ MODEL_V2_MANIFEST = {
 
 PARAMS = {
     "virtual_service": Param(
-        "model-virtual-service", type="string", description="VirtualService to shift"
+        ROUTE_TARGET["route"],
+        type="string",
+        description="route object to shift (VirtualService, or HTTPRoute with Gateway API)",
     ),
     "namespace": Param("default", type="string", description="namespace of the model's objects"),
     "steps": Param(
@@ -173,6 +183,11 @@ with DAG(
         checks=CHECKS,
         bake_time="{{ params.bake_time_seconds }}",
         poll_interval=POLL_INTERVAL_SECONDS,
+        router=ROUTER,
+        stable_subset=ROUTE_TARGET["stable"],
+        canary_subset=ROUTE_TARGET["canary"],
+        stable_version="v1",
+        canary_version="v2",
     )
     train() >> deploy_v2 >> rollout
 

@@ -35,10 +35,12 @@ from airflow_canary.routing import (
     read_split,
     rollback,
 )
+from airflow_canary.routing.router import IstioRouter, Router, RouterKind
 
 _log = logging.getLogger(__name__)
 
 GROUP = "networking.istio.io"
+GATEWAY_GROUP = "gateway.networking.k8s.io"
 #: Versions tried in order; Istio serves the same objects under each of them.
 ISTIO_VERSIONS = ("v1", "v1beta1", "v1alpha3")
 
@@ -419,6 +421,31 @@ def traffic_result(
     }
 
 
+def route_result(
+    router: Router, name: str, namespace: str, update: UpdateResult, **extra: Any
+) -> dict[str, Any]:
+    """The XCom value of a traffic step on either router.
+
+    Istio: exactly ``traffic_result``. Gateway API: the same keys, with ``route`` (the
+    HTTPRoute) and ``router`` in place of ``virtual_service``, and the split keyed by Service.
+    """
+    if isinstance(router, IstioRouter):
+        return traffic_result(namespace, router.target, update, **extra)
+    return {
+        "route": name,
+        "router": router.kind.value,
+        "namespace": namespace,
+        "split": router.read_split(update.after).as_dict(),
+        "header_routes": [
+            {**route.as_dict(), "service": route.subset}
+            for route in router.header_routes(update.after)
+        ],
+        "changed": update.changed,
+        "at": datetime.now(timezone.utc).isoformat(timespec="milliseconds"),
+        **extra,
+    }
+
+
 # --- Sync hook ---------------------------------------------------------------------------------
 
 
@@ -640,6 +667,84 @@ class IstioHook(BaseHook):
         self, name: str, namespace: str, transform: Transform
     ) -> UpdateResult:
         return self.update_istio_object(IstioKind.VIRTUAL_SERVICE, name, namespace, transform)
+
+    # Route objects of either router (the documents the router seam transforms)
+
+    def get_route(self, router: Router, name: str, namespace: str) -> Document:
+        """The route object ``router`` acts on: a VirtualService or a Gateway API HTTPRoute."""
+        if router.kind is RouterKind.ISTIO:
+            return self.get_virtual_service(name, namespace)
+        obj = router.route_object
+        try:
+            found: Document = self._call(
+                lambda: self.custom_objects.get_namespaced_custom_object(
+                    obj.group, obj.versions[0], namespace, obj.plural, name
+                )
+            )
+        except ApiException as exc:
+            if exc.status == 404:
+                raise _not_found(obj.kind, name, namespace) from exc
+            raise _api_error(f"read {obj.kind} {name!r} in {namespace!r}", exc) from exc
+        return found
+
+    def update_route(
+        self, router: Router, name: str, namespace: str, transform: Transform
+    ) -> UpdateResult:
+        """Apply the pure ``transform`` to the route object by read-modify-replace."""
+        if router.kind is RouterKind.ISTIO:
+            return self.update_virtual_service(name, namespace, transform)
+        obj = router.route_object
+
+        def replace(body: Document) -> Document:
+            try:
+                written: Document = self._call(
+                    lambda: self.custom_objects.replace_namespaced_custom_object(
+                        obj.group,
+                        obj.versions[0],
+                        namespace,
+                        obj.plural,
+                        name,
+                        body,
+                        field_manager=FIELD_MANAGER,
+                        field_validation="Strict",
+                    )
+                )
+            except ApiException as exc:
+                if exc.status == 404:
+                    raise _not_found(obj.kind, name, namespace) from exc
+                if exc.status == 409:
+                    raise
+                raise _api_error(f"replace {obj.kind} {name!r} in {namespace!r}", exc) from exc
+            return written
+
+        what = f"{obj.kind} {name!r} in namespace {namespace!r}"
+        steps = _update_steps(what, transform, self.retry_policy, self._rng)
+        return self._run(steps, lambda: self.get_route(router, name, namespace), replace)
+
+    def list_reference_grants(self, namespace: str) -> list[Document]:
+        """Gateway API ReferenceGrants of ``namespace`` (v1, else v1beta1); [] when none are served."""
+        for version in ("v1", "v1beta1"):
+            try:
+                listed = self._call(
+                    lambda v=version: self.custom_objects.list_namespaced_custom_object(  # type: ignore[misc]
+                        GATEWAY_GROUP, v, namespace, "referencegrants"
+                    )
+                )
+            except ApiException as exc:
+                if exc.status == 404:
+                    continue
+                raise _api_error(f"list ReferenceGrants in {namespace!r}", exc) from exc
+            return list(listed.get("items") or [])
+        return []
+
+    def get_service(self, name: str, namespace: str = "default") -> Document:
+        try:
+            found: Document = self._raw(self.core_v1.read_namespaced_service, name, namespace)
+        except ApiException as exc:
+            if exc.status == 404:
+                raise _not_found("Service", name, namespace) from exc
+            raise _api_error(f"read Service {name!r} in {namespace!r}", exc) from exc
+        return found
 
     # Workloads
 
@@ -885,51 +990,126 @@ class AsyncIstioHook:
         self, name: str, namespace: str, transform: Transform
     ) -> UpdateResult:
         """Async ``IstioHook.update_virtual_service``: same steps, same conflict handling."""
-        import asyncio
-
         from kubernetes_asyncio import client as async_k8s
-        from kubernetes_asyncio.client.exceptions import ApiException as AsyncApiException
 
         kind = IstioKind.VIRTUAL_SERVICE
         async with self.kubernetes_hook.get_conn() as api_client:
             api = async_k8s.CustomObjectsApi(api_client)
             version = await self._served_version(api, kind)
-            what = f"{kind.kind} {name!r} in namespace {namespace!r}"
-            steps = _update_steps(what, transform, self.retry_policy, self._rng)
-            try:
-                step = next(steps)
-                while True:
-                    reply: Any = None
-                    if isinstance(step, _Read):
-                        reply = await self._get(api, kind, name, namespace)
-                    elif isinstance(step, _Replace):
-                        try:
-                            reply = await self._call(
-                                api,
-                                partial(
-                                    api.replace_namespaced_custom_object,
-                                    GROUP,
-                                    version,
-                                    namespace,
-                                    kind.value,
-                                    name,
-                                    step.body,
-                                    field_manager=FIELD_MANAGER,
-                                    field_validation="Strict",
-                                ),
-                            )
-                        except AsyncApiException as exc:
-                            if exc.status == 404:
-                                raise _not_found(kind.kind, name, namespace) from exc
-                            if exc.status != 409:
-                                raise _api_error(f"replace {what}", exc) from exc
-                            reply = _CONFLICT
-                    else:
-                        await asyncio.sleep(step.seconds)
-                    step = steps.send(reply)
-            except StopIteration as done:
-                result: UpdateResult = done.value
-                return result
+            return await self._aupdate(
+                api,
+                (GROUP, version, kind.value, kind.kind),
+                name,
+                namespace,
+                transform,
+                lambda: self._get(api, kind, name, namespace),
+            )
+
+    async def _aupdate(
+        self,
+        api: Any,
+        resource: tuple[str, str, str, str],
+        name: str,
+        namespace: str,
+        transform: Transform,
+        read: Callable[[], Any],
+    ) -> UpdateResult:
+        """The update steps over ``resource`` = (group, version, plural, kind)."""
+        import asyncio
+
+        from kubernetes_asyncio.client.exceptions import ApiException as AsyncApiException
+
+        group, version, plural, kind = resource
+        what = f"{kind} {name!r} in namespace {namespace!r}"
+        steps = _update_steps(what, transform, self.retry_policy, self._rng)
+        try:
+            step = next(steps)
+            while True:
+                reply: Any = None
+                if isinstance(step, _Read):
+                    reply = await read()
+                elif isinstance(step, _Replace):
+                    try:
+                        reply = await self._call(
+                            api,
+                            partial(
+                                api.replace_namespaced_custom_object,
+                                group,
+                                version,
+                                namespace,
+                                plural,
+                                name,
+                                step.body,
+                                field_manager=FIELD_MANAGER,
+                                field_validation="Strict",
+                            ),
+                        )
+                    except AsyncApiException as exc:
+                        if exc.status == 404:
+                            raise _not_found(kind, name, namespace) from exc
+                        if exc.status != 409:
+                            raise _api_error(f"replace {what}", exc) from exc
+                        reply = _CONFLICT
+                else:
+                    await asyncio.sleep(step.seconds)
+                step = steps.send(reply)
+        except StopIteration as done:
+            result: UpdateResult = done.value
+            return result
+
+    async def _aget_gateway(self, api: Any, router: Router, name: str, namespace: str) -> Document:
+        from kubernetes_asyncio.client.exceptions import ApiException as AsyncApiException
+
+        obj = router.route_object
+        try:
+            found: Document = await self._call(
+                api,
+                lambda: api.get_namespaced_custom_object(
+                    obj.group, obj.versions[0], namespace, obj.plural, name
+                ),
+            )
+        except AsyncApiException as exc:
+            if exc.status == 404:
+                raise _not_found(obj.kind, name, namespace) from exc
+            raise _api_error(f"read {obj.kind} {name!r} in {namespace!r}", exc) from exc
+        return found
+
+    async def aget_route(self, router: Router, name: str, namespace: str) -> Document:
+        """Async ``IstioHook.get_route``."""
+        if router.kind is RouterKind.ISTIO:
+            return await self.aget_virtual_service(name, namespace)
+        from kubernetes_asyncio import client as async_k8s
+
+        async with self.kubernetes_hook.get_conn() as api_client:
+            api = async_k8s.CustomObjectsApi(api_client)
+            return await self._aget_gateway(api, router, name, namespace)
+
+    async def aupdate_route(
+        self, router: Router, name: str, namespace: str, transform: Transform
+    ) -> UpdateResult:
+        """Async ``IstioHook.update_route``."""
+        if router.kind is RouterKind.ISTIO:
+            return await self.aupdate_virtual_service(name, namespace, transform)
+        from kubernetes_asyncio import client as async_k8s
+
+        obj = router.route_object
+        async with self.kubernetes_hook.get_conn() as api_client:
+            api = async_k8s.CustomObjectsApi(api_client)
+            return await self._aupdate(
+                api,
+                (obj.group, obj.versions[0], obj.plural, obj.kind),
+                name,
+                namespace,
+                transform,
+                lambda: self._aget_gateway(api, router, name, namespace),
+            )
+
+    async def rollback_route(
+        self, router: Router, name: str, namespace: str, reason: str = ""
+    ) -> dict[str, Any]:
+        """``rollback`` on either router: nothing left on the canary, product routes removed."""
+        update = await self.aupdate_route(router, name, namespace, router.rollback)
+        return route_result(router, name, namespace, update, reason=reason, rolled_back=True)
 
     async def rollback(
         self, virtual_service: str, namespace: str, target: RouteTarget, reason: str = ""
@@ -961,5 +1141,6 @@ __all__ = [
     "IstioUnavailableError",
     "RetryPolicy",
     "UpdateResult",
+    "route_result",
     "traffic_result",
 ]

@@ -1,4 +1,4 @@
-"""Airflow operators that move canary traffic on an Istio VirtualService: weights, header routes, promote, rollback."""
+"""Airflow operators that move canary traffic on an Istio VirtualService or a Gateway API HTTPRoute: weights, header routes, promote, rollback."""
 
 from __future__ import annotations
 
@@ -23,6 +23,13 @@ from airflow_canary.routing import (
     validate_header_name,
     validate_header_route,
     validate_weight,
+)
+from airflow_canary.routing.router import (
+    GatewayAPIRouter,
+    Router,
+    RouterKind,
+    router_for,
+    router_kind,
 )
 from airflow_canary.templating import is_template
 
@@ -57,6 +64,10 @@ class CanaryTrafficOperator(BaseOperator):
     :param route_name: the routes to manage: an http route name, ``tcp[0]``-style positions or a
         list of them; default every route of the two subsets (templated)
     :param kubernetes_conn_id: the cncf-kubernetes connection to use (templated)
+    :param router: ``"istio"`` (default) or ``"gateway-api"``; with Gateway API,
+        ``virtual_service`` names the HTTPRoute, ``stable_subset``/``canary_subset`` the two
+        Services its rules send to, ``route_name`` the rule to manage (default: every rule of the
+        two Services)
     """
 
     template_fields: Sequence[str] = (
@@ -78,9 +89,11 @@ class CanaryTrafficOperator(BaseOperator):
         canary_subset: str = "v2",
         route_name: str | Sequence[str] | None = None,
         kubernetes_conn_id: str = "kubernetes_default",
+        router: str = RouterKind.ISTIO.value,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        self.router = router_kind(router).value
         self.virtual_service = virtual_service
         self.namespace = namespace
         self.stable_subset = stable_subset
@@ -92,7 +105,7 @@ class CanaryTrafficOperator(BaseOperator):
             if not isinstance(value, str) or not value.strip():
                 raise RoutingError(f"{what} must be a non-empty string, got {value!r}")
         if _literal(stable_subset, canary_subset, route_name):
-            self.route_target()
+            self.traffic_router()
 
     def route_target(self) -> RouteTarget:
         return RouteTarget(
@@ -102,8 +115,60 @@ class CanaryTrafficOperator(BaseOperator):
             route_name=None if self.route_name == "" else self.route_name,
         )
 
+    def traffic_router(self) -> Router:
+        """The router seam for this task's (rendered) parameters."""
+        return router_for(
+            self.router,
+            stable=self.stable_subset,
+            canary=self.canary_subset,
+            routes=None if self.route_name == "" else self.route_name,
+        )
+
     def validate(self) -> None:
         """Check this operator's own rendered parameters; raise RoutingError naming the value."""
+
+    def change(self, router: Router, route: Document) -> Document:
+        """This step's change through the router seam (any router)."""
+        raise NotImplementedError(f"{type(self).__name__} must define change()")
+
+    def services_receiving(self, router: Router) -> tuple[str, ...]:
+        """Gateway API: the Services this step sends traffic to; they must exist first."""
+        return (router.stable, router.canary)
+
+    def check_backends(self, hook: IstioHook, router: Router, route: Document) -> None:
+        """Gateway API: the rules name both Services, cross-namespace refs are granted, and the
+        Services this step sends to exist; RoutingError / LookupError naming what is wrong."""
+        from airflow_canary.routing import gateway_api
+
+        target = router.target  # type: ignore[attr-defined]
+        backend_ns = target.namespace or self.namespace
+        grants = hook.list_reference_grants(backend_ns) if backend_ns != self.namespace else None
+        gateway_api.check_target(route, target, grants)
+        for service in self.services_receiving(router):
+            hook.get_service(service, backend_ns)
+
+    def execute_on_router(self, router: Router) -> dict[str, Any]:
+        """Any router other than Istio: read, check the backends, one conflict-safe write."""
+        from airflow_canary.hooks.istio import IstioHook, route_result
+
+        hook = IstioHook(kubernetes_conn_id=self.kubernetes_conn_id)
+        current = hook.get_route(router, self.virtual_service, self.namespace)
+        self.check_backends(hook, router, current)
+        update = hook.update_route(
+            router, self.virtual_service, self.namespace, lambda doc: self.change(router, doc)
+        )
+        result = route_result(router, self.virtual_service, self.namespace, update)
+        self.log.info(
+            "%s %r in %r: split %s, header routes %s (%s after %d attempt(s))",
+            router.route_object.kind,
+            self.virtual_service,
+            self.namespace,
+            result["split"],
+            [r["name"] for r in result["header_routes"]],
+            "changed" if update.changed else "already in place, nothing written",
+            update.attempts,
+        )
+        return result
 
     def transform(self, vs: Document, target: RouteTarget) -> Document:
         raise NotImplementedError(f"{type(self).__name__} must define transform()")
@@ -128,6 +193,9 @@ class CanaryTrafficOperator(BaseOperator):
     def execute(self, context: Context) -> dict[str, Any]:
         target = self.route_target()
         self.validate()
+        router = self.traffic_router()
+        if router.kind is not RouterKind.ISTIO:
+            return self.execute_on_router(router)
         from airflow_canary.hooks.istio import IstioHook
 
         hook = IstioHook(kubernetes_conn_id=self.kubernetes_conn_id)
@@ -179,6 +247,15 @@ class SetCanaryWeightOperator(CanaryTrafficOperator):
 
     def transform(self, vs: Document, target: RouteTarget) -> Document:
         return set_canary_weight(vs, target, validate_weight(self.weight))
+
+    def change(self, router: Router, route: Document) -> Document:
+        return router.set_weight(route, validate_weight(self.weight))
+
+    def services_receiving(self, router: Router) -> tuple[str, ...]:
+        weight = validate_weight(self.weight)
+        return tuple(
+            s for s, share in ((router.stable, 100 - weight), (router.canary, weight)) if share
+        )
 
 
 class SetHeaderRouteOperator(CanaryTrafficOperator):
@@ -237,6 +314,14 @@ class SetHeaderRouteOperator(CanaryTrafficOperator):
             return remove_header_route(vs, target, self.header)
         return set_header_route(vs, target, self.header_route())
 
+    def change(self, router: Router, route: Document) -> Document:
+        if self.remove:
+            return router.remove_header_route(route, self.header)
+        return router.set_header_route(route, self.header_route())
+
+    def services_receiving(self, router: Router) -> tuple[str, ...]:
+        return () if self.remove else (router.canary,)
+
 
 class PromoteCanaryOperator(CanaryTrafficOperator):
     """Send all traffic to the canary subset and remove the product's header routes."""
@@ -246,6 +331,12 @@ class PromoteCanaryOperator(CanaryTrafficOperator):
 
     def transform(self, vs: Document, target: RouteTarget) -> Document:
         return promote(vs, target)
+
+    def change(self, router: Router, route: Document) -> Document:
+        return router.promote(route)
+
+    def services_receiving(self, router: Router) -> tuple[str, ...]:
+        return (router.canary,)
 
 
 class RollbackCanaryOperator(CanaryTrafficOperator):
@@ -281,20 +372,42 @@ class RollbackCanaryOperator(CanaryTrafficOperator):
     def _failure(self, err: Exception) -> str:
         """Why the rollback could not write, with the split the VirtualService has now."""
         from airflow_canary.hooks.istio import IstioHook
+        from airflow_canary.routing import gateway_api
 
+        router = self.traffic_router()
         message = (
-            f"rollback of VirtualService {self.virtual_service!r} in {self.namespace!r} could "
-            f"not write: {type(err).__name__}: {err}"
+            f"rollback of {router.route_object.kind} {self.virtual_service!r} in "
+            f"{self.namespace!r} could not write: {type(err).__name__}: {err}"
         )
         try:
-            target = self.route_target()
-            vs = IstioHook(kubernetes_conn_id=self.kubernetes_conn_id).get_virtual_service(
-                self.virtual_service, self.namespace
+            route = IstioHook(kubernetes_conn_id=self.kubernetes_conn_id).get_route(
+                router, self.virtual_service, self.namespace
             )
-            current = read_split(vs, target).describe()
+            if isinstance(router, GatewayAPIRouter):
+                current = gateway_api.read_split(route, router.target).describe()
+            else:
+                current = read_split(route, self.route_target()).describe()
         except Exception as read_err:  # the write's reason matters most; say why no split
             current = f"unknown ({type(read_err).__name__}: {read_err})"
         return f"{message}. Current split: {current}. Reason for the rollback: {self.reason}"
+
+    def change(self, router: Router, route: Document) -> Document:
+        return router.rollback(route)
+
+    def check_backends(self, hook: IstioHook, router: Router, route: Document) -> None:
+        """A rollback needs only the route: nothing is checked, so it works whatever broke."""
+
+    def execute_on_router(self, router: Router) -> dict[str, Any]:
+        result = super().execute_on_router(router)
+        self.log.warning(
+            "Rolled back %s %r in %r to %s. Reason: %s",
+            router.route_object.kind,
+            self.virtual_service,
+            self.namespace,
+            result["split"],
+            self.reason,
+        )
+        return {**result, "reason": str(self.reason), "rolled_back": True}
 
     def result(self, update: UpdateResult, target: RouteTarget) -> dict[str, Any]:
         before = read_split(update.before, target)

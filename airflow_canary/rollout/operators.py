@@ -11,6 +11,7 @@ from airflow.sdk.exceptions import AirflowFailException
 from airflow_canary.operators.traffic import RollbackCanaryOperator
 from airflow_canary.rollout.plan import RolloutPlan, validate_steps
 from airflow_canary.routing import TrafficSplit
+from airflow_canary.routing.gateway_api import HTTPRouteSplit
 
 #: verdict statuses that send a rollout to its rollback
 _UNHEALTHY = ("FAIL", "INCONCLUSIVE")
@@ -21,9 +22,11 @@ class RolloutPlanOperator(BaseOperator):
 
     With ``steps_param`` the weights come from that DAG param (the trigger form), and must be
     as many as the rollout has steps; otherwise ``steps`` (validated at parse time) are used.
-    It also reads, without writing, the VirtualService and the DestinationRule Istio applies to
-    its host: a missing VirtualService, no route to the subsets, a route to them that the
-    rollout would not manage (named), or a missing subset fails here, first.
+    It also reads, without writing, the route object and what it sends to. Istio: the
+    VirtualService and the DestinationRule Istio applies to its host (a missing VirtualService,
+    no route to the subsets, a route to them that the rollout would not manage (named), or a
+    missing subset fails here, first). Gateway API: the HTTPRoute, the ReferenceGrants a
+    cross-namespace backend needs, and both Services.
     """
 
     template_fields = ("virtual_service", "namespace", "route_name")
@@ -42,9 +45,13 @@ class RolloutPlanOperator(BaseOperator):
         canary_version: str,
         route_name: str | Sequence[str] | None = None,
         kubernetes_conn_id: str = "kubernetes_default",
+        router: str = "istio",
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        from airflow_canary.routing.router import router_kind
+
+        self.router = router_kind(router).value
         self.route_name = route_name
         self.kubernetes_conn_id = kubernetes_conn_id
         self.plan = RolloutPlan(
@@ -85,6 +92,7 @@ class RolloutPlanOperator(BaseOperator):
         )
         return {
             "virtual_service": self.virtual_service,
+            "router": self.router,
             "namespace": self.namespace,
             "steps": list(steps),
             "stable_subset": self.plan.stable_subset,
@@ -94,11 +102,13 @@ class RolloutPlanOperator(BaseOperator):
             "routes": split.routes_as_list(),
         }
 
-    def check_traffic_target(self) -> TrafficSplit:
-        """Read the VirtualService and its DestinationRule; fail now if a step could not work."""
+    def check_traffic_target(self) -> TrafficSplit | HTTPRouteSplit:
+        """Read the route object and what it sends to; fail now if a step could not work."""
         from airflow_canary.hooks.istio import IstioHook
         from airflow_canary.routing import RouteTarget, RoutingError, check_target, rollout_host
 
+        if self.router != "istio":
+            return self.check_router_target()
         try:
             target = RouteTarget(self.plan.stable_subset, self.plan.canary_subset, self.route_name)
             hook = IstioHook(kubernetes_conn_id=self.kubernetes_conn_id)
@@ -107,6 +117,36 @@ class RolloutPlanOperator(BaseOperator):
             hook.find_destination_rule(rollout_host(vs, target), self.namespace).require(
                 (target.stable_subset, target.canary_subset)
             )
+        except (LookupError, RoutingError) as err:
+            raise AirflowFailException(
+                f"the rollout cannot start, no traffic was moved: {err}"
+            ) from None
+        return split
+
+    def check_router_target(self) -> HTTPRouteSplit:
+        """Gateway API: the HTTPRoute's rules name both Services, references are granted, and
+        both Services exist."""
+        from airflow_canary.hooks.istio import IstioHook
+        from airflow_canary.routing import RoutingError, gateway_api
+        from airflow_canary.routing.router import router_for
+
+        router = router_for(
+            self.router,
+            stable=self.plan.stable_subset,
+            canary=self.plan.canary_subset,
+            routes=None if self.route_name == "" else self.route_name,
+        )
+        target = router.target  # type: ignore[attr-defined]
+        hook = IstioHook(kubernetes_conn_id=self.kubernetes_conn_id)
+        backend_ns = target.namespace or self.namespace
+        try:
+            route = hook.get_route(router, self.virtual_service, self.namespace)
+            grants = (
+                hook.list_reference_grants(backend_ns) if backend_ns != self.namespace else None
+            )
+            split = gateway_api.check_target(route, target, grants)
+            for service in (router.stable, router.canary):
+                hook.get_service(service, backend_ns)
         except (LookupError, RoutingError) as err:
             raise AirflowFailException(
                 f"the rollout cannot start, no traffic was moved: {err}"

@@ -43,6 +43,7 @@ def canary_rollout(
     prometheus_conn_id: str = PROMETHEUS_CONN_ID,
     deferrable: bool = True,
     dashboard_url_template: str | None = None,
+    router: str = "istio",
 ) -> TaskGroup:
     """Build the rollout task group inside the current DAG.
 
@@ -66,6 +67,12 @@ def canary_rollout(
     the canary's share of requests; when another writer changed the split the step ends
     INCONCLUSIVE saying so (``on_weight_change="end_step"``), or the weight is written back and
     each correction logged (``"reassert"``).
+
+    ``router`` picks the traffic backend: ``"istio"`` (``virtual_service`` is a VirtualService,
+    the subsets are DestinationRule subsets) or ``"gateway-api"`` (``virtual_service`` is an
+    HTTPRoute, ``stable_subset``/``canary_subset`` are the Services its rules send to; set
+    ``stable_version``/``canary_version`` to the pods' ``version`` labels for the analysis).
+
     ``dashboard_url_template`` (e.g. a Grafana URL with ``{namespace}``, ``{canary_version}``,
     ``{start_ms}``, ``{end_ms}``) adds a "Dashboard" link to every analysis task.
     """
@@ -113,6 +120,7 @@ def canary_rollout(
         canary_subset=plan.canary_subset,
         route_name=route_name,
         kubernetes_conn_id=kubernetes_conn_id,
+        router=router,
     )
     traffic = target.operator_kwargs()
     analysis: dict[str, Any] = {

@@ -133,6 +133,7 @@ class HealthAnalysisConfig:
         kubernetes_conn_id: str = "kubernetes_default",
         canary_weight: int | str | None = None,
         on_weight_change: str = "end_step",
+        router: str = "istio",
     ) -> HealthAnalysisConfig:
         """The operator-facing parameters (timedeltas, rollback flags) -> a config.
 
@@ -155,6 +156,7 @@ class HealthAnalysisConfig:
                 canary_subset=canary_subset,
                 route_name=route_name,
                 kubernetes_conn_id=kubernetes_conn_id,
+                router=router,
             )
         weight_hold = None
         if canary_weight is not None:
@@ -170,6 +172,7 @@ class HealthAnalysisConfig:
                     canary_subset,
                     route_name,
                     kubernetes_conn_id,
+                    router,
                 ),
                 validate_weight(canary_weight),
                 reassert=on_weight_change_reasserts(on_weight_change),
@@ -347,7 +350,7 @@ class HealthAnalysisRun:
         """Read the VirtualService once up front: a missing one is reported now, not at FAIL, and
         the hook has its connection and the served Istio API version ready for a fast rollback."""
         try:
-            await self.istio.aget_virtual_service(spec.virtual_service, spec.namespace)
+            await self.istio.aget_route(spec.traffic_router(), spec.virtual_service, spec.namespace)
         except Exception as err:  # the analysis still runs; the rollback will retry and report
             self.log.warning(
                 "Rollback target %s/%s is not readable now: %s",
@@ -360,12 +363,11 @@ class HealthAnalysisRun:
         self, spec: TrafficTarget, reason: str, decided_at: float
     ) -> dict[str, Any]:
         """All traffic to stable through the async Istio hook; the verdict records when and how fast."""
-        target = spec.route_target()
         try:
-            result = await self.istio.rollback(
+            result = await self.istio.rollback_route(
+                spec.traffic_router(),
                 spec.virtual_service,
                 spec.namespace,
-                target,
                 reason=f"canary analysis FAIL: {reason}",
             )
         except Exception as err:  # the verdict must still reach the task, with why rollback failed

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow_canary.analysis.values import AnalysisError
 from airflow_canary.analysis.weight_hold import WeightHold, describe_change, describe_deficit
-from airflow_canary.routing import RoutingError, percent, read_split, set_canary_weight
+from airflow_canary.routing import RoutingError
 from airflow_canary.target import TrafficTarget
 
 if TYPE_CHECKING:
@@ -82,9 +82,9 @@ class WeightWatch:
     async def poll(self, elapsed: float, verdict: Mapping[str, Any]) -> str | None:
         """Check the VirtualService (when its resourceVersion moved) and the observed share."""
         target = self.spec.target
-        route_target = target.route_target()
+        router = target.traffic_router()
         try:
-            vs = await self.hook.aget_virtual_service(target.virtual_service, target.namespace)
+            vs = await self.hook.aget_route(router, target.virtual_service, target.namespace)
         except Exception as err:  # judged on the share alone this poll; the next read may work
             self.log.warning(
                 "Weight hold: cannot re-read %s/%s: %s",
@@ -98,15 +98,10 @@ class WeightWatch:
             version = (vs.get("metadata") or {}).get("resourceVersion")
             if version != self.resource_version:
                 try:
-                    split = read_split(vs, route_target)
+                    split = router.read_split(vs)
                 except RoutingError as err:
-                    return f"the VirtualService's split is no longer readable after {elapsed:.0f} s: {err}"
-                changed = self.hold.changed_routes(
-                    {
-                        r.route: float(percent(r.share(route_target.canary_subset)))
-                        for r in split.routes
-                    }
-                )
+                    return f"the {router.route_object.kind}'s split is no longer readable after {elapsed:.0f} s: {err}"
+                changed = self.hold.changed_routes(dict(split.canary_by_route))
                 if changed and not self.spec.reassert:
                     return describe_change(self.spec.weight, changed, elapsed)
                 if changed:
@@ -121,11 +116,12 @@ class WeightWatch:
 
     async def _reassert(self, changed: Mapping[str, float], elapsed: float) -> str | None:
         target = self.spec.target
-        route_target = target.route_target()
-        update = await self.hook.aupdate_virtual_service(
+        router = target.traffic_router()
+        update = await self.hook.aupdate_route(
+            router,
             target.virtual_service,
             target.namespace,
-            lambda vs: set_canary_weight(vs, route_target, self.spec.weight),
+            lambda doc: router.set_weight(doc, self.spec.weight),
         )
         what = describe_change(self.spec.weight, changed, elapsed)
         self.log.warning("Weight hold: %s; re-asserted %s%%", what, self.spec.weight)

@@ -77,6 +77,7 @@ class Admission(ApiBase):
             if mode != "Ignore":
                 warnings = [f'unknown field "{u}"' for u in unknown]
         _default(rtype, obj)
+        self.schemas.apply_defaults(obj)
         problems += self.schemas.violations(obj)
         if (rtype.group, rtype.plural) == CRD:
             problems += _crd_violations(obj)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import copy
 import json
 import re
 from collections.abc import Callable, Iterator
@@ -553,6 +554,23 @@ class CRDSchemas:
         found = list(walker.check(body, {**schema, "properties": _without_meta(schema)}, ""))
         return list(dict.fromkeys(found))
 
+    def apply_defaults(self, obj: dict[str, Any]) -> None:
+        """Fill in the ``default`` of every absent field the object's CRD schema declares, in place.
+
+        Structural-schema defaulting as kube-apiserver does it (k8s.io/apiextensions-apiserver
+        ``pkg/apiserver/schema/defaulting``): depth-first, a default applies only where the parent
+        object exists, and defaults inside a default are applied too. Only CRD-backed kinds.
+        """
+        group, version = _split_api_version(str(obj.get("apiVersion", "")))
+        schema = self._schemas.get((group, version, str(obj.get("kind", ""))))
+        if schema is None:
+            return
+        for key, sub in _without_meta(schema).items():
+            if key not in obj and "default" in sub:
+                obj[key] = copy.deepcopy(sub["default"])
+            if key in obj:
+                _apply_defaults(obj[key], sub)
+
     def validate(self, obj: dict[str, Any]) -> list[str]:
         """Messages such as ``spec.http[0].route[0].weight: must be integer, got "ten"``; [] when valid."""
         return [str(v) for v in self.violations(obj)]
@@ -568,6 +586,23 @@ class CRDSchemas:
         return list(
             _Walker(set()).unknown_fields(body, {**schema, "properties": _without_meta(schema)}, "")
         )
+
+
+def _apply_defaults(value: Any, schema: Schema) -> None:
+    if isinstance(value, dict):
+        for key, sub in (schema.get("properties") or {}).items():
+            if key not in value and "default" in sub:
+                value[key] = copy.deepcopy(sub["default"])
+            if key in value:
+                _apply_defaults(value[key], sub)
+        extra = schema.get("additionalProperties")
+        if isinstance(extra, dict):
+            for key, item in value.items():
+                if key not in (schema.get("properties") or {}):
+                    _apply_defaults(item, extra)
+    elif isinstance(value, list) and isinstance(schema.get("items"), dict):
+        for item in value:
+            _apply_defaults(item, schema["items"])
 
 
 def _without_meta(schema: Schema) -> dict[str, Schema]:

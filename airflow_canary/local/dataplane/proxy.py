@@ -1,4 +1,4 @@
-"""The local mesh's data plane: an HTTP proxy routing by Host the way Istio reads VirtualService, DestinationRule and Service."""
+"""The local mesh's data plane: an HTTP proxy routing by Host the way Istio reads VirtualService, DestinationRule and Service, and Gateway API HTTPRoutes."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import re
 import time
 import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
@@ -18,6 +18,8 @@ from aiohttp import web
 from multidict import CIMultiDict
 
 from airflow_canary.local.apiserver.store import ObjectStore
+from airflow_canary.local.dataplane.httproute import GATEWAY_GROUP, GatewayRoutes
+from airflow_canary.local.dataplane.routes import Mirror, RequestView, Route, Target
 from airflow_canary.local.dataplane.telemetry import Destination, Telemetry
 
 ISTIO_GROUP = "networking.istio.io"
@@ -131,17 +133,6 @@ class StringMatch:
 
 
 @dataclass(frozen=True)
-class RequestView:
-    """What routing looks at in a request."""
-
-    authority: str
-    method: str
-    path: str
-    headers: Mapping[str, str]
-    query: Mapping[str, str] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
 class MatchBlock:
     """One entry of an http route's ``match`` list: every condition in it must hold."""
 
@@ -205,43 +196,6 @@ class MatchBlock:
 
 
 # -- routes ----------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Target:
-    """A destination: a Service (namespace, name) and optionally a DestinationRule subset."""
-
-    namespace: str
-    service: str
-    subset: str | None = None
-
-
-@dataclass(frozen=True)
-class Mirror:
-    target: Target
-    percent: float
-
-
-@dataclass(frozen=True)
-class Route:
-    """A compiled http route of a VirtualService."""
-
-    name: str
-    matches: tuple[MatchBlock, ...]
-    targets: tuple[Target, ...]
-    cum_weights: tuple[int, ...]
-    mirrors: tuple[Mirror, ...] = ()
-
-    def matches_request(self, request: RequestView) -> bool:
-        return not self.matches or any(block.matches(request) for block in self.matches)
-
-    def choose(self, rng: random.Random) -> Target | None:
-        """One destination drawn by weight, independently for each request; None if all weights are 0."""
-        if len(self.targets) == 1:
-            return self.targets[0]
-        if not self.cum_weights or self.cum_weights[-1] <= 0:
-            return None
-        return rng.choices(self.targets, cum_weights=self.cum_weights, k=1)[0]
 
 
 def _target(destination: Mapping[str, Any], namespace: str) -> Target:
@@ -369,6 +323,13 @@ class RoutingTable:
                 self.errors[f"{ns}/{vs['metadata']['name']}"] = str(exc)
             for host in spec.get("hosts") or []:
                 self.routes_by_host.setdefault(service_fqdn(str(host), ns), routes)
+        self.gateway_routes = GatewayRoutes(
+            store.list(GATEWAY_GROUP, "httproutes"),
+            store.list(GATEWAY_GROUP, "gateways"),
+            store.list(GATEWAY_GROUP, "referencegrants"),
+            self.services,
+        )
+        self.errors.update(self.gateway_routes.errors)
         for pod in store.list("", "pods"):
             meta = pod.get("metadata") or {}
             port = (meta.get("annotations") or {}).get(PORT_ANNOTATION)
@@ -383,6 +344,9 @@ class RoutingTable:
         """Which route and destination a request takes (a fresh weighted draw per call)."""
         fqdn = service_fqdn(strip_port(request.authority), DEFAULT_NAMESPACE)
         routes = self.routes_by_host.get(fqdn)
+        if routes is None:
+            # No VirtualService for the host: Gateway API HTTPRoutes (mesh or Gateway) route it.
+            routes = self.gateway_routes.routes_for(fqdn, strip_port(request.authority))
         if routes is None:
             service = self.services.get(fqdn)
             if service is None:
@@ -403,7 +367,7 @@ class RoutingTable:
                 return Decision(Outcome.ROUTED, target, route)
         return Decision(
             Outcome.NO_ROUTE,
-            message=f"no http route of the VirtualService for {fqdn} matches the request",
+            message=f"no http route for {fqdn} matches the request",
         )
 
     def endpoints(self, target: Target) -> tuple[Endpoint, ...] | str:
@@ -495,8 +459,12 @@ class DataPlane:
             # Envoy answers these itself (NR); no destination sidecar sees them, so no metric.
             return web.Response(status=404, text=decision.message + "\n")
         if decision.target is None:
-            return web.Response(status=503, text=decision.message + "\n")
+            status = decision.route.no_backend_status if decision.route is not None else 503
+            return web.Response(status=status, text=decision.message + "\n")
         target = decision.target
+        if target.error:
+            # Gateway API: requests drawn for an invalid backendRef get 500 (HTTPRoute spec).
+            return web.Response(status=500, text=f"invalid backend: {target.error}\n")
         body = await request.read()
         if decision.route is not None:
             for mirror in decision.route.mirrors:

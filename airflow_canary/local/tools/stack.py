@@ -31,6 +31,14 @@ BASE_MANIFESTS = (
     "vs-00-all-v1.yaml",
     "deployment-model-v1.yaml",
 )
+#: the same for ``router="gateway-api"``: one Service per version and the HTTPRoute between them
+GATEWAY_API_MANIFESTS = (
+    "service-model-service.yaml",
+    "gateway-api/service-model-v1.yaml",
+    "gateway-api/service-model-v2.yaml",
+    "gateway-api/httproute-00-all-v1.yaml",
+    "deployment-model-v1.yaml",
+)
 START_TIMEOUT_SECONDS = 60.0
 
 
@@ -43,6 +51,12 @@ def free_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
+
+
+def default_gateway_api_crds_dir() -> Path | None:
+    """Gateway API CRDs to apply at start: the folder named by ``$CANARY_GATEWAY_API_CRDS``, if set."""
+    value = os.environ.get("CANARY_GATEWAY_API_CRDS")
+    return Path(value) if value else None
 
 
 def default_crds_dir() -> Path | None:
@@ -106,6 +120,9 @@ class StackConfig:
     scrape_interval_seconds: float = 1.0
     crds_dir: Path | None = field(default_factory=default_crds_dir)
     namespace: str = "default"
+    #: "istio" or "gateway-api": which route object the model's traffic goes through
+    router: str = "istio"
+    gateway_api_crds_dir: Path | None = field(default_factory=default_gateway_api_crds_dir)
 
 
 class LocalStack:
@@ -171,9 +188,11 @@ class LocalStack:
         image_map = self._write_image_map()
         self._start_mesh(image_map)
         api = self.api_client()
-        objects = [
-            yaml.safe_load((EXAMPLE_MANIFESTS / name).read_text()) for name in BASE_MANIFESTS
-        ]
+        manifests: tuple[str, ...] = BASE_MANIFESTS
+        if self.config.router == "gateway-api":
+            self._apply_gateway_api_crds(api)
+            manifests = GATEWAY_API_MANIFESTS
+        objects = [yaml.safe_load((EXAMPLE_MANIFESTS / name).read_text()) for name in manifests]
         for obj in objects:
             if obj["kind"] == "Deployment":
                 self._configure_model_deployment(
@@ -194,6 +213,29 @@ class LocalStack:
             self._prometheus = None
 
     # -- parts -----------------------------------------------------------------------------
+
+    def _apply_gateway_api_crds(self, api: Any) -> None:
+        from airflow_canary.local.apiserver.crd_folder import read_crd_folder
+
+        directory = self.config.gateway_api_crds_dir
+        if directory is None:
+            raise StackError(
+                "router 'gateway-api' needs the Gateway API CRDs: set CANARY_GATEWAY_API_CRDS to "
+                "a folder of their YAML (e.g. the standard channel of a Gateway API release)"
+            )
+        self.apply(api, [crd for _path, crd in read_crd_folder(directory)])
+
+    def route(self) -> dict[str, Any]:
+        """The model's route object: the VirtualService, or the HTTPRoute with Gateway API."""
+        if self.config.router != "gateway-api":
+            return self.virtual_service()
+        from kubernetes.client import CustomObjectsApi
+
+        api = CustomObjectsApi(self.api_client())
+        doc: dict[str, Any] = api.get_namespaced_custom_object(
+            "gateway.networking.k8s.io", "v1", self.config.namespace, "httproutes", "model-route"
+        )
+        return doc
 
     def _train_v1(self) -> Path:
         from airflow_canary.local.model.training import train_model

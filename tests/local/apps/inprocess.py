@@ -28,6 +28,9 @@ _PLURALS = {
     "Pod": ("", "pods"),
     "VirtualService": ("networking.istio.io", "virtualservices"),
     "DestinationRule": ("networking.istio.io", "destinationrules"),
+    "HTTPRoute": ("gateway.networking.k8s.io", "httproutes"),
+    "Gateway": ("gateway.networking.k8s.io", "gateways"),
+    "ReferenceGrant": ("gateway.networking.k8s.io", "referencegrants"),
 }
 
 
