@@ -5,6 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 CANARY ?= good
+ROUTER ?= istio
 
 .PHONY: venv system-packages test demo ui lint bench clean
 
@@ -25,7 +26,7 @@ test: $(STAMP) system-packages
 
 demo: $(STAMP)
 	scripts/system-packages.sh prometheus
-	$(BIN)/python -m airflow_canary.demo --canary $(CANARY)
+	$(BIN)/python -m airflow_canary.demo --canary $(CANARY) --router $(ROUTER)
 
 ui: $(STAMP) system-packages
 	$(BIN)/python -m airflow_canary.ui_stack
