@@ -84,6 +84,7 @@ def advance_buckets(tracks: dict[str, Any] | None, raw: object) -> dict[str, Any
     Keys are the bounds formatted by ``format_le``, so ``"250"`` and ``"250.0"`` are one
     bucket. A bucket first seen after the baseline counts from zero, like any new counter.
     """
+    first = tracks is None
     tracks = dict(tracks or {})
     readings: dict[str, float] = {}
     if isinstance(raw, dict):
@@ -93,7 +94,6 @@ def advance_buckets(tracks: dict[str, Any] | None, raw: object) -> dict[str, Any
             if bound is not None and number is not None:
                 key = format_le(bound)
                 readings[key] = readings.get(key, 0.0) + number
-    first = not tracks
     for key, value in readings.items():
         if key in tracks:
             tracks[key] = advance_counter(tracks[key], value)

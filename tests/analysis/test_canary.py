@@ -215,7 +215,9 @@ def test_bad_canary_fails_early_with_numbers_in_the_message() -> None:
     final = verdicts[-1]
     assert final.status is Status.FAIL and final.final and final.elapsed_seconds < 300
     message = final.checks[0].message
-    assert message.startswith("error rate (HTTP 5xx or gRPC status 2, 4, 12, 13, 14, 15): canary 10.0% (")
+    assert message.startswith(
+        "error rate (HTTP 5xx or gRPC status 2, 4, 12, 13, 14, 15): canary 10.0% ("
+    )
     assert "vs stable 1.0% (" in message and "exceed 2x its traffic share (e-value " in message
     assert ">= 1/(alpha 0.01) = 100" in message
     assert final.checks[0].p_value is not None and final.checks[0].p_value < 0.01
