@@ -279,6 +279,14 @@ class HealthAnalysisRun:
         the same baseline and the same evidence, then carries on; the bake time does not
         start again.
         """
+        try:
+            return await self._run()
+        finally:
+            aclose = getattr(self.prometheus, "aclose", None)
+            if aclose is not None:
+                await aclose()
+
+    async def _run(self) -> dict[str, Any]:
         config = self.config
         await warm_up()
         analysis = config.build_analysis()
@@ -327,7 +335,7 @@ class HealthAnalysisRun:
                 break
             index += 1
         if replayed:
-            self.log.info("Resumed the step: replayed %d poll(s) from Prometheus", replayed)
+            self.log.info("Caught up with %d overdue poll(s) from Prometheus's history", replayed)
         decided_at = time.time()
         event = {
             **last,
@@ -430,14 +438,29 @@ async def run_query(
         return QueryFailure(str(err), permanent=permanent)
 
 
-async def warm_up() -> None:
-    """Import the statistics libraries in a worker thread, not on the triggerer's loop.
+#: Modules the first poll needs that are slow to import: scipy (about half a second), the
+#: Prometheus hook, and the async HTTP stack httpx loads on its first request.
+WARM_UP_MODULES = (
+    "scipy.special",
+    "scipy.stats",
+    "airflow_canary.hooks.prometheus",
+    "anyio._backends._asyncio",
+    "anyio.streams.tls",
+)
 
-    scipy takes about half a second to import; DAG files import this module, so it is not
-    imported at module load (that would slow every DAG parse) but before the first poll.
+
+async def warm_up() -> None:
+    """Import what the first poll needs in a worker thread, not on the triggerer's loop.
+
+    DAG files import this module, so these are not imported at module load (that would slow
+    every DAG parse) but when a step starts, before its first poll.
     """
-    await asyncio.to_thread(importlib.import_module, "scipy.stats")
-    await asyncio.to_thread(importlib.import_module, "scipy.special")
+
+    def load() -> None:
+        for name in WARM_UP_MODULES:
+            importlib.import_module(name)
+
+    await asyncio.to_thread(load)
 
 
 def _iso_precise(epoch: float) -> str:
@@ -560,6 +583,7 @@ class CanaryHealthTrigger(BaseTrigger):
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
         try:
+            await warm_up()  # the hook's and the judge's imports, off the event loop
             verdict = await HealthAnalysisRun(
                 self.config, self.started_at, prometheus=self.hook, logger=self.log
             ).run()
