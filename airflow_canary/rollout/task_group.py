@@ -66,6 +66,8 @@ def canary_rollout(
     the canary's share of requests; when another writer changed the split the step ends
     INCONCLUSIVE saying so (``on_weight_change="end_step"``), or the weight is written back and
     each correction logged (``"reassert"``).
+    With the sequential judge each judged step gets ``budget_share = 1/judged steps`` of the
+    judge's ``alpha`` unless ``judge_options`` sets it: one error budget for the rollout.
     ``dashboard_url_template`` (e.g. a Grafana URL with ``{namespace}``, ``{canary_version}``,
     ``{start_ms}``, ``{end_ms}``) adds a "Dashboard" link to every analysis task.
     """
@@ -115,6 +117,11 @@ def canary_rollout(
         kubernetes_conn_id=kubernetes_conn_id,
     )
     traffic = target.operator_kwargs()
+    judged_steps = sum(1 for weight in plan.steps if weight != 100)
+    if judge == "sequential" and judged_steps > 1:
+        # One error budget for the rollout: each judged step spends an equal share of alpha,
+        # so an identical canary is rolled back with probability <= alpha over all steps.
+        judge_options = {"budget_share": 1 / judged_steps, **(judge_options or {})}
     analysis: dict[str, Any] = {
         **traffic,
         "stable_version": plan.stable_version,

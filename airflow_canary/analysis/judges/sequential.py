@@ -50,8 +50,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-import numpy as np
-
 from airflow_canary.analysis.checks import Check, ErrorRateCheck, LatencyCheck
 from airflow_canary.analysis.judges.base import (
     Classification,
@@ -83,6 +81,7 @@ def log_mixture_lr(bad: Any, good: Any, p0: float) -> Any:
     prior is Beta(1, 1/p0) truncated to (p0, 1). Returns -inf when the data speak
     overwhelmingly for p <= p0, +inf when p0 is 0 and there is a bad event.
     """
+    import numpy as np  # at the first poll, not when a DAG file is parsed
     from scipy import special, stats
 
     bad_a, good_a = np.asarray(bad, dtype=float), np.asarray(good, dtype=float)
@@ -397,7 +396,7 @@ class SequentialJudge(Judge):
         logs = [t.log_e(phi) for t in tests]
         log_e = log_mean_exp(logs)
         state["log_e"] = log_e if math.isfinite(log_e) else (1e300 if log_e > 0 else -1e300)
-        state["why"] = tests[int(np.argmax(logs))].why if tests else ""
+        state["why"] = max(zip(logs, (t.why for t in tests)))[1] if tests else ""
         if phi > 1:
             text += f"; dispersion {phi:.2g} (bursty counts weigh 1/{phi:.2g})"
         statistic = log_e if math.isfinite(log_e) else None
@@ -519,6 +518,8 @@ class SequentialJudge(Judge):
         events = int(round(test.bad + test.other))
         if events <= 0:
             return None
+        import numpy as np
+
         rng = np.random.default_rng(0)
         p1 = test.alternative()
         bad = rng.binomial(events, p1, POWER_DRAWS).astype(float)
