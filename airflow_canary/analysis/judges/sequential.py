@@ -396,7 +396,7 @@ class SequentialJudge(Judge):
         logs = [t.log_e(phi) for t in tests]
         log_e = log_mean_exp(logs)
         state["log_e"] = log_e if math.isfinite(log_e) else (1e300 if log_e > 0 else -1e300)
-        state["why"] = max(zip(logs, (t.why for t in tests)))[1] if tests else ""
+        state["why"] = max(zip(logs, [t.why for t in tests], strict=True))[1] if tests else ""
         if phi > 1:
             text += f"; dispersion {phi:.2g} (bursty counts weigh 1/{phi:.2g})"
         statistic = log_e if math.isfinite(log_e) else None
