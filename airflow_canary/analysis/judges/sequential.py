@@ -82,7 +82,7 @@ def log_mixture_lr(bad: Any, good: Any, p0: float) -> Any:
     overwhelmingly for p <= p0, +inf when p0 is 0 and there is a bad event.
     """
     import numpy as np  # at the first poll, not when a DAG file is parsed
-    from scipy import special, stats
+    from scipy import special
 
     bad_a, good_a = np.asarray(bad, dtype=float), np.asarray(good, dtype=float)
     if np.any(bad_a < 0) or np.any(good_a < 0):
@@ -93,12 +93,13 @@ def log_mixture_lr(bad: Any, good: Any, p0: float) -> Any:
     elif p0 <= 0:
         out = np.where(bad_a > 0, math.inf, 0.0) + 0 * good_a
     else:
+        # The posterior Beta(bad+1, good+1/p0) mass above p0 is the regularized incomplete
+        # beta function I_{1-p0}(good+b, bad+a); the prior's is (1-p0)^(1/p0) in closed form.
         a, b = 1.0, 1.0 / p0
         with np.errstate(all="ignore"):
-            numerator = special.betaln(bad_a + a, good_a + b) + stats.beta.logsf(
-                p0, bad_a + a, good_a + b
-            )
-            prior_mass = special.betaln(a, b) + stats.beta.logsf(p0, a, b)
+            tail = special.betaincc(bad_a + a, good_a + b, p0)
+            numerator = special.betaln(bad_a + a, good_a + b) + np.log(tail)
+            prior_mass = special.betaln(a, b) + b * math.log1p(-p0)
             null = bad_a * math.log(p0) + good_a * math.log1p(-p0)
             out = numerator - prior_mass - null
         out = np.where(np.isnan(out), -math.inf, out)
