@@ -222,6 +222,51 @@ class Mirror:
     percent: float
 
 
+#: Istio's retry policy for an http route without ``retries`` (pilot's DefaultRetryPolicy:
+#: 2 retries on "connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes"
+#: with retriable status 503, each retry on another host when there is one).
+DEFAULT_RETRY_ON = "connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes"
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """When the caller's sidecar tries a request again, as Envoy's router does."""
+
+    attempts: int = 2
+    retry_on: frozenset[str] = frozenset(DEFAULT_RETRY_ON.split(","))
+    status_codes: frozenset[int] = frozenset({503})
+
+    @classmethod
+    def parse(cls, spec: Mapping[str, Any] | None) -> RetryPolicy:
+        """A route's ``retries`` block; None (no block) is Istio's default policy."""
+        if spec is None:
+            return cls()
+        attempts = int(spec.get("attempts", 2) or 0)
+        text = str(spec.get("retryOn") or DEFAULT_RETRY_ON)
+        words = {w.strip() for w in text.split(",") if w.strip()}
+        codes = {int(w) for w in words if w.isdigit()}
+        # Istio turns numeric entries into retriable-status-codes; with none, 503 stays.
+        return cls(
+            attempts,
+            frozenset(w for w in words if not w.isdigit())
+            | ({"retriable-status-codes"} if codes else set()),
+            frozenset(codes or {503}),
+        )
+
+    def retries(self, status: int, flags: str) -> bool:
+        """Whether an attempt that ended with ``status``/``flags`` is tried again."""
+        on = self.retry_on
+        if flags in ("UF", "UH") and ("connect-failure" in on or "5xx" in on):
+            return True
+        if flags == "UC" and ("reset" in on or "5xx" in on):
+            return True
+        if "5xx" in on and status >= 500:
+            return True
+        if "gateway-error" in on and status in (502, 503, 504):
+            return True
+        return "retriable-status-codes" in on and status in self.status_codes
+
+
 @dataclass(frozen=True)
 class Route:
     """A compiled http route of a VirtualService."""
@@ -231,6 +276,7 @@ class Route:
     targets: tuple[Target, ...]
     cum_weights: tuple[int, ...]
     mirrors: tuple[Mirror, ...] = ()
+    retries: RetryPolicy = RetryPolicy()
 
     def matches_request(self, request: RequestView) -> bool:
         return not self.matches or any(block.matches(request) for block in self.matches)
@@ -273,6 +319,7 @@ def compile_route(spec: Mapping[str, Any], namespace: str, index: int) -> Route:
         targets=targets,
         cum_weights=tuple(itertools.accumulate(weights)),
         mirrors=tuple(mirrors),
+        retries=RetryPolicy.parse(spec.get("retries")),
     )
 
 
@@ -504,15 +551,34 @@ class DataPlane:
                     self._spawn(self._mirror(table, mirror.target, request, body))
         endpoints = table.endpoints(target)
         if isinstance(endpoints, str):
+            # The caller's sidecar answers itself; no destination sidecar sees the request.
             self.telemetry.record(
                 Destination(target.service, target.namespace),
                 503,
                 (time.perf_counter() - started) * 1000,
                 response_flags="UH",
+                reporter="source",
             )
             return web.Response(status=503, text=f"no healthy upstream: {endpoints}\n")
-        endpoint = self.pick(target, endpoints)
-        return await self._forward(request, body, endpoint, authority, started)
+        policy = decision.route.retries if decision.route is not None else RetryPolicy()
+        tried: list[Endpoint] = []
+        while True:
+            fresh = tuple(e for e in endpoints if e not in tried) or endpoints
+            endpoint = self.pick(target, fresh)  # Istio retries on another host if it can
+            tried.append(endpoint)
+            response, flags = await self._forward(request, body, endpoint, authority, started)
+            if len(tried) > policy.attempts or not policy.retries(response.status, flags):
+                break
+        if len(tried) > 1 and policy.retries(response.status, flags):
+            flags = "URX" if flags == "-" else f"{flags},URX"  # retry limit exceeded
+        self.telemetry.record(
+            endpoint.destination,
+            response.status,
+            (time.perf_counter() - started) * 1000,
+            response_flags=flags,
+            reporter="source",
+        )
+        return response
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.ensure_future(coro)
@@ -532,7 +598,8 @@ class DataPlane:
 
     async def _forward(
         self, request: web.Request, body: bytes, endpoint: Endpoint, authority: str, started: float
-    ) -> web.StreamResponse:
+    ) -> tuple[web.Response, str]:
+        """One attempt at ``endpoint``: the response and its Envoy response flags."""
         assert self._session is not None, "DataPlane.start() was not awaited"
         url = f"http://127.0.0.1:{endpoint.port}{request.raw_path}"
         try:
@@ -549,24 +616,20 @@ class DataPlane:
                     (k, v) for k, v in upstream.headers.items() if k.lower() not in HOP_BY_HOP
                 )
         except aiohttp.ClientConnectorError as exc:
-            return self._failed(endpoint, started, 503, "UF", f"upstream connect error: {exc}")
+            # Never reached the pod: only the caller's sidecar will report it.
+            return self._failed(endpoint, 503, f"upstream connect error: {exc}"), "UF"
         except (aiohttp.ServerDisconnectedError, aiohttp.ClientPayloadError) as exc:
-            return self._failed(
-                endpoint, started, 503, "UC", f"upstream connection terminated: {exc}"
-            )
+            self.telemetry.record(endpoint.destination, 503, (time.perf_counter() - started) * 1000)
+            return self._failed(endpoint, 503, f"upstream connection terminated: {exc}"), "UC"
         except aiohttp.ClientError as exc:
-            return self._failed(endpoint, started, 502, "-", f"bad upstream response: {exc}")
+            self.telemetry.record(endpoint.destination, 502, (time.perf_counter() - started) * 1000)
+            return self._failed(endpoint, 502, f"bad upstream response: {exc}"), "-"
         headers["x-canary-served-by"] = endpoint.destination.version
         headers["x-canary-pod"] = endpoint.pod
         self.telemetry.record(endpoint.destination, status, (time.perf_counter() - started) * 1000)
-        return web.Response(status=status, body=payload, headers=headers)
+        return web.Response(status=status, body=payload, headers=headers), "-"
 
-    def _failed(
-        self, endpoint: Endpoint, started: float, code: int, flags: str, message: str
-    ) -> web.Response:
-        self.telemetry.record(
-            endpoint.destination, code, (time.perf_counter() - started) * 1000, response_flags=flags
-        )
+    def _failed(self, endpoint: Endpoint, code: int, message: str) -> web.Response:
         return web.Response(
             status=code,
             text=message + "\n",
