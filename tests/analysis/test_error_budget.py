@@ -194,3 +194,16 @@ def test_every_check_says_how_it_is_judged() -> None:
         LatencyCheck(quantile=0.99, max_ratio=1.5)
     )
     assert "not a count, so judged once on its value" in judge.judged_as(PredictionDriftCheck())
+
+
+def test_max_increase_does_not_trust_a_low_early_stable_estimate() -> None:
+    """Identical 10% wrong predictions; the first poll's stable feedback happens to show 4.6%
+    (5/109) and the canary's 18.3% (21/115). Taking 4.6% + max_drop as the null FAILed an
+    identical canary at once; stable's upper bound keeps it open."""
+    data = {
+        **errors("accuracy", (115, 21), (109, 5)),
+        "accuracy/canary.bad": lambda i: 21 if i == 1 else 11,
+        "accuracy/stable.bad": lambda i: 5 if i == 1 else 11,
+    }
+    verdicts = run([ModelAccuracyCheck(max_drop=0.02)], data, polls=3)
+    assert all(v.status is not Status.FAIL for v in verdicts)

@@ -111,6 +111,27 @@ def canary_share_null(n_canary: float, n_stable: float, ratio: float) -> float:
     return ratio * n_canary / (ratio * n_canary + n_stable)
 
 
+#: One-sided level of the Clopper-Pearson bound that stands in for stable's rate.
+STABLE_BOUND_LEVEL = 0.001
+
+
+def stable_rate_upper(stable: Counts) -> float:
+    """Clopper-Pearson upper bound of stable's bad rate at ``STABLE_BOUND_LEVEL``.
+
+    The exact binomial bound is the (1-level) quantile of Beta(k+1, n-k) (Clopper & Pearson
+    1934). It is not time-uniform; stable's counts grow fast, and the bound only widens the
+    null, so the test stays conservative in the usual case.
+    """
+    from scipy import special
+
+    k, n = stable.bad or 0.0, stable.requests
+    if n <= 0:
+        return 1.0
+    if k >= n:
+        return 1.0
+    return float(special.betaincinv(k + 1, n - k, 1 - STABLE_BOUND_LEVEL))
+
+
 def log_mean_exp(values: Sequence[float]) -> float:
     """ln of the mean of exp(values): the log of a mean of e-values."""
     if not values:
@@ -263,8 +284,10 @@ class SequentialJudge(Judge):
                 self._rate_test(f"above max_rate {fmt(limits.max_rate)}", c, limits.max_rate)
             )
         if limits.max_increase is not None and s.requests > 0:
-            # Stable's rate is measured on ~all traffic, so its point estimate stands in for it.
-            bound = min(1.0, ((s.bad or 0.0) / s.requests) + limits.max_increase)
+            # Stable's rate stands in at its upper confidence bound, not its point estimate:
+            # early in a step (or on feedback, a small share of requests) the estimate is
+            # noisy, and a low draw would make an identical canary look worse.
+            bound = min(1.0, stable_rate_upper(s) + limits.max_increase)
             why = f"more than max_increase {fmt(limits.max_increase)} above stable"
             tests.append(self._rate_test(why, c, bound))
         return [t for t in tests if t is not None]
