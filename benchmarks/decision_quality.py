@@ -1,18 +1,27 @@
 """Decision quality of the judges on simulated Istio counters: false rollbacks and time to detect.
 
-Not a test. Simulates the seed's load (10,000 requests/min, stable error rate 1%, lognormal
-latency with p99 ~200 ms) with the canary at 1%, 10% and 50% of traffic, generates the
-cumulative counters Prometheus would return at each 15 s poll, and feeds them to the real
-judges through CanaryAnalysis. Usage:
+Not a test. Simulates 10,000 requests/min (stable error rate 1%, lognormal latency with
+p99 ~200 ms, 10% of requests get feedback with 90% correct predictions), generates the
+cumulative counters and histogram buckets Prometheus would return at each 15 s poll of a
+10-minute bake, and feeds them to the real judges through ``CanaryAnalysis``; ``savvi``'s
+anytime-valid multinomial test (Lindon & Malek 2022) runs on the same counts as an
+independent implementation. Usage:
 
-    .venv/bin/python benchmarks/decision_quality.py [--runs 1000] [--detect-runs 200] [--quick]
+    .venv/bin/python benchmarks/decision_quality.py [--runs 300] [--detect-runs 60] [--quick]
+
+Rows: A/A false rollbacks per rollout (3 checks, steps 1/10/50, each a 10-minute bake),
+with independent errors and with bursty errors (clusters of mean size 3, geometric), with
+95% Wilson intervals; then the median and p90 time to FAIL for each regression.
 """
 
 from __future__ import annotations
 
 import argparse
 import math
+import os
 import time
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -25,70 +34,153 @@ from airflow_canary.analysis import (
     Check,
     ErrorRateCheck,
     LatencyCheck,
+    ModelAccuracyCheck,
     Status,
 )
 
 RPM = 10_000
 STABLE_ERROR = 0.01
+FEEDBACK_SHARE, WRONG = 0.10, 0.10
 LAT_MEDIAN_MS, LAT_SIGMA = 50.0, 0.596  # p99 = 50 * exp(2.326 * 0.596) ~ 200 ms
 BAKE, POLL = 600.0, 15.0
+SLICES = int(BAKE / POLL) + 1
 ARMS = Arms("default")
 BOUNDS = np.array(ISTIO_DURATION_BUCKETS_MS)
+LE = [f"{b:g}" for b in ISTIO_DURATION_BUCKETS_MS] + ["+Inf"]
+ALPHA = 0.01
+STEPS = (0.01, 0.10, 0.50)
 
 
 @dataclass(frozen=True)
 class Scenario:
     name: str
+    weight: float = 0.01
     canary_error: float = STABLE_ERROR
     latency_factor: float = 1.0
+    tail_share: float = 0.0  # share of canary requests slowed by tail_factor
+    tail_factor: float = 1.0
+    grpc: bool = False  # errors are gRPC status 14 on HTTP 200: 5xx queries do not see them
+    cluster: float = 1.0  # mean error cluster size (1 = independent)
 
 
-SCENARIOS = [
-    Scenario("v2 = v1"),
-    Scenario("errors 1% -> 2%", canary_error=0.02),
-    Scenario("errors 1% -> 5%", canary_error=0.05),
-    Scenario("p99 latency +50%", latency_factor=1.5),
+DETECT = [
+    Scenario("errors 1%->5% at 1%", 0.01, canary_error=0.05),
+    Scenario("errors 1%->2% at 10%", 0.10, canary_error=0.02),
+    Scenario("latency x1.5 at 1%", 0.01, latency_factor=1.5),
+    Scenario("latency x1.5 at 10%", 0.10, latency_factor=1.5),
+    Scenario("tail: 2% of requests x6 at 10%", 0.10, tail_share=0.02, tail_factor=6.0),
+    Scenario("gRPC errors 1%->5% at 10%", 0.10, canary_error=0.05, grpc=True),
 ]
 
 
+def bucket_probabilities(factor: float, tail_share: float = 0.0, tail_factor: float = 1.0):
+    """P(latency <= bound) per Istio bound, lognormal scaled by factor, a tail mixture."""
+    body = stats.lognorm.cdf(BOUNDS, s=LAT_SIGMA, scale=LAT_MEDIAN_MS * factor)
+    if not tail_share:
+        return body
+    tail = stats.lognorm.cdf(BOUNDS, s=LAT_SIGMA, scale=LAT_MEDIAN_MS * factor * tail_factor)
+    return (1 - tail_share) * body + tail_share * tail
+
+
+def errors_in(rng: np.random.Generator, requests: np.ndarray, rate: float, cluster: float):
+    """Bad events per slice: independent, or clusters (geometric sizes of mean ``cluster``)."""
+    if cluster <= 1:
+        return rng.binomial(requests, rate)
+    clusters = rng.poisson(requests * rate / cluster)
+    sizes = np.array([rng.geometric(1 / cluster, c).sum() if c else 0 for c in clusters])
+    return np.minimum(sizes, requests)
+
+
+def simulate_arm(rng, share, error, factor, cluster, tail_share=0.0, tail_factor=1.0):
+    requests = rng.poisson(RPM / 4 * share, SLICES)
+    errors = errors_in(rng, requests, error, cluster)
+    probs = np.diff(
+        np.concatenate([[0.0], bucket_probabilities(factor, tail_share, tail_factor), [1.0]])
+    )
+    buckets = np.cumsum(rng.multinomial(requests, probs)[:, :-1], axis=1)
+    feedback = rng.binomial(requests, FEEDBACK_SHARE)
+    wrong = rng.binomial(feedback, WRONG)
+    return {
+        "requests": requests,
+        "errors": errors,
+        "buckets": buckets,
+        "feedback": feedback,
+        "wrong": wrong,
+    }
+
+
+def simulate_step(rng, scenario: Scenario, weight: float, regress: bool):
+    """Both arms of one step; the canary regresses as ``scenario`` says when ``regress``."""
+    s = scenario if regress else Scenario("A/A", cluster=scenario.cluster)
+    canary = simulate_arm(
+        rng, weight, s.canary_error, s.latency_factor, s.cluster, s.tail_share, s.tail_factor
+    )
+    stable = simulate_arm(rng, 1 - weight, STABLE_ERROR, 1.0, s.cluster)
+    return canary, stable
+
+
+# -- judges on the product's analysis --------------------------------------------------
+
+
 @dataclass(frozen=True)
-class JudgeSetup:
+class AnalysisSetup:
     label: str
     judge: str
     checks: tuple[Check, ...]
     poll: float = POLL
     options: tuple[tuple[str, object], ...] = ()
+    counts_grpc: bool = True
+    rollout_budget: bool = False  # the product splits alpha over the rollout's steps
 
 
+PRODUCT_CHECKS = (
+    ErrorRateCheck(max_ratio=1.5),
+    LatencyCheck(quantile=0.99, max_ratio=1.5),
+    ModelAccuracyCheck(max_drop=0.02),
+)
 SETUPS = [
-    JudgeSetup(
+    AnalysisSetup(
+        "product (sequential, alpha 0.01 per rollout)",
         "sequential",
-        "sequential",
-        (ErrorRateCheck(max_ratio=1.25), LatencyCheck(slo_ms=250, max_ratio=1.5)),
+        PRODUCT_CHECKS,
+        options=(("alpha", ALPHA),),
+        rollout_budget=True,
     ),
-    JudgeSetup(
-        "threshold (15s, 60s window, 5 in a row)",
+    AnalysisSetup(
+        "Flagger-style (1m, 5 failed, success >= 98%, p99 <= 500 ms)",
         "threshold",
-        (ErrorRateCheck(max_ratio=2.0), LatencyCheck(quantile=0.99, max_ms=250, max_ratio=1.5)),
-    ),
-    JudgeSetup(
-        "mann_whitney (98%, 25% band, 1-min steps)",
-        "mann_whitney",
-        (ErrorRateCheck(max_ratio=2.0), LatencyCheck(quantile=0.99, max_ratio=1.25, slo_ms=250)),
-    ),
-    JudgeSetup(
-        "Flagger-style (1m, 5 in a row, success >= 99%)",
-        "threshold",
-        (ErrorRateCheck(max_rate=0.01), LatencyCheck(quantile=0.99, max_ms=500)),
+        (
+            ErrorRateCheck(max_rate=0.02, grpc_error_codes=()),
+            LatencyCheck(quantile=0.99, max_ms=500),
+            ModelAccuracyCheck(max_drop=0.02),
+        ),
         poll=60.0,
         options=(("failure_threshold", 5), ("window_seconds", 60.0)),
+        counts_grpc=False,
+    ),
+    AnalysisSetup(
+        "Argo-style (1m, failureLimit 3, success >= 98%, p99 <= 300 ms)",
+        "threshold",
+        (
+            ErrorRateCheck(max_rate=0.02, grpc_error_codes=()),
+            LatencyCheck(quantile=0.99, max_ms=300),
+            ModelAccuracyCheck(max_drop=0.02),
+        ),
+        poll=60.0,
+        options=(("failure_threshold", 3), ("window_seconds", 60.0)),
+        counts_grpc=False,
+    ),
+    AnalysisSetup(
+        "Kayenta-style Mann-Whitney (98%, 25% band, 1-min points)",
+        "mann_whitney",
+        (
+            ErrorRateCheck(max_ratio=1.25, grpc_error_codes=()),
+            LatencyCheck(quantile=0.99, max_ratio=1.25),
+            ModelAccuracyCheck(max_drop=0.02),
+        ),
+        counts_grpc=False,
     ),
 ]
-
-
-def bucket_probabilities(factor: float) -> np.ndarray:
-    """P(latency <= bound) for each Istio bucket bound, lognormal latency scaled by factor."""
-    return stats.lognorm.cdf(BOUNDS, s=LAT_SIGMA, scale=LAT_MEDIAN_MS * factor)
 
 
 def histogram_quantile(q: float, cumulative: np.ndarray, total: float) -> float:
@@ -104,45 +196,41 @@ def histogram_quantile(q: float, cumulative: np.ndarray, total: float) -> float:
     return float(lower + (BOUNDS[i] - lower) * ((rank - below) / inside if inside else 0.0))
 
 
-def simulate_arm(
-    rng: np.random.Generator, share: float, error: float, factor: float, slices: int
-) -> dict[str, np.ndarray]:
-    """Per-15s slices of one arm: requests, errors and cumulative bucket counts."""
-    requests = rng.poisson(RPM / 4 * share, slices)
-    errors = rng.binomial(requests, error)
-    probs = np.diff(np.concatenate([[0.0], bucket_probabilities(factor), [1.0]]))
-    buckets = np.cumsum(
-        rng.multinomial(requests, probs)[:, :-1], axis=1
-    )  # per slice, cumulative over le
-    return {"requests": requests, "errors": errors, "buckets": buckets}
-
-
-def run_once(
-    rng: np.random.Generator, setup: JudgeSetup, weight: float, scenario: Scenario
+def run_analysis(
+    setup: AnalysisSetup, canary: dict, stable: dict, grpc: bool, budget_share: float
 ) -> float | None:
-    """Seconds until a final FAIL, or None when the analysis passed or never decided."""
-    slices = int(BAKE / POLL) + 1
-    canary = simulate_arm(rng, weight, scenario.canary_error, scenario.latency_factor, slices)
-    stable = simulate_arm(rng, 1 - weight, STABLE_ERROR, 1.0, slices)
-    slo_index = int(np.searchsorted(BOUNDS, 250))
-    cum = {}
+    """Seconds until a final FAIL, or None when the step passed or never decided."""
+    cum: dict[str, np.ndarray] = {}
     for arm, data in (("canary", canary), ("stable", stable)):
         requests = np.cumsum(data["requests"])
+        errors = np.cumsum(data["errors"])
+        if grpc and not setup.counts_grpc:
+            errors = np.zeros_like(errors)  # a 5xx query cannot see gRPC failures on HTTP 200
         cum[f"error-rate/{arm}.total"] = requests
-        cum[f"error-rate/{arm}.bad"] = np.cumsum(data["errors"])
+        cum[f"error-rate/{arm}.bad"] = errors
         cum[f"latency/{arm}.total"] = requests
-        cum[f"latency/{arm}.bad"] = requests - np.cumsum(data["buckets"][:, slo_index])
+        cum[f"latency/{arm}.buckets"] = np.cumsum(data["buckets"], axis=0)
+        cum[f"accuracy/{arm}.total"] = np.cumsum(data["feedback"])
+        cum[f"accuracy/{arm}.bad"] = np.cumsum(data["wrong"])
+    cum["error-rate/canary.unreachable"] = np.zeros(SLICES)
+    options = dict(setup.options)
+    if setup.rollout_budget:
+        options["budget_share"] = budget_share
     analysis = CanaryAnalysis(
-        ARMS, setup.checks, setup.judge, BAKE, setup.poll, judge_options=dict(setup.options)
+        ARMS, setup.checks, setup.judge, BAKE, setup.poll, judge_options=options
     )
     per_poll = int(round(setup.poll / POLL))
-    # The step started just before the first poll; slice 0 is the traffic before the baseline.
-    for poll in range(0, slices, per_poll):
+    for poll in range(0, SLICES, per_poll):
         elapsed = poll * POLL
         samples: dict[str, object] = {}
         for query in analysis.plan(elapsed):
-            if query.id in cum:
-                samples[query.id] = float(cum[query.id][poll])
+            series = cum.get(query.id)
+            if query.kind == "vector" and series is not None:
+                finite = dict(zip(LE[:-1], (float(v) for v in series[poll]), strict=True))
+                total = float(cum[query.id.replace("buckets", "total")][poll])
+                samples[query.id] = {**finite, "+Inf": total}
+            elif series is not None:
+                samples[query.id] = float(series[poll])
             else:
                 samples[query.id] = value_sample(query.id, query.kind, canary, stable, poll, setup)
         verdict = analysis.observe(elapsed, samples)
@@ -151,11 +239,11 @@ def run_once(
     return None
 
 
-def value_sample(
-    qid: str, kind: str, canary: dict, stable: dict, poll: int, setup: JudgeSetup
-) -> object:
+def value_sample(qid: str, kind: str, canary: dict, stable: dict, poll: int, setup) -> object:
     """What Prometheus would answer to a quantile query: over the last minute, or per minute."""
     data = canary if "/canary." in qid else stable
+    if qid.startswith("accuracy/"):
+        return None
     check = next(c for c in setup.checks if qid.startswith(c.name + "/"))
     quantile = float(getattr(check, "quantile", 0.99))
 
@@ -169,48 +257,160 @@ def value_sample(
     return None if math.isnan(value) else value
 
 
+# -- savvi ---------------------------------------------------------------------------------
+
+
+def run_savvi(canary: dict, stable: dict, grpc: bool, budget_share: float) -> float | None:
+    """savvi's Multinomial (Dirichlet-multinomial e-process, Lindon & Malek 2022) on the
+    canary's share of bad events against its traffic share, for errors and for requests
+    slower than 250 ms; Bonferroni over the two, the same split of alpha over steps."""
+    from savvi.multinomial import Multinomial
+
+    alpha = ALPHA * budget_share / 2
+    slo = int(np.searchsorted(BOUNDS, 250))
+    c_req, s_req = canary["requests"].sum(), stable["requests"].sum()
+    share = float(c_req / (c_req + s_req))
+    theta = np.array([share, 1 - share])
+    errors = Multinomial(alpha, theta)
+    slow = Multinomial(alpha, theta)
+    for i in range(1, SLICES):
+        errors.update(np.array([canary["errors"][i], stable["errors"][i]], dtype=np.int64))
+        slow_c = canary["requests"][i] - canary["buckets"][i, slo]
+        slow_s = stable["requests"][i] - stable["buckets"][i, slo]
+        slow.update(np.array([slow_c, slow_s], dtype=np.int64))
+        worse = errors.counts[0] / max(share, 1e-9) > errors.counts[1] / (1 - share)
+        slower = slow.counts[0] / max(share, 1e-9) > slow.counts[1] / (1 - share)
+        if (worse and errors.odds >= 1 / alpha) or (slower and slow.odds >= 1 / alpha):
+            return i * POLL
+    return None
+
+
+# -- the table ------------------------------------------------------------------------------
+
+Runner = Callable[[dict, dict, bool, float], "float | None"]
+
+
+def runner(label: str) -> Runner:
+    if label == "savvi":
+        return run_savvi
+    setup = next(s for s in SETUPS if s.label == label)
+    return lambda c, s, grpc, share: run_analysis(setup, c, s, grpc, share)
+
+
+def aa_rollouts(args: tuple[str, float, int, int]) -> list[list[bool]]:
+    """Per rollout of identical versions: did each step (1%, 10%, 50%) FAIL?"""
+    label, cluster, runs, seed = args
+    run = runner(label)
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(runs):
+        fails = []
+        for weight in STEPS:
+            c, s = simulate_step(rng, Scenario("A/A", cluster=cluster), weight, regress=False)
+            fails.append(run(c, s, False, 1 / len(STEPS)) is not None)
+        out.append(fails)
+    return out
+
+
+def detections(args: tuple[str, Scenario, int, int]) -> list[float | None]:
+    label, scenario, runs, seed = args
+    run = runner(label)
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(runs):
+        c, s = simulate_step(rng, scenario, scenario.weight, regress=True)
+        out.append(run(c, s, scenario.grpc, 1 / len(STEPS)))
+    return out
+
+
+def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    if n == 0:
+        return 0.0, 1.0
+    p = k / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def rate_cell(k: int, n: int) -> str:
+    low, high = wilson(k, n)
+    return f"{k / n:.1%} ({k}/{n}; {low:.1%}-{high:.1%})"
+
+
+def time_cell(times: list[float | None]) -> str:
+    found = sorted(t for t in times if t is not None)
+    share = len(found) / len(times)
+    if share < 0.5:
+        return f"not within 10 min ({share:.0%})"
+    padded = sorted(t if t is not None else math.inf for t in times)
+    median = padded[len(padded) // 2]
+    p90 = padded[min(len(padded) - 1, int(math.ceil(0.9 * len(padded))) - 1)]
+    p90_text = f"{p90 / 60:.2g}" if math.isfinite(p90) else ">10"
+    return f"{median / 60:.2g} / {p90_text} min ({share:.0%})"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", type=int, default=1000, help="runs per cell when v2 = v1")
-    parser.add_argument("--detect-runs", type=int, default=200, help="runs per cell for detection")
-    parser.add_argument("--quick", action="store_true", help="100 and 40 runs")
+    parser.add_argument("--runs", type=int, default=300, help="A/A rollouts per cell")
+    parser.add_argument("--detect-runs", type=int, default=60, help="runs per detection cell")
+    parser.add_argument("--quick", action="store_true", help="40 and 20 runs")
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--judges", nargs="*", help="labels to run (default: all)")
     args = parser.parse_args()
     if args.quick:
-        args.runs, args.detect_runs = 100, 40
-    rng = np.random.default_rng(args.seed)
+        args.runs, args.detect_runs = 40, 20
+    labels = [s.label for s in SETUPS] + ["savvi"]
+    if args.judges:
+        labels = [label for label in labels if any(j in label for j in args.judges)]
     started = time.perf_counter()
     print(
-        f"# {RPM:,} requests/min, stable error rate {STABLE_ERROR:.0%}, bake {BAKE / 60:g} min, polls every {POLL:g}s"
+        f"# {RPM:,} requests/min, stable error rate {STABLE_ERROR:.0%}, bake {BAKE / 60:g} min, "
+        f"polls every {POLL:g}s; {args.runs} A/A rollouts (steps 1/10/50%) and "
+        f"{args.detect_runs} runs per detection cell; seed {args.seed}\n"
     )
-    print(
-        f"# false rollbacks over {args.runs} runs; median time to FAIL over {args.detect_runs} runs (detected share)\n"
-    )
-    header = (
-        "| judge | weight | false rollbacks (v2 = v1) | "
-        + " | ".join(s.name for s in SCENARIOS[1:])
-        + " |"
-    )
-    print(header)
-    print("|" + "---|" * (header.count("|") - 1))
-    for setup in SETUPS:
-        for weight in (0.01, 0.10, 0.50):
+    chunks = max(1, args.workers)
+    with ProcessPoolExecutor(max_workers=args.workers) as pool:
+        print(
+            "| judge | A/A rollback per rollout, independent errors | bursty errors (clusters of 3) | A/A per step 1% / 10% (bursty) |"
+        )
+        print("|---|---|---|---|")
+        for label in labels:
             cells = []
-            for scenario in SCENARIOS:
-                runs = args.runs if scenario is SCENARIOS[0] else args.detect_runs
-                times = [run_once(rng, setup, weight, scenario) for _ in range(runs)]
-                fails = [t for t in times if t is not None]
-                if scenario is SCENARIOS[0]:
-                    cells.append(f"{len(fails) / runs:.1%} ({len(fails)}/{runs})")
-                    continue
-                detected = len(fails) / runs
-                if detected < 0.5:
-                    cells.append(f"not within 10 min ({detected:.0%})")
-                else:
-                    median = float(np.median([t if t is not None else math.inf for t in times]))
-                    cells.append(f"{median / 60:.2g} min ({detected:.0%})")
-            print(f"| {setup.label} | {weight:.0%} | " + " | ".join(cells) + " |", flush=True)
-    print(f"\n# {time.perf_counter() - started:.0f} s")
+            per_step = ""
+            for cluster in (1.0, 3.0):
+                jobs = [
+                    (label, cluster, args.runs // chunks + (i < args.runs % chunks), args.seed + i)
+                    for i in range(chunks)
+                ]
+                results = [r for part in pool.map(aa_rollouts, jobs) for r in part]
+                cells.append(rate_cell(sum(any(r) for r in results), len(results)))
+                if cluster > 1:
+                    n = len(results)
+                    per_step = " / ".join(f"{sum(r[i] for r in results) / n:.1%}" for i in range(2))
+            print(f"| {label} | {cells[0]} | {cells[1]} | {per_step} |", flush=True)
+        print()
+        print("| judge | " + " | ".join(s.name for s in DETECT) + " |")
+        print("|---|" + "---|" * len(DETECT))
+        for label in labels:
+            cells = []
+            for k, scenario in enumerate(DETECT):
+                jobs = [
+                    (
+                        label,
+                        scenario,
+                        args.detect_runs // chunks + (i < args.detect_runs % chunks),
+                        args.seed * 100 + k * 10 + i,
+                    )
+                    for i in range(chunks)
+                ]
+                times = [t for part in pool.map(detections, jobs) for t in part]
+                cells.append(time_cell(times))
+            print(f"| {label} | " + " | ".join(cells) + " |", flush=True)
+    print(
+        "\n# cells: rate (count; 95% Wilson interval); median / p90 time to FAIL (share detected within 10 min)"
+    )
+    print(f"# {time.perf_counter() - started:.0f} s on {args.workers} worker(s)")
 
 
 if __name__ == "__main__":

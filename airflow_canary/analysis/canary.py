@@ -15,9 +15,11 @@ from airflow_canary.analysis.observations import (
     ArmObservation,
     Counts,
     Observation,
+    advance_buckets,
     advance_counter,
     clean_series,
     clean_value,
+    parse_le,
 )
 from airflow_canary.analysis.values import AnalysisError, Arm, Arms, Query, QueryFailure, Status
 from airflow_canary.analysis.verdict import Verdict
@@ -158,11 +160,21 @@ class CanaryAnalysis:
                 out[_query_id(check, role)] = promql
         return out
 
+    def _bucket_queries(self) -> dict[str, str]:
+        out = {}
+        for check in self.checks:
+            for role, promql in check.buckets(self.arms).items():
+                out[_query_id(check, role)] = promql
+        return out
+
     def plan(self, elapsed_seconds: float) -> list[Query]:
         """The queries to run at this poll; none once the verdict is final."""
         if self._state["final"] is not None:
             return []
         queries = [Query(qid, promql) for qid, promql in self._counter_queries().items()]
+        queries += [
+            Query(qid, promql, "vector", by="le") for qid, promql in self._bucket_queries().items()
+        ]
         start = self._state["start"]
         if start is None:
             # The baseline readings of the step, plus one run of every value and series query
@@ -237,6 +249,9 @@ class CanaryAnalysis:
         st["failed_polls"] = 0
         for qid in self._counter_queries():
             st["counters"][qid] = advance_counter(st["counters"].get(qid), samples[qid])
+        buckets = st.setdefault("buckets", {})
+        for qid in self._bucket_queries():
+            buckets[qid] = advance_buckets(buckets.get(qid), samples[qid])
         if st["start"] is None:
             st["start"] = float(elapsed_seconds)
             reason = "took the baseline readings of the step; the comparison starts now"
@@ -255,6 +270,7 @@ class CanaryAnalysis:
         for check in self.checks:
             obs = self._observation(check, elapsed_seconds, bake_done, samples)
             results.append(self.judge.classify(obs, st["judge_state"][check.name]))
+        results = self.judge.combine(results, st["judge_state"], bake_done)
         return self._decide(elapsed_seconds, bake_done, results)
 
     def _record_history(self, elapsed: float) -> None:
@@ -302,12 +318,26 @@ class CanaryAnalysis:
             )
             value_sample = samples.get(_query_id(check, f"{arm.value}.value"))
             series_sample = samples.get(_query_id(check, f"{arm.value}.series"))
+            prefix = _query_id(check, f"{arm.value}.")
+            extra = {
+                qid[len(prefix) :]: track["total"]
+                for qid, track in counters.items()
+                if qid.startswith(prefix) and qid not in (total_id, bad_id)
+            }
+            tracks = self._state.get("buckets", {}).get(_query_id(check, f"{arm.value}.buckets"))
+            buckets = {
+                bound: float(track["total"])
+                for le, track in (tracks or {}).items()
+                if (bound := parse_le(le)) is not None
+            }
             return ArmObservation(
                 since_start=since,
                 window=Counts(w_total, w_bad),
                 seen=bool(total["seen"]),
                 value=clean_value(value_sample),
                 series=clean_series(series_sample),
+                buckets=buckets,
+                extra=extra,
             )
 
         return Observation(

@@ -111,6 +111,15 @@ class Check(ABC):
         """Instant queries over the last ``window_seconds``: ``canary.value``/``stable.value``."""
         return {}
 
+    def buckets(self, arms: Arms) -> dict[str, str]:
+        """Cumulative histogram buckets by role (``canary.buckets``), ``sum by (le)``."""
+        return {}
+
+    @property
+    def is_count(self) -> bool:
+        """Whether the check is judged on counts of events (bad among all), poll by poll."""
+        return self.proportion is not None
+
     def series(self, arms: Arms, step_seconds: float) -> dict[str, str]:
         """Per-step queries for range evaluation: ``canary.series``/``stable.series``."""
         return {}
@@ -164,9 +173,43 @@ def _format_rate(value: float | None) -> str:
     return f"{percent:.1f}%" if percent >= 0.1 or percent == 0 else f"{percent:.3f}%"
 
 
+#: gRPC status codes that count as server errors: those gRPC's HTTP mapping sends to 5xx
+#: (UNKNOWN 2, DEADLINE_EXCEEDED 4, UNIMPLEMENTED 12, INTERNAL 13, UNAVAILABLE 14,
+#: DATA_LOSS 15; google.rpc.Code in googleapis/google/rpc/code.proto). Client errors such as
+#: INVALID_ARGUMENT or NOT_FOUND are the caller's fault, like a 4xx.
+GRPC_SERVER_ERROR_CODES: tuple[int, ...] = (2, 4, 12, 13, 14, 15)
+
+#: Envoy response flags of a proxy that answered the caller itself because no upstream
+#: could serve: UH no healthy upstream, UF upstream connection failure, URX retry limit
+#: exceeded (Envoy access-log docs, "response flags").
+PROXY_UNREACHABLE_FLAGS: tuple[str, ...] = ("UH", "UF", "URX")
+
+
+def _unreachable_selector(arms: Arms) -> str:
+    """5xx that callers' sidecars answered themselves for services in the arms' namespace.
+
+    When every canary pod is down, only ``reporter="source"`` sees these requests, and its
+    destination workload labels are "unknown" (istio/istio#28387); the service name
+    ``<name>.<namespace>.svc.<domain>`` still says where they were headed.
+    """
+    namespace = arms.namespace  # an RFC 1123 label: nothing to escape in a regex
+    flags = "|".join(PROXY_UNREACHABLE_FLAGS)
+    return selector(
+        REQUESTS,
+        {"reporter": "source"},
+        f'destination_service=~"[^.]+\\\\.{namespace}\\\\.svc(\\\\..+)?",'
+        f'response_code=~"5..",response_flags=~"(.*,)?({flags})(,.*)?"',
+    )
+
+
 @dataclass(frozen=True)
 class ErrorRateCheck(Check):
-    """Share of requests answered with a 5xx status, from Istio's request counter."""
+    """Share of requests that failed, from Istio's request counter.
+
+    A request failed when its HTTP status is 5xx, or when it is a gRPC call whose
+    ``grpc_response_status`` is one of ``grpc_error_codes`` (gRPC failures travel as HTTP
+    200 with the status in a trailer). ``grpc_error_codes=()`` counts HTTP 5xx only.
+    """
 
     type_name: ClassVar[str] = "error_rate"
     max_rate: float | None = None
@@ -174,9 +217,20 @@ class ErrorRateCheck(Check):
     max_ratio: float | None = None
     min_requests: int = 100  # type: ignore[assignment]
     name: str = "error-rate"
+    grpc_error_codes: tuple[int, ...] = GRPC_SERVER_ERROR_CODES
 
     def __post_init__(self) -> None:
         _name(self.name)
+        if isinstance(self.grpc_error_codes, list):
+            object.__setattr__(self, "grpc_error_codes", tuple(self.grpc_error_codes))
+        if not isinstance(self.grpc_error_codes, tuple) or any(
+            not isinstance(c, int) or isinstance(c, bool) or not 1 <= c <= 16
+            for c in self.grpc_error_codes
+        ):
+            raise AnalysisError(
+                f"{self.name}: grpc_error_codes must be gRPC status codes 1..16 (0 is OK), "
+                f"got {self.grpc_error_codes!r}"
+            )
         _fraction(self.name, "max_rate", self.max_rate)
         _fraction(self.name, "max_increase", self.max_increase)
         _ratio(self.name, "max_ratio", self.max_ratio)
@@ -187,33 +241,53 @@ class ErrorRateCheck(Check):
                 "max_increase (e.g. 0.005) or max_ratio (e.g. 1.5)"
             )
 
+    def _error_selectors(self, arms: Arms, arm: Arm) -> list[str]:
+        out = [_traffic_selector(arms, arm, extra='response_code=~"5.."')]
+        if self.grpc_error_codes:
+            codes = "|".join(str(c) for c in sorted(set(self.grpc_error_codes)))
+            out.append(
+                _traffic_selector(
+                    arms, arm, extra=f'response_code!~"5..",grpc_response_status=~"{codes}"'
+                )
+            )
+        return out
+
     def counters(self, arms: Arms) -> dict[str, str]:
         out = {}
         for arm in Arm:
             out[role(arm, "total")] = f"sum({_traffic_selector(arms, arm)})"
-            errors = _traffic_selector(arms, arm, extra='response_code=~"5.."')
-            # No 5xx series yet means no errors, not missing data.
-            out[role(arm, "bad")] = f"(sum({errors}) or vector(0))"
+            # No error series yet means no errors, not missing data.
+            out[role(arm, "bad")] = " + ".join(
+                f"(sum({sel}) or vector(0))" for sel in self._error_selectors(arms, arm)
+            )
+        out[role(Arm.CANARY, "unreachable")] = f"(sum({_unreachable_selector(arms)}) or vector(0))"
         return out
 
     def series(self, arms: Arms, step_seconds: float) -> dict[str, str]:
         window = duration(step_seconds)
         out = {}
         for arm in Arm:
-            errors = _traffic_selector(arms, arm, extra='response_code=~"5.."')
-            total = _traffic_selector(arms, arm)
-            out[role(arm, "series")] = (
-                f"(sum(increase({errors}[{window}])) or vector(0))"
-                f" / sum(increase({total}[{window}]))"
+            errors = " + ".join(
+                f"(sum(increase({sel}[{window}])) or vector(0))"
+                for sel in self._error_selectors(arms, arm)
             )
+            total = _traffic_selector(arms, arm)
+            out[role(arm, "series")] = f"({errors}) / sum(increase({total}[{window}]))"
         return out
+
+    def counts_as(self) -> str:
+        """Which responses count as errors, for verdicts."""
+        if not self.grpc_error_codes:
+            return "HTTP 5xx"
+        codes = ", ".join(str(c) for c in sorted(set(self.grpc_error_codes)))
+        return f"HTTP 5xx or gRPC status {codes}"
 
     @property
     def proportion(self) -> ProportionLimits:
         return ProportionLimits(self.max_rate, self.max_increase, self.max_ratio)
 
     def describe(self) -> str:
-        return "error rate"
+        return f"error rate ({self.counts_as()})"
 
     def format_value(self, value: float | None) -> str:
         return _format_rate(value)
@@ -222,6 +296,13 @@ class ErrorRateCheck(Check):
 @dataclass(frozen=True)
 class LatencyCheck(Check):
     """A latency quantile from Istio's duration histogram, and the share slower than an SLO.
+
+    The sequential judge reads the whole histogram (``sum by (le)``) and judges shares of
+    requests slower than bucket bounds found in the data: ``max_ms`` as "at most 1-quantile
+    of canary requests slower than max_ms"; ``max_ratio`` as "at each bound in the tail
+    (``slo_ms``, else the bounds around stable's quantile), at most max_ratio times stable's
+    share of requests is slower"; ``slo_ms`` alone as the same ratio with the judge's
+    tolerance. Other judges compare the quantile values Prometheus interpolates.
 
     ``slo_ms`` must be one of the histogram's bucket bounds: the share of requests slower
     than it is then exact (``1 - bucket{le=slo}/count``); interpolating inside a bucket would
@@ -288,6 +369,14 @@ class LatencyCheck(Check):
                 fast = _traffic_selector(arms, arm, f"{DURATION}_bucket", bucket_bound(slo))
                 out[role(arm, "bad")] = f"({count} - sum({fast}))"
         return out
+
+    def buckets(self, arms: Arms) -> dict[str, str]:
+        return {
+            role(arm, "buckets"): (
+                f"sum by (le) ({_traffic_selector(arms, arm, f'{DURATION}_bucket')})"
+            )
+            for arm in Arm
+        }
 
     def _quantile(self, arms: Arms, arm: Arm, window: str) -> str:
         buckets = _traffic_selector(arms, arm, f"{DURATION}_bucket")

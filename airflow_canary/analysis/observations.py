@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from airflow_canary.analysis.checks import Check
@@ -58,6 +59,51 @@ def advance_counter(track: dict[str, Any] | None, raw: object) -> dict[str, Any]
     return {"last": value, "total": float(track["total"]) + step, "seen": True}
 
 
+def parse_le(text: str) -> float | None:
+    """A histogram bucket bound from its ``le`` label: ``"250"``, ``"250.0"``, ``"+Inf"``.
+
+    Prometheus 2 keeps the exporter's spelling (Envoy writes ``250``, Python clients
+    ``250.0``); Prometheus 3 normalises classic-histogram ``le`` to the float form on
+    ingestion. Both name the same bound. Anything else is None (not a bucket bound).
+    """
+    try:
+        value = float(text)
+    except (TypeError, ValueError):
+        return None
+    return value if not math.isnan(value) and value > 0 else None
+
+
+def format_le(bound: float) -> str:
+    """A bucket bound the way people write it: ``250``, ``0.5``, ``+Inf``."""
+    return "+Inf" if math.isinf(bound) else f"{bound:.10g}"
+
+
+def advance_buckets(tracks: dict[str, Any] | None, raw: object) -> dict[str, Any]:
+    """Fold one ``sum by (le)`` reading into ``{le: counter track}`` (see ``advance_counter``).
+
+    Keys are the bounds formatted by ``format_le``, so ``"250"`` and ``"250.0"`` are one
+    bucket. A bucket first seen after the baseline counts from zero, like any new counter.
+    """
+    first = tracks is None
+    tracks = dict(tracks or {})
+    readings: dict[str, float] = {}
+    if isinstance(raw, dict):
+        for le, value in raw.items():
+            bound = parse_le(le)
+            number = clean_number(value)
+            if bound is not None and number is not None:
+                key = format_le(bound)
+                readings[key] = readings.get(key, 0.0) + number
+    for key, value in readings.items():
+        if key in tracks:
+            tracks[key] = advance_counter(tracks[key], value)
+        elif first:
+            tracks[key] = advance_counter(None, value)
+        else:  # a bucket born after the baseline: its whole reading is new
+            tracks[key] = advance_counter({"last": 0.0, "total": 0.0, "seen": True}, value)
+    return tracks
+
+
 @dataclass(frozen=True)
 class Counts:
     """Events of one arm over some interval: all of them, and the bad ones."""
@@ -81,6 +127,15 @@ class ArmObservation:
     seen: bool
     value: float | None = None
     series: tuple[float, ...] = ()
+    #: Requests at or below each bucket bound since the step started (latency checks).
+    buckets: Mapping[float, float] = field(default_factory=dict)
+    #: Extra counters a check asked for, by role, since the step started.
+    extra: Mapping[str, float] = field(default_factory=dict)
+
+    def slower_than(self, bound: float) -> Counts:
+        """Requests slower than ``bound`` (a bucket bound of this arm) among all of them."""
+        total = self.since_start.requests
+        return Counts(total, max(0.0, min(total, total - self.buckets[bound])))
 
 
 @dataclass(frozen=True)

@@ -85,19 +85,27 @@ class Arm(str, Enum):
 class Query:
     """One PromQL query the driver runs for a poll.
 
-    An instant query is evaluated now. A range query covers the last ``range_seconds``
-    (ending now) at ``step_seconds`` resolution and its sample is the list of values.
+    An instant query is evaluated at the poll's time and its sample is one number. A vector
+    query is an instant query whose series differ in the label ``by`` (e.g. ``le`` of a
+    histogram); its sample maps each value of that label to its number. A range query covers
+    the last ``range_seconds`` at ``step_seconds`` resolution and its sample is the list of
+    values.
     """
 
     id: str
     promql: str
-    kind: Literal["instant", "range"] = "instant"
+    kind: Literal["instant", "range", "vector"] = "instant"
     step_seconds: float | None = None
     range_seconds: float | None = None
+    by: str | None = None
 
     def __post_init__(self) -> None:
-        if self.kind not in ("instant", "range"):
-            raise AnalysisError(f"query kind must be 'instant' or 'range', got {self.kind!r}")
+        if self.kind not in ("instant", "range", "vector"):
+            raise AnalysisError(
+                f"query kind must be 'instant', 'range' or 'vector', got {self.kind!r}"
+            )
+        if self.kind == "vector" and not self.by:
+            raise AnalysisError(f"vector query {self.id!r} needs the label it is keyed by")
         if self.kind == "range" and (not self.step_seconds or not self.range_seconds):
             raise AnalysisError(
                 f"range query {self.id!r} needs positive step_seconds and range_seconds, "
@@ -117,4 +125,4 @@ class QueryFailure:
     permanent: bool = False
 
 
-Sample: TypeAlias = "float | None | list[float] | QueryFailure"
+Sample: TypeAlias = "float | None | list[float] | dict[str, float] | QueryFailure"

@@ -266,6 +266,7 @@ class PrometheusHook(BaseHook):
         self.retries = retries
         self.backoff_seconds = backoff_seconds
         self._endpoint: PrometheusEndpoint | None = None
+        self._aclient: tuple[asyncio.AbstractEventLoop, httpx.AsyncClient] | None = None
 
     # -- UI --------------------------------------------------------------------------------
     # Airflow >= 3.2 reads the form from the provider info ("conn-fields", "ui-field-behaviour"
@@ -388,27 +389,49 @@ class PrometheusHook(BaseHook):
                 )
         raise PrometheusUnavailableError(endpoint.base_url, self.retries + 1, cause)
 
+    async def _async_client(self, endpoint: PrometheusEndpoint) -> httpx.AsyncClient:
+        """One client per event loop, built in a worker thread: building one loads the CA
+        bundle (about 0.1 s), which must not stall the triggerer's loop at every query."""
+        loop = asyncio.get_running_loop()
+        cached = self._aclient
+        if cached is None or cached[0] is not loop or cached[1].is_closed:
+            client = await asyncio.to_thread(self.get_async_conn, endpoint)
+            raced = self._aclient
+            if raced is not None and raced[0] is loop and not raced[1].is_closed:
+                await client.aclose()  # a concurrent query built one first
+                return raced[1]
+            self._aclient = (loop, client)
+            return client
+        return cached[1]
+
+    async def aclose(self) -> None:
+        """Close the async client of the running loop, if one was opened."""
+        cached = self._aclient
+        self._aclient = None
+        if cached is not None and cached[0] is asyncio.get_running_loop():
+            await cached[1].aclose()
+
     async def _aget(self, path: str, query: str, params: Mapping[str, str]) -> Any:
         endpoint = await self.aendpoint()
         cause = ""
-        async with self.get_async_conn(endpoint) as client:
-            for attempt in range(self.retries + 1):
-                if attempt:
-                    await asyncio.sleep(self._backoff(attempt))
-                try:
-                    response = await client.get(path, params=dict(params))
-                    return _decode(query, response)
-                except _Retry as retry:
-                    cause = retry.cause
-                except httpx.TransportError as err:
-                    cause = f"{type(err).__name__}: {err or 'no detail'}"
-                self.log.warning(
-                    "Prometheus %s%s attempt %d failed: %s",
-                    endpoint.base_url,
-                    path,
-                    attempt + 1,
-                    cause,
-                )
+        client = await self._async_client(endpoint)
+        for attempt in range(self.retries + 1):
+            if attempt:
+                await asyncio.sleep(self._backoff(attempt))
+            try:
+                response = await client.get(path, params=dict(params))
+                return _decode(query, response)
+            except _Retry as retry:
+                cause = retry.cause
+            except httpx.TransportError as err:
+                cause = f"{type(err).__name__}: {err or 'no detail'}"
+            self.log.warning(
+                "Prometheus %s%s attempt %d failed: %s",
+                endpoint.base_url,
+                path,
+                attempt + 1,
+                cause,
+            )
         raise PrometheusUnavailableError(endpoint.base_url, self.retries + 1, cause)
 
     def _backoff(self, attempt: int) -> float:

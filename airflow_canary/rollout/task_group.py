@@ -73,6 +73,8 @@ def canary_rollout(
     HTTPRoute, ``stable_subset``/``canary_subset`` are the Services its rules send to; set
     ``stable_version``/``canary_version`` to the pods' ``version`` labels for the analysis).
 
+    With the sequential judge each judged step gets ``budget_share = 1/judged steps`` of the
+    judge's ``alpha`` unless ``judge_options`` sets it: one error budget for the rollout.
     ``dashboard_url_template`` (e.g. a Grafana URL with ``{namespace}``, ``{canary_version}``,
     ``{start_ms}``, ``{end_ms}``) adds a "Dashboard" link to every analysis task.
     """
@@ -123,6 +125,11 @@ def canary_rollout(
         router=router,
     )
     traffic = target.operator_kwargs()
+    judged_steps = sum(1 for weight in plan.steps if weight != 100)
+    if judge == "sequential" and judged_steps > 1:
+        # One error budget for the rollout: each judged step spends an equal share of alpha,
+        # so an identical canary is rolled back with probability <= alpha over all steps.
+        judge_options = {"budget_share": 1 / judged_steps, **(judge_options or {})}
     analysis: dict[str, Any] = {
         **traffic,
         "stable_version": plan.stable_version,

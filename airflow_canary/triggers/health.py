@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import importlib
 import logging
 import math
 import time
@@ -41,6 +42,10 @@ if TYPE_CHECKING:  # the hooks load when the analysis runs, not when a DAG file 
 log = logging.getLogger(__name__)
 
 Seconds = timedelta | float | int | str
+
+#: How long after a poll's scheduled time its queries run, so the scrape that happened just
+#: before that time has been ingested (the queries are still evaluated at the scheduled time).
+READ_DELAY_SECONDS = 2.0
 
 
 def to_seconds(what: str, value: Seconds) -> float:
@@ -262,8 +267,31 @@ class HealthAnalysisRun:
         assert self.config.rollback is not None
         return AsyncIstioHook(kubernetes_conn_id=self.config.rollback.kubernetes_conn_id)
 
+    def poll_time(self, index: int) -> float:
+        """When poll ``index`` reads Prometheus (epoch seconds); poll 0 is the step's baseline."""
+        return self.started_at + index * self.config.poll_interval_seconds
+
     async def run(self) -> dict[str, Any]:
+        """Poll until a final verdict or the timeout, then roll back on FAIL.
+
+        Polls are scheduled at ``started_at + k * poll_interval`` and every query is
+        evaluated at that instant (Prometheus's ``time`` parameter), read a moment later so
+        the last scrape has landed. The analysis is therefore a function of the step's start
+        and of Prometheus's data: a run that starts late (a triggerer that restarted and
+        rebuilt the trigger from ``serialize()``) first replays the polls it missed, with
+        the same baseline and the same evidence, then carries on; the bake time does not
+        start again.
+        """
+        try:
+            return await self._run()
+        finally:
+            aclose = getattr(self.prometheus, "aclose", None)
+            if aclose is not None:
+                await aclose()
+
+    async def _run(self) -> dict[str, Any]:
         config = self.config
+        await warm_up()
         analysis = config.build_analysis()
         if config.rollback is not None:
             await self.prepare_rollback(config.rollback)
@@ -272,13 +300,22 @@ class HealthAnalysisRun:
         if config.weight_hold is not None:
             polls = max_polls(config.effective_timeout_seconds, config.poll_interval_seconds)
             watch = WeightWatch(config.weight_hold, polls, self.log)
+        settle = min(READ_DELAY_SECONDS, config.poll_interval_seconds / 4)
         last: dict[str, Any] | None = None
+        index = 0
+        replayed = 0
         while True:
-            poll_started = time.time()
-            elapsed = max(0.0, poll_started - self.started_at)
+            at = self.poll_time(index)
+            wait = at + settle - time.time()
+            if wait > 0:
+                await asyncio.sleep(wait)
+            elif index > 0 and wait < -config.poll_interval_seconds:
+                replayed += 1
+            elapsed = at - self.started_at
             queries = analysis.plan(elapsed)
-            samples = await self.sample(queries)
-            verdict = analysis.observe(elapsed, samples)
+            samples = await self.sample(queries, at)
+            # The statistics run off the event loop: the triggerer serves other triggers.
+            verdict = await asyncio.to_thread(analysis.observe, elapsed, samples)
             last = verdict.to_dict()
             self.log.info("%s", poll_line(last))
             if watch is not None and last["verdict"] != Status.FAIL.value:
@@ -288,8 +325,7 @@ class HealthAnalysisRun:
                     break
             if verdict.final:
                 break
-            now = time.time()
-            if now + config.poll_interval_seconds > deadline:
+            if self.poll_time(index + 1) > deadline:
                 last = {
                     **last,
                     "verdict": Status.INCONCLUSIVE.value,
@@ -300,7 +336,9 @@ class HealthAnalysisRun:
                     ),
                 }
                 break
-            await asyncio.sleep(max(0.0, config.poll_interval_seconds - (now - poll_started)))
+            index += 1
+        if replayed:
+            self.log.info("Caught up with %d overdue poll(s) from Prometheus's history", replayed)
         decided_at = time.time()
         event = {
             **last,
@@ -320,31 +358,9 @@ class HealthAnalysisRun:
             event.update(await self.roll_back(config.rollback, event["reason"], decided_at))
         return event
 
-    async def sample(self, queries: Sequence[Query]) -> dict[str, Any]:
-        results = await asyncio.gather(*(self.run_query(q) for q in queries))
+    async def sample(self, queries: Sequence[Query], at: float | None = None) -> dict[str, Any]:
+        results = await asyncio.gather(*(run_query(self.prometheus, q, at) for q in queries))
         return {query.id: result for query, result in zip(queries, results, strict=True)}
-
-    async def run_query(self, query: Query) -> float | None | list[float] | QueryFailure:
-        from airflow_canary.hooks.prometheus import PrometheusError
-
-        try:
-            if query.kind == "range":
-                assert query.range_seconds is not None and query.step_seconds is not None
-                end = time.time()
-                series = await self.prometheus.aquery_range(
-                    query.promql, end - query.range_seconds, end, query.step_seconds
-                )
-                if len(series) > 1:
-                    return QueryFailure(
-                        f"range query {query.id!r} returned {len(series)} series, expected one: "
-                        f"{query.promql}"
-                    )
-                return series[0].values if series else []
-            return await self.prometheus.aquery_scalar(query.promql)
-        except PrometheusError as err:
-            # bad_data is Prometheus refusing the PromQL itself: no retry or later poll can help
-            permanent = getattr(err, "error_type", None) == "bad_data"
-            return QueryFailure(str(err), permanent=permanent)
 
     async def prepare_rollback(self, spec: TrafficTarget) -> None:
         """Read the VirtualService once up front: a missing one is reported now, not at FAIL, and
@@ -390,6 +406,65 @@ class HealthAnalysisRun:
         }
 
 
+async def run_query(
+    prometheus: PrometheusHook, query: Query, at: float | None = None
+) -> float | None | list[float] | dict[str, float] | QueryFailure:
+    """One planned query's sample, evaluated at ``at`` (epoch seconds; None: now)."""
+    from airflow_canary.hooks.prometheus import PrometheusError
+
+    try:
+        if query.kind == "range":
+            assert query.range_seconds is not None and query.step_seconds is not None
+            end = time.time() if at is None else at
+            series = await prometheus.aquery_range(
+                query.promql, end - query.range_seconds, end, query.step_seconds
+            )
+            if len(series) > 1:
+                return QueryFailure(
+                    f"range query {query.id!r} returned {len(series)} series, expected one: "
+                    f"{query.promql}"
+                )
+            return series[0].values if series else []
+        if query.kind == "vector":
+            assert query.by is not None
+            out: dict[str, float] = {}
+            for sample in await prometheus.aquery(query.promql, at):
+                key = sample.labels.get(query.by)
+                if key is not None:
+                    out[key] = out.get(key, 0.0) + sample.value
+            return out
+        return await prometheus.aquery_scalar(query.promql, at)
+    except PrometheusError as err:
+        # bad_data is Prometheus refusing the PromQL itself: no retry or later poll can help
+        permanent = getattr(err, "error_type", None) == "bad_data"
+        return QueryFailure(str(err), permanent=permanent)
+
+
+#: Modules the first poll needs that are slow to import: scipy (about half a second), the
+#: Prometheus hook, and the async HTTP stack httpx loads on its first request.
+WARM_UP_MODULES = (
+    "scipy.special",
+    "scipy.stats",
+    "airflow_canary.hooks.prometheus",
+    "anyio._backends._asyncio",
+    "anyio.streams.tls",
+)
+
+
+async def warm_up() -> None:
+    """Import what the first poll needs in a worker thread, not on the triggerer's loop.
+
+    DAG files import this module, so these are not imported at module load (that would slow
+    every DAG parse) but when a step starts, before its first poll.
+    """
+
+    def load() -> None:
+        for name in WARM_UP_MODULES:
+            importlib.import_module(name)
+
+    await asyncio.to_thread(load)
+
+
 def _iso_precise(epoch: float) -> str:
     return datetime.fromtimestamp(epoch, tz=timezone.utc).isoformat(timespec="milliseconds")
 
@@ -423,9 +498,10 @@ class CanaryHealthTrigger(BaseTrigger):
     With ``rollback`` set, a FAIL verdict sends all traffic to stable before the event fires,
     so the rollback does not wait for a worker slot.
 
-    ``started_at`` (epoch seconds) anchors the timeout. If the triggerer restarts, the trigger
-    is rebuilt from ``serialize()`` and the analysis takes a new baseline: the bake time starts
-    again (never a shortcut to PASS) while the timeout keeps counting from ``started_at``.
+    ``started_at`` (epoch seconds) is the step's start: the baseline readings, the bake time
+    and the timeout all count from it. If the triggerer restarts, the trigger is rebuilt from
+    ``serialize()`` and replays the polls it missed from Prometheus at their scheduled times,
+    so it resumes the same evidence rather than starting over (see ``HealthAnalysisRun.run``).
     """
 
     def __init__(
@@ -509,6 +585,7 @@ class CanaryHealthTrigger(BaseTrigger):
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
         try:
+            await warm_up()  # the hook's and the judge's imports, off the event loop
             verdict = await HealthAnalysisRun(
                 self.config, self.started_at, prometheus=self.hook, logger=self.log
             ).run()

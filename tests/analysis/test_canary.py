@@ -146,7 +146,7 @@ def error_analysis(judge: str = "sequential", **kwargs) -> CanaryAnalysis:
         ({"judge_options": {"alpha": 2}}, "alpha must be between 0 and 0.5, got 2"),
         (
             {"checks": [LatencyCheck(max_ms=300)]},
-            "sequential judge compares the share of requests slower than an SLO",
+            "max_ms, so it must be a bucket bound, got 300; bounds: 0.5, 1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500",
         ),
         ({"checks": ["error-rate"]}, "checks must be Check values"),
     ],
@@ -180,6 +180,7 @@ def test_first_poll_takes_the_baseline_and_later_polls_measure_from_it() -> None
         "error-rate/canary.bad",
         "error-rate/stable.total",
         "error-rate/stable.bad",
+        "error-rate/canary.unreachable",
     }
     assert counters <= {q.id for q in first}
     # the rest are one-off probes: PromQL that Prometheus rejects fails the step at once
@@ -214,8 +215,11 @@ def test_bad_canary_fails_early_with_numbers_in_the_message() -> None:
     final = verdicts[-1]
     assert final.status is Status.FAIL and final.final and final.elapsed_seconds < 300
     message = final.checks[0].message
-    assert message.startswith("error rate: canary 10.0% (")
-    assert "vs stable 1.0% (" in message and "< alpha 0.01" in message
+    assert message.startswith(
+        "error rate (HTTP 5xx or gRPC status 2, 4, 12, 13, 14, 15): canary 10.0% ("
+    )
+    assert "vs stable 1.0% (" in message and "exceed 2x its traffic share (e-value " in message
+    assert ">= 1/(alpha 0.01) = 100" in message
     assert final.checks[0].p_value is not None and final.checks[0].p_value < 0.01
 
 

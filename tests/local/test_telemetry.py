@@ -54,9 +54,19 @@ def test_counts_per_version_and_code_equal_requests_sent(tmp_path: Path) -> None
 
     text, sent = run(scenario())
     assert sent[(500, "v2")] > 0 and sent[(200, "v1")] > 0 and sent[(503, "")] == 7
+    # No healthy upstream: the caller's sidecar answers 503 UH itself; only reporter="source"
+    # sees it (istio/istio#28387), so the destination counts everything else.
+    source = [s for s in samples(text, "istio_requests_total") if s.labels["reporter"] == "source"]
+    assert sum(s.value for s in source) == sum(sent.values())
+    (uh,) = [s for s in source if s.labels["response_flags"] == "UH"]
+    assert uh.value == 7 and uh.labels["destination_version"] == "unknown"
+    assert uh.labels["destination_service"] == "model-service.default.svc.cluster.local"
+    del sent[(503, "")]
     counted: collections.Counter[tuple[int, str]] = collections.Counter()
     for sample in samples(text, "istio_requests_total"):
         labels = sample.labels
+        if labels["reporter"] == "source":
+            continue
         assert labels["reporter"] == "destination"
         assert labels["request_protocol"] == "http"
         assert labels["destination_service"] == "model-service.default.svc.cluster.local"
@@ -76,6 +86,8 @@ def test_counts_per_version_and_code_equal_requests_sent(tmp_path: Path) -> None
 
     durations: collections.Counter[tuple[int, str]] = collections.Counter()
     for sample in samples(text, "istio_request_duration_milliseconds_count"):
+        if sample.labels["reporter"] == "source":
+            continue
         durations[(int(sample.labels["response_code"]), sample.labels["destination_version"])] += (
             int(sample.value)
         )
@@ -112,3 +124,56 @@ def test_labels_fall_back_to_istio_canonical_labels() -> None:
 
 def run(coro: Any) -> Any:
     return asyncio.run(asyncio.wait_for(coro, 45))
+
+
+def _retry_scenario(tmp_path: Path, retries: dict[str, Any] | None) -> tuple[str, Any]:
+    async def scenario() -> tuple[str, Any]:
+        async with InProcessMesh(tmp_path) as mesh, aiohttp.ClientSession() as session:
+            mesh.apply(seed("service-model-service"))
+            mesh.apply(seed("destinationrule-model-destination"))
+            mesh.apply(version_deployment("v1", 1))
+            mesh.apply(version_deployment("v2", 2, STATUS="503"))  # an overloaded canary
+            await mesh.wait_ready("model-v1", 1)
+            await mesh.wait_ready("model-v2", 2)
+            vs = seed("vs-03-canary-50")
+            if retries is not None:
+                vs["spec"]["http"][0]["retries"] = retries
+            mesh.apply(vs)
+            sent = await send(session, mesh.data_url, 200)
+            async with session.get(mesh.metrics_url) as resp:
+                return await resp.text(), sent
+
+    return run(scenario())
+
+
+def by_reporter(text: str, version: str) -> dict[str, collections.Counter[tuple[str, str]]]:
+    out: dict[str, collections.Counter[tuple[str, str]]] = collections.defaultdict(
+        collections.Counter
+    )
+    for s in samples(text, "istio_requests_total"):
+        if s.labels["destination_version"] == version:
+            key = (s.labels["response_code"], s.labels["response_flags"])
+            out[s.labels["reporter"]][key] += int(s.value)
+    return out
+
+
+def test_istio_default_retries_count_every_attempt_at_the_destination(tmp_path: Path) -> None:
+    """With no ``retries`` on the route Istio retries 503 twice on another host
+    (retryOn connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes,
+    retriable code 503): the destination reports 3 attempts, the caller's sidecar one
+    request with response flag URX."""
+    text, sent = _retry_scenario(tmp_path, None)
+    failed = sent[(503, "v2")]
+    assert failed > 0
+    v2 = by_reporter(text, "v2")
+    assert v2["destination"] == {("503", "-"): 3 * failed}
+    assert v2["source"] == {("503", "URX"): failed}
+
+
+def test_route_retries_override_the_default(tmp_path: Path) -> None:
+    text, sent = _retry_scenario(tmp_path, {"attempts": 0})
+    v2 = by_reporter(text, "v2")
+    assert v2["destination"] == {("503", "-"): sent[(503, "v2")]}
+    assert v2["source"] == {("503", "-"): sent[(503, "v2")]}
+    text, sent = _retry_scenario(tmp_path / "again", {"attempts": 1, "retryOn": "gateway-error"})
+    assert by_reporter(text, "v2")["destination"] == {("503", "-"): 2 * sent[(503, "v2")]}

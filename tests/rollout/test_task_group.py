@@ -131,3 +131,15 @@ def test_dashboard_link_template_reaches_every_analysis_task():
     assert analyses and all(t.dashboard_url_template == template for t in analyses)
     with pytest.raises(ValueError, match="unknown placeholder"):
         _dag(dashboard_url_template="https://grafana.example/?x={nope}")
+
+
+def test_each_judged_step_spends_an_equal_share_of_the_error_budget():
+    analyses = [t for t in _dag().tasks if t.task_id.endswith(".analyze")]
+    assert len(analyses) == 3
+    assert all(t.analysis.judge_options == {"budget_share": 1 / 3} for t in analyses)
+    own = [
+        t
+        for t in _dag(judge_options={"alpha": 0.05, "budget_share": 0.5}).tasks
+        if t.task_id.endswith(".analyze")
+    ]
+    assert all(t.analysis.judge_options == {"alpha": 0.05, "budget_share": 0.5} for t in own)

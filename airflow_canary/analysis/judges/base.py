@@ -53,6 +53,19 @@ class Judge(ABC):
     def classify(self, obs: Observation, state: dict[str, Any]) -> Classification:
         """Classify one check at one poll."""
 
+    def combine(
+        self, results: list[Classification], states: dict[str, Any], bake_done: bool
+    ) -> list[Classification]:
+        """The checks' classifications after weighing them together (``states`` by check
+        name); judges that decide each check on its own return them unchanged."""
+        return results
+
+    def judged_as(self, check: Check) -> str:
+        """How this judge decides ``check``, in one sentence, for plans and docs."""
+        if check.is_count:
+            return f"{check.name}: counts of bad events, judged at every poll"
+        return f"{check.name}: its value, judged once when the bake time is over"
+
 
 def number(option: str, value: object, *, low: float, high: float | None = None) -> float:
     """A judge option that must be a number in ``(low, high)``."""
@@ -124,9 +137,13 @@ def traffic_shortfall(obs: Observation) -> str | None:
         else ("feedback events" if obs.check.type_name == "model_accuracy" else "requests")
     )
     missing = []
+    counted = obs.check.is_count or needed > 0
     for label, arm in (("canary", obs.canary), ("stable", obs.stable)):
         if not arm.seen and needed > 0:
             missing.append(f"no data for {label} {noun} (the query returned nothing)")
+        elif counted and arm.since_start.requests <= 0:
+            # No data is never a pass, whatever min_requests says.
+            missing.append(f"{label} received no {noun}")
         elif arm.since_start.requests < needed:
             missing.append(
                 f"{label} received {group(arm.since_start.requests)} {noun}, needs {needed}"

@@ -19,7 +19,7 @@ from multidict import CIMultiDict
 
 from airflow_canary.local.apiserver.store import ObjectStore
 from airflow_canary.local.dataplane.httproute import GATEWAY_GROUP, GatewayRoutes
-from airflow_canary.local.dataplane.routes import Mirror, RequestView, Route, Target
+from airflow_canary.local.dataplane.routes import Mirror, RequestView, RetryPolicy, Route, Target
 from airflow_canary.local.dataplane.telemetry import Destination, Telemetry
 
 ISTIO_GROUP = "networking.istio.io"
@@ -227,6 +227,7 @@ def compile_route(spec: Mapping[str, Any], namespace: str, index: int) -> Route:
         targets=targets,
         cum_weights=tuple(itertools.accumulate(weights)),
         mirrors=tuple(mirrors),
+        retries=RetryPolicy.parse(spec.get("retries")),
     )
 
 
@@ -472,15 +473,34 @@ class DataPlane:
                     self._spawn(self._mirror(table, mirror.target, request, body))
         endpoints = table.endpoints(target)
         if isinstance(endpoints, str):
+            # The caller's sidecar answers itself; no destination sidecar sees the request.
             self.telemetry.record(
                 Destination(target.service, target.namespace),
                 503,
                 (time.perf_counter() - started) * 1000,
                 response_flags="UH",
+                reporter="source",
             )
             return web.Response(status=503, text=f"no healthy upstream: {endpoints}\n")
-        endpoint = self.pick(target, endpoints)
-        return await self._forward(request, body, endpoint, authority, started)
+        policy = decision.route.retries if decision.route is not None else RetryPolicy()
+        tried: list[Endpoint] = []
+        while True:
+            fresh = tuple(e for e in endpoints if e not in tried) or endpoints
+            endpoint = self.pick(target, fresh)  # Istio retries on another host if it can
+            tried.append(endpoint)
+            response, flags = await self._forward(request, body, endpoint, authority, started)
+            if len(tried) > policy.attempts or not policy.retries(response.status, flags):
+                break
+        if len(tried) > 1 and policy.retries(response.status, flags):
+            flags = "URX" if flags == "-" else f"{flags},URX"  # retry limit exceeded
+        self.telemetry.record(
+            endpoint.destination,
+            response.status,
+            (time.perf_counter() - started) * 1000,
+            response_flags=flags,
+            reporter="source",
+        )
+        return response
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.ensure_future(coro)
@@ -500,7 +520,8 @@ class DataPlane:
 
     async def _forward(
         self, request: web.Request, body: bytes, endpoint: Endpoint, authority: str, started: float
-    ) -> web.StreamResponse:
+    ) -> tuple[web.Response, str]:
+        """One attempt at ``endpoint``: the response and its Envoy response flags."""
         assert self._session is not None, "DataPlane.start() was not awaited"
         url = f"http://127.0.0.1:{endpoint.port}{request.raw_path}"
         try:
@@ -517,24 +538,20 @@ class DataPlane:
                     (k, v) for k, v in upstream.headers.items() if k.lower() not in HOP_BY_HOP
                 )
         except aiohttp.ClientConnectorError as exc:
-            return self._failed(endpoint, started, 503, "UF", f"upstream connect error: {exc}")
+            # Never reached the pod: only the caller's sidecar will report it.
+            return self._failed(endpoint, 503, f"upstream connect error: {exc}"), "UF"
         except (aiohttp.ServerDisconnectedError, aiohttp.ClientPayloadError) as exc:
-            return self._failed(
-                endpoint, started, 503, "UC", f"upstream connection terminated: {exc}"
-            )
+            self.telemetry.record(endpoint.destination, 503, (time.perf_counter() - started) * 1000)
+            return self._failed(endpoint, 503, f"upstream connection terminated: {exc}"), "UC"
         except aiohttp.ClientError as exc:
-            return self._failed(endpoint, started, 502, "-", f"bad upstream response: {exc}")
+            self.telemetry.record(endpoint.destination, 502, (time.perf_counter() - started) * 1000)
+            return self._failed(endpoint, 502, f"bad upstream response: {exc}"), "-"
         headers["x-canary-served-by"] = endpoint.destination.version
         headers["x-canary-pod"] = endpoint.pod
         self.telemetry.record(endpoint.destination, status, (time.perf_counter() - started) * 1000)
-        return web.Response(status=status, body=payload, headers=headers)
+        return web.Response(status=status, body=payload, headers=headers), "-"
 
-    def _failed(
-        self, endpoint: Endpoint, started: float, code: int, flags: str, message: str
-    ) -> web.Response:
-        self.telemetry.record(
-            endpoint.destination, code, (time.perf_counter() - started) * 1000, response_flags=flags
-        )
+    def _failed(self, endpoint: Endpoint, code: int, message: str) -> web.Response:
         return web.Response(
             status=code,
             text=message + "\n",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 
 @dataclass(frozen=True)
@@ -45,6 +45,51 @@ class Mirror:
     percent: float
 
 
+#: Istio's retry policy for an http route without ``retries`` (pilot's DefaultRetryPolicy:
+#: 2 retries on "connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes"
+#: with retriable status 503, each retry on another host when there is one).
+DEFAULT_RETRY_ON = "connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes"
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """When the caller's sidecar tries a request again, as Envoy's router does."""
+
+    attempts: int = 2
+    retry_on: frozenset[str] = frozenset(DEFAULT_RETRY_ON.split(","))
+    status_codes: frozenset[int] = frozenset({503})
+
+    @classmethod
+    def parse(cls, spec: Mapping[str, Any] | None) -> RetryPolicy:
+        """A route's ``retries`` block; None (no block) is Istio's default policy."""
+        if spec is None:
+            return cls()
+        attempts = int(spec.get("attempts", 2) or 0)
+        text = str(spec.get("retryOn") or DEFAULT_RETRY_ON)
+        words = {w.strip() for w in text.split(",") if w.strip()}
+        codes = {int(w) for w in words if w.isdigit()}
+        # Istio turns numeric entries into retriable-status-codes; with none, 503 stays.
+        return cls(
+            attempts,
+            frozenset(w for w in words if not w.isdigit())
+            | ({"retriable-status-codes"} if codes else set()),
+            frozenset(codes or {503}),
+        )
+
+    def retries(self, status: int, flags: str) -> bool:
+        """Whether an attempt that ended with ``status``/``flags`` is tried again."""
+        on = self.retry_on
+        if flags in ("UF", "UH") and ("connect-failure" in on or "5xx" in on):
+            return True
+        if flags == "UC" and ("reset" in on or "5xx" in on):
+            return True
+        if "5xx" in on and status >= 500:
+            return True
+        if "gateway-error" in on and status in (502, 503, 504):
+            return True
+        return "retriable-status-codes" in on and status in self.status_codes
+
+
 @dataclass(frozen=True)
 class Route:
     """A compiled http route: its matches (any one must hold), weighted targets and mirrors.
@@ -61,6 +106,7 @@ class Route:
     mirrors: tuple[Mirror, ...] = ()
     lone_takes_all: bool = True
     no_backend_status: int = 503
+    retries: RetryPolicy = RetryPolicy()
 
     def matches_request(self, request: RequestView) -> bool:
         return not self.matches or any(block.matches(request) for block in self.matches)

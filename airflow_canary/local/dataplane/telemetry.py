@@ -111,10 +111,19 @@ class Telemetry:
         duration_ms: float,
         *,
         response_flags: str = "-",
+        reporter: str = "destination",
     ) -> None:
-        """Count one request that the data plane sent (or tried to send) to ``destination``."""
+        """Count one request to ``destination`` as ``reporter`` saw it.
+
+        Istio's sidecars report twice: ``reporter="destination"`` is the server's sidecar,
+        once per attempt that reached the pod; ``reporter="source"`` is the caller's sidecar,
+        once per client request after retries, including answers the proxy gave itself
+        (503 with response flags UH, UF, URX) that no destination ever saw.
+        """
+        if reporter not in ("destination", "source"):
+            raise ValueError(f"reporter must be 'destination' or 'source', got {reporter!r}")
         values = (
-            "destination",
+            reporter,
             UNKNOWN,
             UNKNOWN,
             UNKNOWN,

@@ -1,0 +1,230 @@
+"""Field cases: telemetry shapes seen on real Istio clusters, served to a real Prometheus.
+
+Each case in ``tests/data/field-cases/`` lists the cumulative series Prometheus holds after
+a minute of traffic. The test serves nothing at the step's start (the baseline), then the
+case's series, lets a real Prometheus scrape both, and runs the analysis's own PromQL at
+those two instants through the product's query path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from airflow_canary.analysis import (
+    AnalysisError,
+    Arms,
+    CanaryAnalysis,
+    Check,
+    ErrorRateCheck,
+    LatencyCheck,
+    Status,
+    Verdict,
+)
+from airflow_canary.hooks.prometheus import PrometheusHook
+from airflow_canary.local.tools.prometheus import PrometheusServer, ScrapeTarget, free_port
+from airflow_canary.triggers.health import run_query
+
+CASES = Path(__file__).parent.parent / "data" / "field-cases"
+POLL = 15.0
+
+
+def load_series(name: str) -> list[dict[str, Any]]:
+    return yaml.safe_load((CASES / name).read_text())["series"]
+
+
+def exposition(series: list[dict[str, Any]]) -> str:
+    """The Prometheus text format of ``series`` (untyped samples, labels as given)."""
+    lines = []
+    for item in series:
+        labels = {k: str(v) for k, v in item.items() if k not in ("__name__", "value")}
+        body = ",".join(f'{k}="{v}"' for k, v in labels.items())
+        lines.append(f"{item['__name__']}{{{body}}} {float(item['value'])}")
+    return "\n".join(lines) + "\n"
+
+
+class TextExporter:
+    """An HTTP endpoint serving whatever exposition text the test sets, and a scrape count."""
+
+    def __init__(self) -> None:
+        self.body = ""
+        self.scrapes = 0
+        exporter = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802 - http.server's name
+                data = exporter.body.encode()
+                exporter.scrapes += 1
+                self.send_response(200)
+                self.send_header("Content-Type", "text/plain; version=0.0.4")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *args: object) -> None:
+                return None
+
+        self.port = free_port()
+        self.server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def serve(self, body: str) -> float:
+        """Serve ``body`` from now on; returns once Prometheus scraped it twice (its time)."""
+        self.body = body
+        seen = self.scrapes
+        deadline = time.monotonic() + 30
+        while self.scrapes < seen + 2:
+            if time.monotonic() > deadline:
+                raise TimeoutError("Prometheus did not scrape the field case")
+            time.sleep(0.05)
+        time.sleep(0.3)  # let the scrape land in the head block
+        return time.time()
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def field_prometheus(
+    prometheus_factory, prometheus_conn_env
+) -> Iterator[tuple[TextExporter, PrometheusServer]]:
+    exporter = TextExporter()
+    try:
+        server = prometheus_factory([ScrapeTarget("127.0.0.1", exporter.port, "/metrics")])
+        prometheus_conn_env(server.url)
+        yield exporter, server
+    finally:
+        exporter.stop()
+
+
+def judge_case(
+    field_prometheus: tuple[TextExporter, PrometheusServer],
+    series: list[dict[str, Any]],
+    checks: list[Check],
+    polls: int = 1,
+) -> Verdict:
+    """Baseline with nothing served, then ``series``; ``polls`` later polls read the same data."""
+    exporter, _ = field_prometheus
+    hook = PrometheusHook()
+    before = exporter.serve("# nothing yet\n")
+    after = exporter.serve(exposition(series))
+    analysis = CanaryAnalysis(
+        Arms("team-a"), checks, bake_time_seconds=60, poll_interval_seconds=POLL
+    )
+
+    async def answer(elapsed: float, at: float) -> Verdict:
+        queries = analysis.plan(elapsed)
+        samples = {q.id: await run_query(hook, q, at) for q in queries}
+        return analysis.observe(elapsed, samples)
+
+    async def drive() -> Verdict:
+        verdict = await answer(0, before)
+        for i in range(1, polls + 1):
+            verdict = await answer(i * POLL, after)
+            if verdict.final:
+                break
+        return verdict
+
+    return asyncio.run(drive())
+
+
+def test_grpc_failures_with_http_200_count_as_errors(field_prometheus) -> None:
+    """05: gRPC UNAVAILABLE travels as HTTP 200 with grpc_response_status="14" (Istio's
+    standard metric labels); 20% of the canary's calls failing must not pass as 0%."""
+    verdict = judge_case(
+        field_prometheus, load_series("05-grpc-errors.yaml"), [ErrorRateCheck(max_rate=0.01)]
+    )
+    assert verdict.status is Status.FAIL and verdict.final
+    (check,) = verdict.checks
+    assert check.canary_value == pytest.approx(0.2)
+    assert "canary 20.0% (120/600)" in check.message
+    assert "HTTP 5xx or gRPC status 2, 4, 12, 13, 14, 15" in check.message
+    assert "above max_rate 1.0%" in check.message
+
+
+def test_grpc_client_errors_can_be_excluded(field_prometheus) -> None:
+    verdict = judge_case(
+        field_prometheus,
+        load_series("05-grpc-errors.yaml"),
+        [ErrorRateCheck(max_rate=0.01, grpc_error_codes=(13,))],
+        polls=5,
+    )
+    (check,) = verdict.checks
+    assert check.canary_value == 0.0 and "gRPC status 13" in check.message
+
+
+def _histogram_case() -> list[dict[str, Any]]:
+    """06's canary (custom buckets, no 250) and a stable on Istio's default buckets spelled the
+    Prometheus 3 way (``le="250.0"``): 10,000 requests, 1% slower than 100 ms."""
+    series = load_series("06-histogram-buckets.yaml")
+    labels = {
+        "reporter": "destination",
+        "destination_workload_namespace": "team-a",
+        "destination_version": "v1",
+    }
+    below = {"0.5": 0, "1.0": 0, "5.0": 100, "10.0": 500, "25.0": 4000, "50.0": 8000}
+    below |= {"100.0": 9900, "250.0": 9990, "500.0": 10000, "1000.0": 10000, "5000.0": 10000}
+    below |= {"+Inf": 10000}
+    for le, value in below.items():
+        series.append(
+            {
+                "__name__": "istio_request_duration_milliseconds_bucket",
+                **labels,
+                "le": le,
+                "value": value,
+            }
+        )
+    series.append(
+        {"__name__": "istio_request_duration_milliseconds_count", **labels, "value": 10000}
+    )
+    return series
+
+
+def test_slo_bound_missing_from_the_histogram_is_an_error_naming_the_bounds(
+    field_prometheus,
+) -> None:
+    """06: with custom buckets there is no le="250"; reading it as zero passed 30% slow."""
+    verdict = judge_case(field_prometheus, _histogram_case(), [LatencyCheck(slo_ms=250)])
+    assert verdict.status is Status.FAIL and verdict.final
+    (check,) = verdict.checks
+    assert "slo_ms 250 is not a bucket bound of the canary's" in check.message
+    assert "its bounds are 100, 500, +Inf" in check.message
+
+
+def test_latency_ratio_uses_the_bounds_the_data_has(field_prometheus) -> None:
+    """06 again, judged by max_ratio alone: bounds come from the data (both spellings)."""
+    verdict = judge_case(
+        field_prometheus, _histogram_case(), [LatencyCheck(quantile=0.99, max_ratio=1.5)]
+    )
+    assert verdict.status is Status.FAIL and verdict.final
+    (check,) = verdict.checks
+    assert "slower than 100 ms: canary 30.0% (60/200) vs stable 1.0% (100/10,000)" in check.message
+
+
+def test_unreachable_canary_fails_fast_from_source_reported_503s(field_prometheus) -> None:
+    """09: every canary pod is down; callers' sidecars answer 503 UH, seen only with
+    reporter="source" and destination labels "unknown" (istio/istio#28387)."""
+    verdict = judge_case(
+        field_prometheus,
+        load_series("09-proxy-503-source-reporter.yaml"),
+        [ErrorRateCheck(max_rate=0.01)],
+    )
+    assert verdict.status is Status.FAIL and verdict.final and verdict.polls == 2
+    (check,) = verdict.checks
+    assert "the canary received no requests (reporter=destination)" in check.message
+    assert "answered 90,000 requests" in check.message and "UH/UF/URX" in check.message
+
+
+def test_a_bound_that_is_not_a_default_bucket_is_refused_at_parse_time() -> None:
+    with pytest.raises(AnalysisError, match="bounds: 0.5, 1, 5, 10, 25, 50, 100, 250, 500"):
+        CanaryAnalysis(Arms("team-a"), [LatencyCheck(quantile=0.99, max_ms=300)])
