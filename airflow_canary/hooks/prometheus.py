@@ -13,7 +13,9 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
-from airflow.sdk.bases.hook import BaseHook
+from airflow.sdk import BaseHook
+
+from airflow_canary.durations import to_seconds
 
 Timestamp = datetime | float | int
 
@@ -155,13 +157,6 @@ def _parse_verify(value: Any) -> bool | str:
 
 def _epoch(at: Timestamp) -> float:
     return at.timestamp() if isinstance(at, datetime) else float(at)
-
-
-def _seconds(step: timedelta | float | int) -> float:
-    seconds = step.total_seconds() if isinstance(step, timedelta) else float(step)
-    if seconds <= 0:
-        raise ValueError(f"step must be positive, got {step!r}")
-    return seconds
 
 
 def _float(text: Any) -> float:
@@ -464,7 +459,7 @@ def _range_params(
     start_s, end_s = _epoch(start), _epoch(end)
     if end_s < start_s:
         raise ValueError(f"query_range end ({end!r}) is before start ({start!r})")
-    step_s = _seconds(step)
+    step_s = to_seconds("step", step)
     if math.isinf(step_s):
         raise ValueError(f"step must be finite, got {step!r}")
     return {"query": promql, "start": repr(start_s), "end": repr(end_s), "step": repr(step_s)}

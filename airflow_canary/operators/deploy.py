@@ -9,17 +9,9 @@ from typing import Any
 from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import AirflowException
 
+from airflow_canary.durations import to_seconds
 from airflow_canary.manifests import deployments, is_template, load_manifest
 from airflow_canary.readiness import deployment_readiness, describe_pods
-
-
-def _seconds(value: timedelta | float | int, name: str) -> float:
-    seconds = value.total_seconds() if isinstance(value, timedelta) else value
-    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or seconds <= 0:
-        raise ValueError(
-            f"{name} must be a positive number of seconds or a timedelta, got {value!r}"
-        )
-    return float(seconds)
 
 
 class DeployModelVersionOperator(BaseOperator):
@@ -59,8 +51,8 @@ class DeployModelVersionOperator(BaseOperator):
         self.manifest = manifest
         self.namespace = namespace
         self.wait_for_ready = wait_for_ready
-        self.timeout = _seconds(timeout, "timeout")
-        self.poll_interval = _seconds(poll_interval, "poll_interval")
+        self.timeout = to_seconds("timeout", timeout)
+        self.poll_interval = to_seconds("poll_interval", poll_interval)
         self.deferrable = deferrable
         self.kubernetes_conn_id = kubernetes_conn_id
         self.force_conflicts = bool(force_conflicts)
