@@ -9,11 +9,12 @@ from collections.abc import Collection, Mapping, Sequence
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from airflow.sdk import BaseOperatorLink, BaseSensorOperator, PokeReturnValue, conf
+from airflow.sdk import BaseOperatorLink, BaseSensorOperator, PokeReturnValue
 from airflow.sdk.bases.sensor import poke_mode_only
 from airflow.sdk.exceptions import AirflowException, AirflowFailException, AirflowSensorTimeout
 
 from airflow_canary.analysis import AnalysisError, Check
+from airflow_canary.deferral import default_deferrable
 from airflow_canary.durations import Duration, literal_seconds
 from airflow_canary.operators.links import (
     DashboardLink,
@@ -109,11 +110,6 @@ ANALYSIS_PARAMS_DOC = """
     (ISO-8601 UTC start and end), ``queries``. It is pushed to XCom under ``"verdict"`` before
     the task succeeds, branches or fails.
 """
-
-
-def default_deferrable() -> bool:
-    """``[operators] default_deferrable``, true when unset (the provider's tasks wait long)."""
-    return conf.getboolean("operators", "default_deferrable", fallback=True)
 
 
 def _attr(name: str) -> str:
