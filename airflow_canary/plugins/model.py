@@ -17,15 +17,19 @@ ROLLOUT_OPERATORS = frozenset(
         "SetCanaryWeightOperator",
         "BranchCanaryHealthOperator",
         "PromoteCanaryOperator",
+        "RolloutPromoteOperator",
+        "RolloutApprovalOperator",
         "RolloutRollbackOperator",
         "FailRolloutOperator",
+        "NotifyRolloutOperator",
     }
 )
 
 #: Task ids created by ``canary_rollout()``: ``<group>.<role>`` and ``<group>.step_<k>.<role>``.
 _TASK_ID = re.compile(
-    r"^(?:(?P<group>.+)\.)?(?:step_(?P<step>[1-9]\d*)\.(?P<step_role>set_weight|analyze|unhealthy)"
-    r"|(?P<role>plan|header_route|promote|decommission_stable|task_failed|rollback|fail_rollout))$"
+    r"^(?:(?P<group>.+)\.)?(?:step_(?P<step>[1-9]\d*)\.(?P<step_role>set_weight|analyze|unhealthy|approve|rejected)"
+    r"|(?P<role>plan|header_route|promote|decommission_stable|task_failed|rollback|fail_rollout"
+    r"|notify))$"
 )
 
 VERDICT_KEY = "verdict"
@@ -42,15 +46,26 @@ class TaskRole(str, Enum):
     SET_WEIGHT = "set_weight"
     ANALYZE = "analyze"
     UNHEALTHY = "unhealthy"
+    APPROVE = "approve"
+    REJECTED = "rejected"
     PROMOTE = "promote"
     DECOMMISSION_STABLE = "decommission_stable"
     TASK_FAILED = "task_failed"
     ROLLBACK = "rollback"
     FAIL_ROLLOUT = "fail_rollout"
+    NOTIFY = "notify"
 
 
 #: Roles that exist only in a step task group, so their ids alone mark a rollout.
-STEP_ROLES = frozenset({TaskRole.SET_WEIGHT, TaskRole.ANALYZE, TaskRole.UNHEALTHY})
+STEP_ROLES = frozenset(
+    {
+        TaskRole.SET_WEIGHT,
+        TaskRole.ANALYZE,
+        TaskRole.UNHEALTHY,
+        TaskRole.APPROVE,
+        TaskRole.REJECTED,
+    }
+)
 
 
 @dataclass(frozen=True)
