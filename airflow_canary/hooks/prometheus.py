@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import math
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -13,6 +12,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
+import tenacity
 from airflow.sdk import BaseHook
 
 from airflow_canary.durations import to_seconds
@@ -361,28 +361,40 @@ class PrometheusHook(BaseHook):
         return _series(promql, await self._aget("/api/v1/query_range", promql, params))
 
     # -- transport with retries ------------------------------------------------------------
+    def _retry_policy(self, endpoint: PrometheusEndpoint, path: str) -> dict[str, Any]:
+        """tenacity arguments: ``retries`` more attempts after the first on 5xx, connection
+        errors and timeouts, waiting ``backoff_seconds × 2^(n-1)`` before retry n."""
+
+        def log_attempt(state: tenacity.RetryCallState) -> None:
+            error = state.outcome.exception() if state.outcome is not None else None
+            self.log.warning(
+                "Prometheus %s%s attempt %d failed: %s",
+                endpoint.base_url,
+                path,
+                state.attempt_number,
+                _cause(error),
+            )
+
+        return {
+            "stop": tenacity.stop_after_attempt(self.retries + 1),
+            "wait": tenacity.wait_exponential(multiplier=self.backoff_seconds, min=0, exp_base=2),
+            "retry": tenacity.retry_if_exception_type((_Retry, httpx.TransportError)),
+            "before_sleep": log_attempt,
+            "reraise": True,
+        }
+
     def _get(self, path: str, query: str, params: Mapping[str, str]) -> Any:
         endpoint = self.endpoint
-        cause = ""
         with self.get_conn() as client:
-            for attempt in range(self.retries + 1):
-                if attempt:
-                    time.sleep(self._backoff(attempt))
-                try:
-                    response = client.get(path, params=dict(params))
-                    return _decode(query, response)
-                except _Retry as retry:
-                    cause = retry.cause
-                except httpx.TransportError as err:
-                    cause = f"{type(err).__name__}: {err or 'no detail'}"
-                self.log.warning(
-                    "Prometheus %s%s attempt %d failed: %s",
-                    endpoint.base_url,
-                    path,
-                    attempt + 1,
-                    cause,
-                )
-        raise PrometheusUnavailableError(endpoint.base_url, self.retries + 1, cause)
+            try:
+                for attempt in tenacity.Retrying(**self._retry_policy(endpoint, path)):
+                    with attempt:
+                        return _decode(query, client.get(path, params=dict(params)))
+            except (_Retry, httpx.TransportError) as err:
+                raise PrometheusUnavailableError(
+                    endpoint.base_url, self.retries + 1, _cause(err)
+                ) from None
+        raise AssertionError("unreachable: tenacity returns or raises")  # pragma: no cover
 
     async def _async_client(self, endpoint: PrometheusEndpoint) -> httpx.AsyncClient:
         """One client per event loop, built in a worker thread: building one loads the CA
@@ -408,29 +420,24 @@ class PrometheusHook(BaseHook):
 
     async def _aget(self, path: str, query: str, params: Mapping[str, str]) -> Any:
         endpoint = await self.aendpoint()
-        cause = ""
         client = await self._async_client(endpoint)
-        for attempt in range(self.retries + 1):
-            if attempt:
-                await asyncio.sleep(self._backoff(attempt))
-            try:
-                response = await client.get(path, params=dict(params))
-                return _decode(query, response)
-            except _Retry as retry:
-                cause = retry.cause
-            except httpx.TransportError as err:
-                cause = f"{type(err).__name__}: {err or 'no detail'}"
-            self.log.warning(
-                "Prometheus %s%s attempt %d failed: %s",
-                endpoint.base_url,
-                path,
-                attempt + 1,
-                cause,
-            )
-        raise PrometheusUnavailableError(endpoint.base_url, self.retries + 1, cause)
+        try:
+            async for attempt in tenacity.AsyncRetrying(**self._retry_policy(endpoint, path)):
+                with attempt:
+                    return _decode(query, await client.get(path, params=dict(params)))
+        except (_Retry, httpx.TransportError) as err:
+            raise PrometheusUnavailableError(
+                endpoint.base_url, self.retries + 1, _cause(err)
+            ) from None
+        raise AssertionError("unreachable: tenacity returns or raises")  # pragma: no cover
 
-    def _backoff(self, attempt: int) -> float:
-        return self.backoff_seconds * (2 ** (attempt - 1))
+
+def _cause(error: BaseException | None) -> str:
+    if isinstance(error, _Retry):
+        return error.cause
+    if error is None:
+        return "no detail"
+    return f"{type(error).__name__}: {error or 'no detail'}"
 
 
 def _connection_type_info() -> dict[str, Any]:

@@ -101,8 +101,8 @@ class BranchCanaryHealthOperator(CanaryHealthAnalysisMixin, BaseOperator, Branch
         started_at = time.time()
         self.record_start(context, started_at)
         if self.deferrable:
-            self.defer_analysis(started_at)
-        return self.execute_complete(context, self.run_in_worker(started_at))
+            self.defer_analysis(context, started_at)
+        return self.execute_complete(context, self.run_in_worker(context, started_at))
 
     def execute_complete(self, context: Any, event: dict[str, Any]) -> str | Iterable[str] | None:
         self.publish_verdict(context, event)

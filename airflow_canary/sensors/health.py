@@ -23,7 +23,11 @@ from airflow_canary.operators.links import (
     validate_dashboard_template,
 )
 from airflow_canary.templating import is_template
-from airflow_canary.triggers.health import HealthAnalysisConfig, HealthAnalysisRun
+from airflow_canary.triggers.health import (
+    PROGRESS_XCOM_KEY,
+    HealthAnalysisConfig,
+    HealthAnalysisRun,
+)
 
 #: Parameter names the analysis takes (see ``HealthAnalysisConfig.from_params``).
 ANALYSIS_PARAMS: tuple[str, ...] = tuple(
@@ -234,18 +238,39 @@ class CanaryHealthAnalysisMixin:
             ti.xcom_push(key=VERDICT_XCOM_KEY, value=dict(event))
             self.store_links(ti)
 
-    def defer_analysis(self, started_at: float) -> None:
+    def defer_analysis(self, context: Any, started_at: float) -> None:
+        trigger = self.analysis.trigger(started_at)
+        ti = context.get("ti") if isinstance(context, Mapping) else None
+        if ti is not None:
+            trigger.progress_xcom = {
+                "dag_id": ti.dag_id,
+                "task_id": ti.task_id,
+                "run_id": ti.run_id,
+                "map_index": getattr(ti, "map_index", -1),
+            }
         self.defer(  # type: ignore[attr-defined]
-            trigger=self.analysis.trigger(started_at),
+            trigger=trigger,
             method_name="execute_complete",
             timeout=timedelta(
                 seconds=self.analysis.effective_timeout_seconds + _TIMEOUT_MARGIN_SECONDS
             ),
         )
 
-    def run_in_worker(self, started_at: float) -> dict[str, Any]:
+    def run_in_worker(self, context: Any, started_at: float) -> dict[str, Any]:
         """The trigger's loop, run in this worker (``deferrable=False``)."""
-        return asyncio.run(HealthAnalysisRun(self.analysis, started_at, logger=self.log).run())
+        return asyncio.run(self.analysis_run(context, started_at).run())
+
+    def analysis_run(self, context: Any, started_at: float) -> HealthAnalysisRun:
+        """The analysis loop, publishing each poll as XCom ``progress`` when there is a task."""
+        ti = context.get("ti") if isinstance(context, Mapping) else None
+
+        async def publish(progress: dict[str, Any]) -> None:
+            if ti is not None:
+                ti.xcom_push(key=PROGRESS_XCOM_KEY, value=progress)
+
+        return HealthAnalysisRun(
+            self.analysis, started_at, logger=self.log, on_poll=publish if ti else None
+        )
 
     def log_verdict(self, event: Mapping[str, Any]) -> None:
         self.log.info(
@@ -356,7 +381,7 @@ class CanaryHealthSensor(CanaryHealthAnalysisMixin, BaseSensorOperator):
         self._started_at = time.time()
         self.record_start(context, self._started_at)
         if self.deferrable:
-            self.defer_analysis(self._started_at)
+            self.defer_analysis(context, self._started_at)
         self.poke_interval = config.poll_interval_seconds
         self.timeout = config.effective_timeout_seconds + _TIMEOUT_MARGIN_SECONDS
         self._poller = None
@@ -364,15 +389,15 @@ class CanaryHealthSensor(CanaryHealthAnalysisMixin, BaseSensorOperator):
 
     def poke(self, context: Any) -> bool | PokeReturnValue:
         """One poll of the analysis; done on PASS, raises on FAIL or INCONCLUSIVE."""
-        event = asyncio.run(self._poll_once())
+        event = asyncio.run(self._poll_once(context))
         if event is None:
             return False
         return PokeReturnValue(is_done=True, xcom_value=self.execute_complete(context, event))
 
-    async def _poll_once(self) -> dict[str, Any] | None:
+    async def _poll_once(self, context: Any) -> dict[str, Any] | None:
         if self._poller is None:
             started_at = self._started_at if self._started_at is not None else time.time()
-            run = HealthAnalysisRun(self.analysis, started_at, logger=self.log)
+            run = self.analysis_run(context, started_at)
             self._poller = (run, self.analysis.build_analysis())
         run, analysis = self._poller
         try:
