@@ -240,6 +240,11 @@ class PrometheusHook(BaseHook):
     ``query_scalar`` returns ``None`` when the query matched nothing: no data is never 0.
     Parse errors (``bad_data``) fail at once; HTTP 5xx, connection errors and timeouts are
     retried ``retries`` times with a short backoff, then raise ``PrometheusUnavailableError``.
+
+    :param prometheus_conn_id: Airflow connection of type ``prometheus``
+    :param retries: further attempts after the first, >= 0 (tenacity)
+    :param backoff_seconds: wait before the first retry, doubled for each next one (seconds)
+    :raises ValueError: for a negative ``retries``
     """
 
     conn_name_attr = "prometheus_conn_id"

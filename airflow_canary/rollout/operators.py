@@ -42,6 +42,19 @@ class RolloutPlanOperator(BaseOperator):
     no route to the subsets, a route to them that the rollout would not manage (named), or a
     missing subset fails here, first). Gateway API: the HTTPRoute, the ReferenceGrants a
     cross-namespace backend needs, and both Services.
+
+    :param steps: the weights, strictly increasing integers in 1..100 (checked at parse time)
+    :param steps_param: name of a DAG param holding the run's weights, or None
+    :param virtual_service: the VirtualService (templated)
+    :param namespace: its namespace (templated)
+    :param stable_subset: DestinationRule subset of the stable model
+    :param canary_subset: DestinationRule subset of the canary model
+    :param stable_version: metric label of the stable model
+    :param canary_version: metric label of the canary model
+    :param route_name: the routes to manage (a name, ``tcp[0]``, or a list); None = every route
+        to the two subsets (templated)
+    :param kubernetes_conn_id: cncf-kubernetes connection id
+    :raises RolloutPlanError: (parse time) for bad steps or subsets
     """
 
     template_fields = ("virtual_service", "namespace", "route_name")
@@ -495,7 +508,10 @@ def _run_url(dag_id: str, run_id: str) -> str | None:
 
 
 class FailRolloutOperator(BaseOperator):
-    """End a rolled-back run as failed, with the rollback's reason, so alerts and callbacks fire."""
+    """End a rolled-back run as failed, with the rollback's reason, so alerts and callbacks fire.
+
+    :param rollback_task_id: the rollback task whose XCom holds the reason
+    """
 
     ui_color = "#f6d5d5"
 

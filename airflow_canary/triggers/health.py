@@ -515,6 +515,24 @@ class CanaryHealthTrigger(BaseTrigger):
     With ``rollback`` set, a FAIL verdict sends all traffic to stable before the event fires,
     so the rollback does not wait for a worker slot.
 
+    :param namespace: namespace of both versions' workloads (Istio label)
+    :param stable_version: ``destination_version`` of the stable model
+    :param canary_version: ``destination_version`` of the canary model
+    :param checks: the checks in their ``to_dict()`` form
+    :param judge: judge name (``sequential``, ``mann_whitney``, ``threshold``)
+    :param judge_options: the judge's options, or None
+    :param bake_time_seconds: least time before a PASS, seconds
+    :param poll_interval_seconds: time between polls, seconds
+    :param max_inconclusive_polls: inconclusive polls in a row before INCONCLUSIVE
+    :param prometheus_conn_id: Airflow connection of type ``prometheus``
+    :param started_at: start of the analysis, epoch seconds (UTC)
+    :param timeout_seconds: bound on the analysis from ``started_at``, seconds
+    :param rollback: the traffic target to roll back on FAIL (``TrafficTarget.to_dict()``), or None
+    :param progress_xcom: where to publish each poll (see below), or None
+
+    ``progress_xcom`` (``{"dag_id", "task_id", "run_id", "map_index"}`` of the waiting task)
+    makes every poll's verdict-so-far available as that task's XCom ``progress``.
+
     ``started_at`` (epoch seconds) is the step's start: the baseline readings, the bake time
     and the timeout all count from it. If the triggerer restarts, the trigger is rebuilt from
     ``serialize()`` and replays the polls it missed from Prometheus at their scheduled times,
