@@ -76,19 +76,23 @@ class RolloutApprovalOperator(HITLBranchOperator):
             raise RolloutPlanError(
                 f"approval_timeout must be a positive timedelta or None, got {response_timeout!r}"
             )
+        kwargs.pop("params", None)
         super().__init__(
             subject=f"Continue the canary rollout to {weight}%?",
             body="",
             options=[CONTINUE, ROLL_BACK],
             defaults=[timeout_choice] if response_timeout is not None else None,
             multiple=False,
+            # The form shows the task's own params only (HITLOperator filters by source); the
+            # DAG's, which Airflow hands in as well, are left out.
             params={
                 "comment": Param(
                     "",
                     type="string",
                     title="Comment",
                     description="why (kept in the rollout's record)",
-                )
+                    source="task",
+                ),
             },
             assigned_users=approvers_as_users(approvers),  # type: ignore[arg-type]
             response_timeout=response_timeout,

@@ -174,6 +174,16 @@ def test_an_approval_gate_stands_before_each_named_step():
     assert "canary.task_failed" not in approve.downstream_task_ids
 
 
+def test_an_approval_gate_in_a_dag_with_params_keeps_only_its_comment_field():
+    with DAG(
+        "p", start_date=pendulum.datetime(2026, 1, 1), schedule=None, params={"steps": [1, 100]}
+    ) as dag:
+        canary_rollout(
+            virtual_service="vs", checks=CHECKS, bake_time=10, poll_interval=1, approve_before=[100]
+        )
+    assert list(dag.task_dict["canary.step_4.approve"].serialized_params) == ["comment"]
+
+
 def test_notifiers_get_a_notify_task_after_promotion_or_rollback():
     from airflow.providers.smtp.notifications.smtp import SmtpNotifier
 
