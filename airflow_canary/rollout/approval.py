@@ -10,7 +10,7 @@ from airflow.providers.standard.operators.hitl import HITLBranchOperator
 from airflow.sdk import Param
 
 from airflow_canary.rollout.plan import RolloutPlanError
-from airflow_canary.rollout.report import steps_from_xcoms, steps_markdown
+from airflow_canary.rollout.report import step_weights, steps_from_xcoms, steps_markdown
 
 CONTINUE = "Continue"
 ROLL_BACK = "Roll back"
@@ -46,6 +46,7 @@ class RolloutApprovalOperator(HITLBranchOperator):
     :param analysis_task_ids: the analysis tasks whose verdicts the form shows, in order
     :param continue_task_id: task followed on "Continue" (the step's ``set_weight``)
     :param rollback_task_id: task followed on "Roll back" (towards the rollback)
+    :param plan_task_id: the plan task, whose XCom gives each judged step's weight
     :param approvers: Airflow user ids allowed to answer; None lets anyone who may edit the DAG
     :param response_timeout: how long to wait for an answer; None waits without limit
     :param timeout_choice: what happens at the timeout, "Continue" or "Roll back" (default)
@@ -61,6 +62,7 @@ class RolloutApprovalOperator(HITLBranchOperator):
         analysis_task_ids: Sequence[str],
         continue_task_id: str,
         rollback_task_id: str,
+        plan_task_id: str | None = None,
         approvers: Sequence[str] | None = None,
         response_timeout: timedelta | None = None,
         timeout_choice: str = ROLL_BACK,
@@ -101,9 +103,12 @@ class RolloutApprovalOperator(HITLBranchOperator):
         )
         self.weight = weight
         self.analysis_task_ids = list(analysis_task_ids)
+        self.plan_task_id = plan_task_id
 
     def execute(self, context: Any) -> Any:
         ti = context["ti"]
+        plan = ti.xcom_pull(task_ids=self.plan_task_id) if self.plan_task_id else None
+        planned = plan.get("steps") if isinstance(plan, Mapping) else None
         steps = steps_from_xcoms(
             [
                 (
@@ -115,7 +120,8 @@ class RolloutApprovalOperator(HITLBranchOperator):
                     },
                 )
                 for task_id in self.analysis_task_ids
-            ]
+            ],
+            step_weights(self.analysis_task_ids, planned),
         )
         self.body = (
             steps_markdown(steps)

@@ -24,7 +24,12 @@ from airflow_canary.rollout.approval import (
     approval_reason,
 )
 from airflow_canary.rollout.plan import RolloutPlan, validate_steps
-from airflow_canary.rollout.report import RolloutOutcome, RolloutReport, steps_from_xcoms
+from airflow_canary.rollout.report import (
+    RolloutOutcome,
+    RolloutReport,
+    step_weights,
+    steps_from_xcoms,
+)
 from airflow_canary.routing import TrafficSplit
 from airflow_canary.routing.gateway_api import HTTPRouteSplit
 
@@ -449,12 +454,7 @@ class NotifyRolloutOperator(BaseOperator):
         rolled_back = isinstance(rollback, Mapping) and bool(rollback.get("rolled_back"))
         plan = ti.xcom_pull(task_ids=self.plan_task_id)
         plan = plan if isinstance(plan, Mapping) else {}
-        weights: dict[str, int] = {}
-        steps_planned = plan.get("steps") or []
-        for task_id in self.analysis_task_ids:
-            index = _step_index(task_id)
-            if index is not None and index <= len(steps_planned):
-                weights[task_id] = steps_planned[index - 1]
+        weights = step_weights(self.analysis_task_ids, plan.get("steps"))
         steps = steps_from_xcoms(
             [
                 (
@@ -487,13 +487,6 @@ class NotifyRolloutOperator(BaseOperator):
             steps=steps,
             run_url=_run_url(ti.dag_id, ti.run_id),
         )
-
-
-def _step_index(task_id: str) -> int | None:
-    for part in task_id.split("."):
-        if part.startswith("step_") and part[5:].isdigit():
-            return int(part[5:])
-    return None
 
 
 def _run_url(dag_id: str, run_id: str) -> str | None:

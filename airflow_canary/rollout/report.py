@@ -204,6 +204,20 @@ def steps_markdown(steps: Sequence[StepEvidence]) -> str:
     return "\n".join(lines).rstrip() + "\n"
 
 
+def step_weights(analysis_task_ids: Sequence[str], planned: Any) -> dict[str, int]:
+    """The weight each analysis task judged, from the plan's ``steps`` and the ``step_<k>`` ids."""
+    weights: dict[str, int] = {}
+    if not isinstance(planned, Sequence):
+        return weights
+    for task_id in analysis_task_ids:
+        for part in task_id.split("."):
+            if part.startswith("step_") and part[5:].isdigit():
+                index = int(part[5:])
+                if 1 <= index <= len(planned) and isinstance(planned[index - 1], int):
+                    weights[task_id] = planned[index - 1]
+    return weights
+
+
 def steps_from_xcoms(
     verdicts: Sequence[tuple[str, Mapping[str, Any] | None, Mapping[str, str | None]]],
     weights: Mapping[str, int] | None = None,
@@ -246,6 +260,7 @@ __all__ = [
     "RolloutOutcome",
     "RolloutReport",
     "StepEvidence",
+    "step_weights",
     "steps_from_xcoms",
     "steps_markdown",
 ]

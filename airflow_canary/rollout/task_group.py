@@ -228,6 +228,7 @@ def canary_rollout(
                         analysis_task_ids=[],  # filled in below, once the analyses exist
                         continue_task_id=set_weight.task_id,
                         rollback_task_id=rejected.task_id,
+                        plan_task_id=plan_task.task_id,
                         approvers=approvers,
                         response_timeout=approval_timeout,
                         timeout_choice=approval_timeout_choice,

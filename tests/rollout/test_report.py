@@ -17,7 +17,12 @@ from airflow_canary.assets.canary import (
 from airflow_canary.notifications.rollout import RolloutNotifier
 from airflow_canary.rollout.approval import approval_reason
 from airflow_canary.rollout.operators import rollback_reason
-from airflow_canary.rollout.report import RolloutOutcome, RolloutReport, steps_from_xcoms
+from airflow_canary.rollout.report import (
+    RolloutOutcome,
+    RolloutReport,
+    step_weights,
+    steps_from_xcoms,
+)
 
 FAIL_VERDICT = {
     "verdict": "FAIL",
@@ -159,3 +164,12 @@ def test_promotion_extra_names_the_version_the_training_run_and_the_verdicts() -
     )
     assert extra["version"] == "v2" and extra["trained_by"][0]["dag_id"] == "retrain_model_weekly"
     assert extra["verdicts"]["canary.step_1.analyze"]["verdict"] == "PASS"
+
+
+def test_each_judged_step_takes_its_weight_from_the_plan() -> None:
+    ids = ["canary.step_1.analyze", "outer.canary.step_3.analyze", "canary.step_9.analyze"]
+    assert step_weights(ids, [20, 40, 60, 100]) == {
+        "canary.step_1.analyze": 20,
+        "outer.canary.step_3.analyze": 60,
+    }
+    assert step_weights(ids, None) == {}

@@ -84,6 +84,18 @@ def test_continue_promotes_and_the_page_shows_live_evidence_and_the_pending_appr
         assert step["checks"][0]["name"] == "error-rate"
         assert step["checks"][0]["canary_requests"] is not None
         assert any("max_increase=0.02" in text for _, text in step["limits"]), step["limits"]
+        # The analysis stored its links before it deferred: they work while it runs.
+        analyze = step["analysis"]["task_id"]
+        with approvals.client("viewer") as client:
+            links = client.get(
+                f"/api/v2/dags/{DAG_ID}/dagRuns/{quote(live['run_id'], safe='')}"
+                f"/taskInstances/{analyze}/links"
+            )
+        assert links.status_code == 200, links.text
+        prometheus = rollout_stack.stack.prometheus_port
+        assert links.json()["extra_links"]["Prometheus"].startswith(
+            f"http://127.0.0.1:{prometheus}/graph?"
+        )
         _log_in(page, approvals, "viewer")
         card = page.locator(f'section.rollout[data-run-id="{live["run_id"]}"]')
         card.locator("table.checks.live").first.wait_for(timeout=30_000)
