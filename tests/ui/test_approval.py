@@ -15,7 +15,7 @@ from tests.fixtures.stack import RolloutStack
 from tests.ui.conftest import ARTIFACTS, USERS
 from tests.ui.test_rollouts_browser import _log_in, browser  # noqa: F401  (fixture)
 
-pytestmark = pytest.mark.timeout(1200)
+pytestmark = pytest.mark.timeout(2400)
 
 DAG_FILE = Path(__file__).parent / "dags" / "canary_ui_approval.py"
 DAG_ID = "canary_ui_approval"
@@ -47,7 +47,8 @@ def _rollout(server: ApiServer) -> dict[str, Any] | None:
 def _wait_for(
     server: ApiServer, run: Any, what: str, found: Callable[[dict[str, Any]], bool]
 ) -> dict[str, Any]:
-    deadline = time.monotonic() + 600
+    # Generous: on a loaded machine training and deploying alone take minutes.
+    deadline = time.monotonic() + 1500
     while time.monotonic() < deadline:
         if run.poll() is not None:
             run.stdout.seek(0)
@@ -56,7 +57,7 @@ def _wait_for(
         if rollout is not None and rollout["outcome"] == "running" and found(rollout):
             return rollout
         time.sleep(1)
-    pytest.fail(f"no {what} within 600 s")
+    pytest.fail(f"no {what} within 1500 s")
 
 
 def _hitl_path(run_id: str) -> str:
