@@ -70,7 +70,7 @@ def test_continue_promotes_and_the_page_shows_live_evidence_and_the_pending_appr
     browser: Any,  # noqa: F811
 ) -> None:
     rollout_stack.reset_traffic()
-    run = rollout_stack.start_dag(DAG_ID, {"bake_time_seconds": 20})
+    run = rollout_stack.start_dag(DAG_ID, {"bake_time_seconds": 30})
     page = browser.new_context(viewport={"width": 1280, "height": 1000}).new_page()
     try:
         # While step 1 is judged, the page shows each check's evidence so far and its limits.
@@ -99,8 +99,13 @@ def test_continue_promotes_and_the_page_shows_live_evidence_and_the_pending_appr
         )
         _log_in(page, approvals, "viewer")
         card = page.locator(f'section.rollout[data-run-id="{live["run_id"]}"]')
-        card.locator("table.checks.live").first.wait_for(timeout=30_000)
-        assert "analysing" in card.locator("tr.step td.verdict").first.inner_text()
+        # Each step is judged for 30 s: reload until the page catches one while it runs.
+        deadline = time.monotonic() + 300
+        while card.locator("table.checks.live").count() == 0:
+            assert time.monotonic() < deadline, "the page never showed a step being judged"
+            page.reload()
+            card.wait_for(timeout=60_000)
+        assert "analysing" in card.locator("td.verdict.live").first.inner_text()
         assert "Limits: error-rate" in card.locator(".live-note").first.inner_text()
         page.screenshot(path=str(ARTIFACTS / "rollouts-live-evidence.png"), full_page=True)
 
