@@ -184,7 +184,7 @@ class PendingApproval:
     """An approval gate waiting for a person: where to answer it."""
 
     step: int
-    weight: int | None
+    weight: float | None
     task_id: str
     url: str
 
