@@ -35,6 +35,13 @@ def approvals(rollout_stack: RolloutStack, airflow_db: Path) -> Iterator[ApiServ
         yield server
 
 
+def _run_ids(server: ApiServer) -> frozenset[str]:
+    with server.client("viewer") as client:
+        response = client.get("/canary-rollouts/rollouts", params={"dag_id": DAG_ID, "limit": 200})
+    response.raise_for_status()
+    return frozenset(r["run_id"] for r in response.json()["rollouts"])
+
+
 def _rollout(server: ApiServer) -> dict[str, Any] | None:
     """The newest rollout of the approval DAG, as the plugin's JSON API gives it."""
     with server.client("viewer") as client:
@@ -45,8 +52,13 @@ def _rollout(server: ApiServer) -> dict[str, Any] | None:
 
 
 def _wait_for(
-    server: ApiServer, run: Any, what: str, found: Callable[[dict[str, Any]], bool]
+    server: ApiServer,
+    run: Any,
+    what: str,
+    found: Callable[[dict[str, Any]], bool],
+    earlier: frozenset[str] = frozenset(),
 ) -> dict[str, Any]:
+    """The newest rollout once ``found`` holds for it; runs in ``earlier`` are not this test's."""
     # Generous: on a loaded machine training and deploying alone take minutes.
     deadline = time.monotonic() + 1500
     while time.monotonic() < deadline:
@@ -54,10 +66,27 @@ def _wait_for(
             run.stdout.seek(0)
             pytest.fail(f"the rollout ended before {what}:\n{run.stdout.read()[-4000:]}")
         rollout = _rollout(server)
-        if rollout is not None and rollout["outcome"] == "running" and found(rollout):
+        if (
+            rollout is not None
+            and rollout["run_id"] not in earlier
+            and rollout["outcome"] == "running"
+            and found(rollout)
+        ):
             return rollout
         time.sleep(1)
     pytest.fail(f"no {what} within 1500 s")
+
+
+def _open(page: Any, server: ApiServer) -> None:
+    """(Re)load the page; its own refresh (every 15 s while a rollout runs) may abort one load."""
+    for _ in range(5):
+        try:
+            page.goto(f"{server.url}/canary-rollouts/", timeout=60_000)
+            return
+        except Exception as err:  # net::ERR_ABORTED when the page's refresh navigates first
+            last = err
+            time.sleep(1)
+    raise last
 
 
 def _hitl_path(run_id: str) -> str:
@@ -70,6 +99,7 @@ def test_continue_promotes_and_the_page_shows_live_evidence_and_the_pending_appr
     browser: Any,  # noqa: F811
 ) -> None:
     rollout_stack.reset_traffic()
+    earlier = _run_ids(approvals)
     run = rollout_stack.start_dag(DAG_ID, {"bake_time_seconds": 30})
     page = browser.new_context(viewport={"width": 1280, "height": 1000}).new_page()
     try:
@@ -79,6 +109,7 @@ def test_continue_promotes_and_the_page_shows_live_evidence_and_the_pending_appr
             run,
             "live evidence",
             lambda r: any(s["live"] and s["checks"] for s in r["steps"]),
+            earlier,
         )
         step = next(s for s in live["steps"] if s["live"])
         assert step["verdict"] is None and step["polls"] >= 1
@@ -103,17 +134,19 @@ def test_continue_promotes_and_the_page_shows_live_evidence_and_the_pending_appr
         deadline = time.monotonic() + 300
         while card.locator("table.checks.live").count() == 0:
             assert time.monotonic() < deadline, "the page never showed a step being judged"
-            page.reload()
+            _open(page, approvals)
             card.wait_for(timeout=60_000)
         assert "analysing" in card.locator("td.verdict.live").first.inner_text()
         assert "Limits: error-rate" in card.locator(".live-note").first.inner_text()
         page.screenshot(path=str(ARTIFACTS / "rollouts-live-evidence.png"), full_page=True)
 
         # At the gate: a pending approval with a link to Airflow's form.
-        waiting = _wait_for(approvals, run, "pending approval", lambda r: r["pending_approvals"])
+        waiting = _wait_for(
+            approvals, run, "pending approval", lambda r: r["pending_approvals"], earlier
+        )
         (pending,) = waiting["pending_approvals"]
         assert (pending["step"], pending["weight"], pending["task_id"]) == (4, 100, GATE)
-        page.reload()
+        _open(page, approvals)
         link = card.locator("li.pending-approval a")
         link.wait_for(timeout=30_000)
         assert link.get_attribute("href").endswith(f"/tasks/{GATE}/required_actions?map_index=-1")
@@ -151,9 +184,12 @@ def test_roll_back_answer_rolls_back_with_the_approver_in_the_reason(
     approvals: ApiServer, rollout_stack: RolloutStack
 ) -> None:
     rollout_stack.reset_traffic()
+    earlier = _run_ids(approvals)
     run = rollout_stack.start_dag(DAG_ID, {"bake_time_seconds": 5})
     try:
-        waiting = _wait_for(approvals, run, "pending approval", lambda r: r["pending_approvals"])
+        waiting = _wait_for(
+            approvals, run, "pending approval", lambda r: r["pending_approvals"], earlier
+        )
         answer = {
             "chosen_options": ["Roll back"],
             "params_input": {"comment": "p99 looks worse on EU traffic"},
