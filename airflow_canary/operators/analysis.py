@@ -74,6 +74,7 @@ class BranchCanaryHealthOperator(CanaryHealthAnalysisMixin, BaseOperator, Branch
         kubernetes_conn_id: str = "kubernetes_default",
         canary_weight: int | str | None = None,
         on_weight_change: str = "end_step",
+        router: str = "istio",
         deferrable: bool | None = None,
         dashboard_url_template: str | None = None,
         **kwargs: Any,

@@ -103,6 +103,8 @@ ANALYSIS_PARAMS_DOC = """
         the VirtualService and tests the canary's observed share of requests (templated)
     :param on_weight_change: when another writer changed the weight: ``"end_step"`` (the step
         ends INCONCLUSIVE saying so) or ``"reassert"`` (write it back, log each correction)
+    :param router: the traffic backend of ``virtual_service``: ``"istio"`` (a VirtualService)
+        or ``"gateway-api"`` (an HTTPRoute)
     :param deferrable: wait in the triggerer (default ``[operators] default_deferrable``,
         true when unset); ``False`` runs the same loop in the worker
     :param dashboard_url_template: URL of a dashboard with ``{namespace}``,
@@ -349,6 +351,7 @@ class CanaryHealthSensor(CanaryHealthAnalysisMixin, BaseSensorOperator):
         kubernetes_conn_id: str = "kubernetes_default",
         canary_weight: int | str | None = None,
         on_weight_change: str = "end_step",
+        router: str = "istio",
         deferrable: bool | None = None,
         dashboard_url_template: str | None = None,
         **kwargs: Any,

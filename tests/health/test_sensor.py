@@ -113,6 +113,7 @@ def test_sensor_keeps_the_config_it_was_given() -> None:
         "canary_subset": "v2",
         "route_name": "primary",
         "kubernetes_conn_id": "kubernetes_default",
+        "router": "istio",
     }
     assert kwargs["bake_time_seconds"] == 3.0
     assert kwargs["timeout_seconds"] == 30.0
