@@ -31,6 +31,10 @@ def get_provider_info() -> dict:
                 "external-doc-url": "https://prometheus.io/docs/prometheus/latest/querying/api/",
                 "tags": ["software"],
             },
+            {
+                "integration-name": "Canary rollout",
+                "tags": ["software"],
+            },
         ],
         "operators": [
             {
@@ -44,6 +48,13 @@ def get_provider_info() -> dict:
                 "integration-name": "Prometheus",
                 "python-modules": ["airflow_canary.operators.analysis"],
             },
+            {
+                "integration-name": "Canary rollout",
+                "python-modules": [
+                    "airflow_canary.rollout.operators",
+                    "airflow_canary.rollout.approval",
+                ],
+            },
         ],
         "sensors": [
             {"integration-name": "Prometheus", "python-modules": ["airflow_canary.sensors.health"]},
@@ -53,6 +64,7 @@ def get_provider_info() -> dict:
                 "integration-name": "Prometheus",
                 "python-modules": ["airflow_canary.triggers.health"],
             },
+            {"integration-name": "Istio", "python-modules": ["airflow_canary.triggers.deploy"]},
         ],
         "hooks": [
             {"integration-name": "Istio", "python-modules": ["airflow_canary.hooks.istio"]},
@@ -61,9 +73,24 @@ def get_provider_info() -> dict:
                 "python-modules": ["airflow_canary.hooks.prometheus"],
             },
         ],
+        "extra-links": [
+            "airflow_canary.operators.links.PrometheusLink",
+            "airflow_canary.operators.links.DashboardLink",
+        ],
+        "notifications": ["airflow_canary.notifications.rollout.RolloutNotifier"],
+        "asset-uris": [
+            {"schemes": ["canary"], "handler": "airflow_canary.assets.canary.sanitize_uri"},
+        ],
+        "plugins": [
+            {
+                "name": "canary_rollouts",
+                "plugin-class": "airflow_canary.plugins.CanaryRolloutsPlugin",
+            },
+        ],
         "connection-types": [
             {
                 "hook-class-name": "airflow_canary.hooks.prometheus.PrometheusHook",
+                "hook-name": "Prometheus",
                 "connection-type": "prometheus",
                 "conn-fields": {
                     "bearer_token": {

@@ -4,6 +4,11 @@
 after each step, promote or roll back). Triggered by hand (the trigger form edits the params
 below) or by a new model published on the ``canary_model`` asset, which the weekly
 ``retrain_model_weekly`` DAG does. Heavy imports live inside the tasks so this file parses fast.
+
+A promotion emits an asset event on ``canary://default/model-virtual-service``, which starts
+``after_model_promotion``. With ``CANARY_NOTIFY_EMAIL`` set, every promotion and rollback is
+mailed there (with the reason, each check's numbers and links) through the ``smtp_default``
+connection.
 """
 
 from __future__ import annotations
@@ -16,6 +21,8 @@ import pendulum
 from airflow.sdk import DAG, Asset, Param, task
 
 from airflow_canary.analysis import ErrorRateCheck, LatencyCheck, ModelAccuracyCheck
+from airflow_canary.assets.canary import promotion_asset
+from airflow_canary.notifications.rollout import RolloutNotifier
 from airflow_canary.operators.deploy import DeployModelVersionOperator
 from airflow_canary.rollout import canary_rollout
 
@@ -37,6 +44,19 @@ ROUTE_TARGETS: dict[str, dict[str, str]] = {
     "gateway-api": {"route": "model-route", "stable": "model-v1", "canary": "model-v2"},
 }
 ROUTE_TARGET = ROUTE_TARGETS.get(ROUTER, ROUTE_TARGETS["istio"])
+#: the model's route object; a promotion there emits an event on this asset
+PROMOTED_MODEL = promotion_asset("default", ROUTE_TARGET["route"])
+NOTIFY_EMAIL = os.environ.get("CANARY_NOTIFY_EMAIL")
+
+
+def notifiers() -> list[RolloutNotifier]:
+    """Mail the rollout's outcome to ``CANARY_NOTIFY_EMAIL`` (none when it is unset)."""
+    if not NOTIFY_EMAIL:
+        return []
+    from airflow.providers.smtp.notifications.smtp import SmtpNotifier
+
+    return [RolloutNotifier(SmtpNotifier(to=NOTIFY_EMAIL, from_email="canary@localhost"))]
+
 
 MODEL_V2_MANIFEST = {
     "apiVersion": "apps/v1",
@@ -188,8 +208,36 @@ with DAG(
         canary_subset=ROUTE_TARGET["canary"],
         stable_version="v1",
         canary_version="v2",
+        notifiers=notifiers(),
     )
     train() >> deploy_v2 >> rollout
+
+
+@task
+def announce_promotion(**context) -> dict:
+    """Read the promotion's asset event: which version now serves, from which training run."""
+    promoted = {}
+    for events in (context.get("triggering_asset_events") or {}).values():
+        for event in events:
+            promoted = dict(event.extra or {})
+            verdicts = {t: v["verdict"] for t, v in (promoted.get("verdicts") or {}).items()}
+            print(
+                f"{promoted.get('version')} now serves {promoted.get('namespace')}/"
+                f"{promoted.get('virtual_service')} (rollout {promoted.get('rollout')}, "
+                f"trained by {promoted.get('trained_by')}, verdicts {verdicts})"
+            )
+    return promoted
+
+
+with DAG(
+    dag_id="after_model_promotion",
+    description="Runs after each promotion of a model behind model-virtual-service",
+    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+    schedule=PROMOTED_MODEL,
+    catchup=False,
+    tags=["canary", "ml"],
+) as after_promotion:
+    announce_promotion()
 
 
 with DAG(

@@ -20,7 +20,7 @@ from airflow.providers.cncf.kubernetes.hooks.kubernetes import (
     AsyncKubernetesHook,
     KubernetesHook,
 )
-from airflow.sdk.bases.hook import BaseHook
+from airflow.sdk import BaseHook
 from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
 from urllib3.exceptions import HTTPError as Urllib3HTTPError

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import math
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -13,7 +12,10 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
-from airflow.sdk.bases.hook import BaseHook
+import tenacity
+from airflow.sdk import BaseHook
+
+from airflow_canary.durations import to_seconds
 
 Timestamp = datetime | float | int
 
@@ -157,13 +159,6 @@ def _epoch(at: Timestamp) -> float:
     return at.timestamp() if isinstance(at, datetime) else float(at)
 
 
-def _seconds(step: timedelta | float | int) -> float:
-    seconds = step.total_seconds() if isinstance(step, timedelta) else float(step)
-    if seconds <= 0:
-        raise ValueError(f"step must be positive, got {step!r}")
-    return seconds
-
-
 def _float(text: Any) -> float:
     # Prometheus encodes sample values as strings, including "NaN" and "+Inf".
     return float(text)
@@ -245,6 +240,11 @@ class PrometheusHook(BaseHook):
     ``query_scalar`` returns ``None`` when the query matched nothing: no data is never 0.
     Parse errors (``bad_data``) fail at once; HTTP 5xx, connection errors and timeouts are
     retried ``retries`` times with a short backoff, then raise ``PrometheusUnavailableError``.
+
+    :param prometheus_conn_id: Airflow connection of type ``prometheus``
+    :param retries: further attempts after the first, >= 0 (tenacity)
+    :param backoff_seconds: wait before the first retry, doubled for each next one (seconds)
+    :raises ValueError: for a negative ``retries``
     """
 
     conn_name_attr = "prometheus_conn_id"
@@ -366,28 +366,40 @@ class PrometheusHook(BaseHook):
         return _series(promql, await self._aget("/api/v1/query_range", promql, params))
 
     # -- transport with retries ------------------------------------------------------------
+    def _retry_policy(self, endpoint: PrometheusEndpoint, path: str) -> dict[str, Any]:
+        """tenacity arguments: ``retries`` more attempts after the first on 5xx, connection
+        errors and timeouts, waiting ``backoff_seconds × 2^(n-1)`` before retry n."""
+
+        def log_attempt(state: tenacity.RetryCallState) -> None:
+            error = state.outcome.exception() if state.outcome is not None else None
+            self.log.warning(
+                "Prometheus %s%s attempt %d failed: %s",
+                endpoint.base_url,
+                path,
+                state.attempt_number,
+                _cause(error),
+            )
+
+        return {
+            "stop": tenacity.stop_after_attempt(self.retries + 1),
+            "wait": tenacity.wait_exponential(multiplier=self.backoff_seconds, min=0, exp_base=2),
+            "retry": tenacity.retry_if_exception_type((_Retry, httpx.TransportError)),
+            "before_sleep": log_attempt,
+            "reraise": True,
+        }
+
     def _get(self, path: str, query: str, params: Mapping[str, str]) -> Any:
         endpoint = self.endpoint
-        cause = ""
         with self.get_conn() as client:
-            for attempt in range(self.retries + 1):
-                if attempt:
-                    time.sleep(self._backoff(attempt))
-                try:
-                    response = client.get(path, params=dict(params))
-                    return _decode(query, response)
-                except _Retry as retry:
-                    cause = retry.cause
-                except httpx.TransportError as err:
-                    cause = f"{type(err).__name__}: {err or 'no detail'}"
-                self.log.warning(
-                    "Prometheus %s%s attempt %d failed: %s",
-                    endpoint.base_url,
-                    path,
-                    attempt + 1,
-                    cause,
-                )
-        raise PrometheusUnavailableError(endpoint.base_url, self.retries + 1, cause)
+            try:
+                for attempt in tenacity.Retrying(**self._retry_policy(endpoint, path)):
+                    with attempt:
+                        return _decode(query, client.get(path, params=dict(params)))
+            except (_Retry, httpx.TransportError) as err:
+                raise PrometheusUnavailableError(
+                    endpoint.base_url, self.retries + 1, _cause(err)
+                ) from None
+        raise AssertionError("unreachable: tenacity returns or raises")  # pragma: no cover
 
     async def _async_client(self, endpoint: PrometheusEndpoint) -> httpx.AsyncClient:
         """One client per event loop, built in a worker thread: building one loads the CA
@@ -413,29 +425,24 @@ class PrometheusHook(BaseHook):
 
     async def _aget(self, path: str, query: str, params: Mapping[str, str]) -> Any:
         endpoint = await self.aendpoint()
-        cause = ""
         client = await self._async_client(endpoint)
-        for attempt in range(self.retries + 1):
-            if attempt:
-                await asyncio.sleep(self._backoff(attempt))
-            try:
-                response = await client.get(path, params=dict(params))
-                return _decode(query, response)
-            except _Retry as retry:
-                cause = retry.cause
-            except httpx.TransportError as err:
-                cause = f"{type(err).__name__}: {err or 'no detail'}"
-            self.log.warning(
-                "Prometheus %s%s attempt %d failed: %s",
-                endpoint.base_url,
-                path,
-                attempt + 1,
-                cause,
-            )
-        raise PrometheusUnavailableError(endpoint.base_url, self.retries + 1, cause)
+        try:
+            async for attempt in tenacity.AsyncRetrying(**self._retry_policy(endpoint, path)):
+                with attempt:
+                    return _decode(query, await client.get(path, params=dict(params)))
+        except (_Retry, httpx.TransportError) as err:
+            raise PrometheusUnavailableError(
+                endpoint.base_url, self.retries + 1, _cause(err)
+            ) from None
+        raise AssertionError("unreachable: tenacity returns or raises")  # pragma: no cover
 
-    def _backoff(self, attempt: int) -> float:
-        return self.backoff_seconds * (2 ** (attempt - 1))
+
+def _cause(error: BaseException | None) -> str:
+    if isinstance(error, _Retry):
+        return error.cause
+    if error is None:
+        return "no detail"
+    return f"{type(error).__name__}: {error or 'no detail'}"
 
 
 def _connection_type_info() -> dict[str, Any]:
@@ -464,7 +471,7 @@ def _range_params(
     start_s, end_s = _epoch(start), _epoch(end)
     if end_s < start_s:
         raise ValueError(f"query_range end ({end!r}) is before start ({start!r})")
-    step_s = _seconds(step)
+    step_s = to_seconds("step", step)
     if math.isinf(step_s):
         raise ValueError(f"step must be finite, got {step!r}")
     return {"query": promql, "start": repr(start_s), "end": repr(end_s), "step": repr(step_s)}

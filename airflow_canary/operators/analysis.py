@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import time
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from airflow.sdk import BaseBranchOperator
+from airflow.sdk import BaseOperator, BranchMixIn
 
-from airflow_canary.analysis import AnalysisError
-from airflow_canary.operators.links import validate_dashboard_template
-from airflow_canary.sensors.health import CanaryHealthAnalysisMixin
+from airflow_canary.analysis import AnalysisError, Check
+from airflow_canary.durations import Duration
+from airflow_canary.sensors.health import (
+    ANALYSIS_PARAMS,
+    ANALYSIS_PARAMS_DOC,
+    ANALYSIS_TEMPLATE_FIELDS,
+    CanaryHealthAnalysisMixin,
+)
 
 
 def _task_ids(what: str, value: str | Sequence[str]) -> list[str]:
@@ -21,22 +27,27 @@ def _task_ids(what: str, value: str | Sequence[str]) -> list[str]:
     return ids
 
 
-class BranchCanaryHealthOperator(CanaryHealthAnalysisMixin, BaseBranchOperator):
-    """
-    Run the canary health analysis and branch on its verdict instead of failing.
+class BranchCanaryHealthOperator(CanaryHealthAnalysisMixin, BaseOperator, BranchMixIn):
+    """Run the canary health analysis and branch on its verdict instead of failing.
 
-    Takes the analysis parameters of ``CanaryHealthSensor`` (``namespace``, ``checks``,
-    ``judge``, ``bake_time``, ``poll_interval``, ``timeout``, ``rollback_on_failure``, ...) plus
-    ``follow_task_ids_if_healthy`` (followed on PASS) and ``follow_task_ids_if_unhealthy``
-    (followed on FAIL and INCONCLUSIVE); every other direct downstream task is skipped.
+    Follows ``follow_task_ids_if_healthy`` on PASS and ``follow_task_ids_if_unhealthy`` on
+    FAIL and INCONCLUSIVE, through Airflow's branching mix-in: every other direct downstream
+    task is skipped. Deferred (the default when ``[operators] default_deferrable`` is on), it
+    waits in the triggerer and branches when the task resumes.
 
     The verdict dict is pushed to XCom under the key ``"verdict"`` (read it from there: in
     Airflow 3 a branch that skips tasks pushes no ``return_value``; Airflow records the followed
     task ids itself under ``skipmixin_key``).
-    ``deferrable=True`` (default) waits in the triggerer and branches when the task resumes.
+
+    :param follow_task_ids_if_healthy: task id(s) (or task group ids) followed on PASS
+    :param follow_task_ids_if_unhealthy: task id(s) (or task group ids) followed otherwise
     """
 
-    template_fields: Sequence[str] = ("analysis_params",)
+    __doc__ = (__doc__ or "") + ANALYSIS_PARAMS_DOC
+
+    inherits_from_skipmixin = True
+    template_fields: Sequence[str] = ANALYSIS_TEMPLATE_FIELDS
+    template_fields_renderers = {"checks": "json"}
     ui_color = "#f0e4ff"
 
     def __init__(
@@ -44,19 +55,41 @@ class BranchCanaryHealthOperator(CanaryHealthAnalysisMixin, BaseBranchOperator):
         *,
         follow_task_ids_if_healthy: str | Sequence[str],
         follow_task_ids_if_unhealthy: str | Sequence[str],
-        deferrable: bool = True,
+        namespace: str,
+        checks: Sequence[Check | Mapping[str, Any]],
+        stable_version: str = "v1",
+        canary_version: str = "v2",
+        judge: str = "sequential",
+        judge_options: Mapping[str, Any] | None = None,
+        bake_time: Duration = 300,
+        poll_interval: Duration = 15,
+        max_inconclusive_polls: int = 3,
+        prometheus_conn_id: str = "prometheus_default",
+        timeout: Duration | None = None,
+        rollback_on_failure: bool = False,
+        virtual_service: str | None = None,
+        stable_subset: str = "v1",
+        canary_subset: str = "v2",
+        route_name: str | Sequence[str] | None = None,
+        kubernetes_conn_id: str = "kubernetes_default",
+        canary_weight: int | str | None = None,
+        on_weight_change: str = "end_step",
+        router: str = "istio",
+        deferrable: bool | None = None,
         dashboard_url_template: str | None = None,
         **kwargs: Any,
     ) -> None:
-        params = self.split_analysis_params(kwargs)
-        task_id = str(kwargs.get("task_id", "?"))
-        config, templated = self.prepare_analysis(params, task_id)
+        arguments = locals()  # first statement: exactly the parameters above
+        params = {name: arguments[name] for name in ANALYSIS_PARAMS}
+        config, templated = self.check_analysis(params, str(kwargs.get("task_id", "?")))
         super().__init__(**kwargs)
-        self.analysis = config
-        self.analysis_templated = templated
-        self.analysis_params = params
-        self.deferrable = deferrable
-        self.dashboard_url_template = validate_dashboard_template(dashboard_url_template)
+        self.keep_analysis(
+            params,
+            config,
+            templated,
+            deferrable=deferrable,
+            dashboard_url_template=dashboard_url_template,
+        )
         self.follow_task_ids_if_healthy = _task_ids(
             "follow_task_ids_if_healthy", follow_task_ids_if_healthy
         )
@@ -65,18 +98,17 @@ class BranchCanaryHealthOperator(CanaryHealthAnalysisMixin, BaseBranchOperator):
         )
 
     def execute(self, context: Any) -> Any:
-        return self.execute_complete(context, self.start_analysis(context))
+        self.resolve_analysis()
+        started_at = time.time()
+        self.record_start(context, started_at)
+        if self.deferrable:
+            self.defer_analysis(context, started_at)
+        return self.execute_complete(context, self.run_in_worker(context, started_at))
 
     def execute_complete(self, context: Any, event: dict[str, Any]) -> str | Iterable[str] | None:
-        self.log_verdict(event)
-        context["ti"].xcom_push(key="verdict", value=event)
+        self.publish_verdict(context, event)
         healthy = event.get("verdict") == "PASS"
         return self.do_branch(
             context,
             self.follow_task_ids_if_healthy if healthy else self.follow_task_ids_if_unhealthy,
-        )
-
-    def choose_branch(self, context: Any) -> str | Iterable[str] | None:
-        raise NotImplementedError(
-            f"{type(self).__name__} branches from its verdict in execute_complete()"
         )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from datetime import timedelta
 from typing import Any
@@ -9,35 +10,52 @@ from typing import Any
 from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import AirflowException
 
+from airflow_canary.deferral import default_deferrable
+from airflow_canary.durations import to_seconds
 from airflow_canary.manifests import deployments, is_template, load_manifest
 from airflow_canary.readiness import deployment_readiness, describe_pods
 
 
-def _seconds(value: timedelta | float | int, name: str) -> float:
-    seconds = value.total_seconds() if isinstance(value, timedelta) else value
-    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or seconds <= 0:
-        raise ValueError(
-            f"{name} must be a positive number of seconds or a timedelta, got {value!r}"
-        )
-    return float(seconds)
+def _names_a_file(manifest: object) -> bool:
+    # Airflow reads these through template_ext when the task renders, relative to the DAG folder.
+    return isinstance(manifest, os.PathLike) or (
+        isinstance(manifest, str)
+        and "\n" not in manifest
+        and manifest.rstrip().endswith((".yaml", ".yml", ".json"))
+    )
 
 
 class DeployModelVersionOperator(BaseOperator):
     """Server-side apply each object of ``manifest``, then wait until its Deployments are rolled out.
 
-    ``manifest`` is a dict, a list of dicts, YAML text or a path to a YAML file holding at least
-    one Deployment, and optionally a Service and a DestinationRule. It is checked when the DAG
-    is parsed (after rendering, if it holds templates). Objects are applied under field manager
-    ``airflow-canary`` with strict field validation: fields the manifest leaves out (an
-    autoscaler's ``replicas``, other tools' labels) are left to their owners, and a field
-    another manager owns fails the task naming it unless ``force_conflicts``. Waiting (deferred
-    to the triggerer by default) ends when ``kubectl rollout status`` would say the rollout
-    finished; the task fails at once when a rollout exceeds its ``progressDeadlineSeconds``, and
-    after ``timeout`` otherwise, with the pods' states and reasons. It never touches a
-    VirtualService, so no traffic moves.
+    Objects are applied under field manager ``airflow-canary`` with strict field validation:
+    fields the manifest leaves out (an autoscaler's ``replicas``, other tools' labels) are left
+    to their owners, and a field another manager owns fails the task naming it unless
+    ``force_conflicts``. Waiting (in the triggerer when ``deferrable``) ends when ``kubectl
+    rollout status`` would say the rollout finished; the task fails at once when a rollout
+    exceeds its ``progressDeadlineSeconds``, and after ``timeout`` otherwise, with the pods'
+    states and reasons. It never touches a VirtualService, so no traffic moves.
+
+    :param manifest: the objects to apply: a dict, a list of dicts, YAML text, or the path of a
+        ``.yaml``/``.yml`` file, which Airflow reads as a template when the task renders (relative
+        to the DAG's folder or ``template_searchpath``); at least one Deployment (``apps/v1``),
+        optionally Services (``v1``) and DestinationRules (``networking.istio.io``). A dict or
+        YAML text without templates is checked when the DAG is parsed, anything else once
+        rendered; no file is read at parse time by this operator. (templated)
+    :param namespace: namespace to apply the objects in (templated)
+    :param wait_for_ready: wait until every Deployment is rolled out before succeeding
+    :param timeout: the longest wait (timedelta or seconds, > 0)
+    :param poll_interval: time between status reads (timedelta or seconds, > 0)
+    :param deferrable: wait in the triggerer; default ``[operators] default_deferrable``
+    :param kubernetes_conn_id: cncf-kubernetes connection id
+    :param force_conflicts: take over fields another field manager owns
+    :raises ManifestError: (at parse time when literal) for an object the operator cannot apply
+    :raises DurationError: for a timeout or poll interval that is not a positive duration
     """
 
     template_fields = ("manifest", "namespace")
+    template_ext = (".yaml", ".yml")
+    template_fields_renderers = {"manifest": "yaml"}
     ui_color = "#e3f4e1"
 
     def __init__(
@@ -48,20 +66,20 @@ class DeployModelVersionOperator(BaseOperator):
         wait_for_ready: bool = True,
         timeout: timedelta | float = 600,
         poll_interval: timedelta | float = 2,
-        deferrable: bool = True,
+        deferrable: bool | None = None,
         kubernetes_conn_id: str = "kubernetes_default",
         force_conflicts: bool = False,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        if not is_template(manifest):
+        if not is_template(manifest) and not _names_a_file(manifest):
             load_manifest(manifest)
         self.manifest = manifest
         self.namespace = namespace
         self.wait_for_ready = wait_for_ready
-        self.timeout = _seconds(timeout, "timeout")
-        self.poll_interval = _seconds(poll_interval, "poll_interval")
-        self.deferrable = deferrable
+        self.timeout = to_seconds("timeout", timeout)
+        self.poll_interval = to_seconds("poll_interval", poll_interval)
+        self.deferrable = default_deferrable() if deferrable is None else deferrable
         self.kubernetes_conn_id = kubernetes_conn_id
         self.force_conflicts = bool(force_conflicts)
 
@@ -145,7 +163,14 @@ class DeployModelVersionOperator(BaseOperator):
 
 
 class ScaleDeploymentOperator(BaseOperator):
-    """Scale a Deployment, e.g. the stable version to 0 once the canary is promoted."""
+    """Scale a Deployment, e.g. the stable version to 0 once the canary is promoted.
+
+    :param deployment: name of the Deployment (templated)
+    :param replicas: the replica count to set, an integer >= 0
+    :param namespace: its namespace (templated)
+    :param kubernetes_conn_id: cncf-kubernetes connection id
+    :raises ValueError: for a negative or non-integer ``replicas``
+    """
 
     template_fields = ("deployment", "namespace")
 

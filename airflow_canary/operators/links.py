@@ -138,6 +138,16 @@ def read_verdict(ti_key: Any) -> Mapping[str, Any] | None:
     return None
 
 
+def read_evidence(ti_key: Any) -> Mapping[str, Any] | None:
+    """What the links show: the verdict once there is one, else the record the analysis wrote
+    when it started (XCom ``analysis``: its window runs from the start to the deadline)."""
+    verdict = read_verdict(ti_key)
+    if verdict is not None:
+        return verdict
+    record = XCom.get_value(ti_key=ti_key, key="analysis")
+    return record if isinstance(record, Mapping) else None
+
+
 def validate_dashboard_template(template: str | None) -> str | None:
     """Check a ``dashboard_url_template`` at DAG parse time; returns it unchanged."""
     if template is None:
@@ -190,12 +200,16 @@ def analysis_of(operator: Any) -> Any:
 
 
 class PrometheusLink(BaseOperatorLink):
-    """ "Prometheus": the canary and stable queries of each check over the step's window."""
+    """ "Prometheus": the canary and stable queries of each check over the step's window.
+
+    While the analysis runs, the window is its start to its deadline; once judged, the
+    verdict's window.
+    """
 
     name = "Prometheus"
 
     def get_link(self, operator: Any, *, ti_key: Any) -> str:
-        verdict = read_verdict(ti_key)
+        verdict = read_evidence(ti_key)
         window = Window.from_verdict(verdict) if verdict is not None else None
         if verdict is None or window is None:
             return ""
@@ -218,7 +232,7 @@ class DashboardLink(BaseOperatorLink):
         template = getattr(operator, "dashboard_url_template", None)
         if not template:
             return ""
-        verdict = read_verdict(ti_key)
+        verdict = read_evidence(ti_key)
         window = Window.from_verdict(verdict) if verdict is not None else None
         if verdict is None or window is None:
             return ""

@@ -324,7 +324,10 @@ class SetHeaderRouteOperator(CanaryTrafficOperator):
 
 
 class PromoteCanaryOperator(CanaryTrafficOperator):
-    """Send all traffic to the canary subset and remove the product's header routes."""
+    """Send all traffic to the canary subset and remove the product's header routes.
+
+    Takes only the parameters of :class:`CanaryTrafficOperator`.
+    """
 
     def subsets_receiving(self, target: RouteTarget) -> tuple[str, ...]:
         return (target.canary_subset,)

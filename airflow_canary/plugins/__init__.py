@@ -8,6 +8,9 @@ from airflow.plugins_manager import AirflowPlugin
 
 #: Where the app is mounted in the api-server (also the page's address in the UI iframe).
 URL_PREFIX = "/canary-rollouts"
+#: The nav entry's address, relative: the Airflow UI's page has ``<base href="{base_url}/">``,
+#: so it resolves to ``<base_url>/canary-rollouts/`` also under a sub-path such as ``/airflow``.
+NAV_HREF = "canary-rollouts/"
 
 
 class RolloutsApp:
@@ -36,7 +39,7 @@ class CanaryRolloutsPlugin(AirflowPlugin):
     external_views = [
         {
             "name": "Canary rollouts",
-            "href": f"{URL_PREFIX}/",
+            "href": NAV_HREF,
             "url_route": "canary-rollouts",
             "destination": "nav",
             "category": "browse",

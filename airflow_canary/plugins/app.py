@@ -16,6 +16,7 @@ from fastapi import Depends, FastAPI, HTTPException, Query, Request, status
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
 from fastapi.security import HTTPAuthorizationCredentials
 from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
 
 from airflow_canary.plugins.metadata import Access, find_rollout_runs, get_run, load_rollouts
 from airflow_canary.plugins.model import UiLinks
@@ -59,6 +60,16 @@ def _username(user: BaseUser) -> str:
         return user.get_name()
     except Exception:  # some auth managers' users lack a display name
         return "you"
+
+
+def _render(user: BaseUser, session: Session, dag_id: str | None, limit: int) -> str:
+    access = user_access(user, session)
+    runs = find_rollout_runs(session, access, dag_id=dag_id, limit=limit)
+    rollouts = load_rollouts(session, runs, access, ui_links())
+    context = PageContext(
+        user=_username(user), generated_at=datetime.now(timezone.utc), limit=limit
+    )
+    return render_page(rollouts, context)
 
 
 def create_app() -> FastAPI:
@@ -112,13 +123,9 @@ def create_app() -> FastAPI:
             # A browser without a session goes through Airflow's login and comes back here.
             login = get_auth_manager().get_url_login(next_url=str(request.url))
             return RedirectResponse(login, status_code=status.HTTP_303_SEE_OTHER)
-        access = user_access(user, session)
-        runs = find_rollout_runs(session, access, dag_id=dag_id, limit=limit)
-        rollouts = load_rollouts(session, runs, access, ui_links())
-        context = PageContext(
-            user=_username(user), generated_at=datetime.now(timezone.utc), limit=limit
-        )
-        return HTMLResponse(render_page(rollouts, context))
+        # The database work is synchronous: run it in the thread pool, off the event loop.
+        html = await run_in_threadpool(_render, user, session, dag_id, limit)
+        return HTMLResponse(html)
 
     @app.exception_handler(HTTPException)
     async def http_error(_: Request, error: HTTPException) -> JSONResponse:

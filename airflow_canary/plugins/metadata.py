@@ -15,7 +15,10 @@ from sqlalchemy import and_, or_, select, tuple_
 from sqlalchemy.orm import Session
 
 from airflow_canary.plugins.model import (
+    ANALYSIS_KEY,
+    APPROVAL_KEY,
     DASHBOARD_LINK_KEY,
+    PROGRESS_KEY,
     PROMETHEUS_LINK_KEY,
     RETURN_KEY,
     ROLLOUT_OPERATORS,
@@ -31,7 +34,15 @@ from airflow_canary.plugins.model import (
 
 log = logging.getLogger(__name__)
 
-_XCOM_KEYS = (RETURN_KEY, VERDICT_KEY, PROMETHEUS_LINK_KEY, DASHBOARD_LINK_KEY)
+_XCOM_KEYS = (
+    RETURN_KEY,
+    VERDICT_KEY,
+    PROMETHEUS_LINK_KEY,
+    DASHBOARD_LINK_KEY,
+    PROGRESS_KEY,
+    ANALYSIS_KEY,
+    APPROVAL_KEY,
+)
 
 
 @dataclass(frozen=True)
@@ -68,7 +79,7 @@ def find_rollout_runs(
         select(
             DagRun.dag_id,
             DagRun.run_id,
-            DagRun._state,
+            DagRun.state,
             DagRun.run_type,
             DagRun.logical_date,
             DagRun.start_date,
@@ -89,7 +100,7 @@ def get_run(session: Session, dag_id: str, run_id: str) -> RunRow | None:
         select(
             DagRun.dag_id,
             DagRun.run_id,
-            DagRun._state,
+            DagRun.state,
             DagRun.run_type,
             DagRun.logical_date,
             DagRun.start_date,

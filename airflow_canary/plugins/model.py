@@ -17,19 +17,31 @@ ROLLOUT_OPERATORS = frozenset(
         "SetCanaryWeightOperator",
         "BranchCanaryHealthOperator",
         "PromoteCanaryOperator",
+        "RolloutPromoteOperator",
+        "RolloutApprovalOperator",
         "RolloutRollbackOperator",
         "FailRolloutOperator",
+        "NotifyRolloutOperator",
     }
 )
 
 #: Task ids created by ``canary_rollout()``: ``<group>.<role>`` and ``<group>.step_<k>.<role>``.
 _TASK_ID = re.compile(
-    r"^(?:(?P<group>.+)\.)?(?:step_(?P<step>[1-9]\d*)\.(?P<step_role>set_weight|analyze|unhealthy)"
-    r"|(?P<role>plan|header_route|promote|decommission_stable|task_failed|rollback|fail_rollout))$"
+    r"^(?:(?P<group>.+)\.)?(?:step_(?P<step>[1-9]\d*)\.(?P<step_role>set_weight|analyze|unhealthy|approve|rejected)"
+    r"|(?P<role>plan|header_route|promote|decommission_stable|task_failed|rollback|fail_rollout"
+    r"|notify))$"
 )
 
 VERDICT_KEY = "verdict"
 RETURN_KEY = "return_value"
+#: the latest poll of a running analysis (verdict so far with each check's numbers)
+PROGRESS_KEY = "progress"
+#: what an analysis judges and since when, written before it waits (its checks' limits)
+ANALYSIS_KEY = "analysis"
+#: an approval gate's answer: choice, approver, comment
+APPROVAL_KEY = "approval"
+#: task states in which an approval gate waits for a person
+AWAITING_STATES = frozenset({"awaiting_input", "deferred"})
 PROMETHEUS_LINK_KEY = "_link_PrometheusLink"
 DASHBOARD_LINK_KEY = "_link_DashboardLink"
 
@@ -42,15 +54,26 @@ class TaskRole(str, Enum):
     SET_WEIGHT = "set_weight"
     ANALYZE = "analyze"
     UNHEALTHY = "unhealthy"
+    APPROVE = "approve"
+    REJECTED = "rejected"
     PROMOTE = "promote"
     DECOMMISSION_STABLE = "decommission_stable"
     TASK_FAILED = "task_failed"
     ROLLBACK = "rollback"
     FAIL_ROLLOUT = "fail_rollout"
+    NOTIFY = "notify"
 
 
 #: Roles that exist only in a step task group, so their ids alone mark a rollout.
-STEP_ROLES = frozenset({TaskRole.SET_WEIGHT, TaskRole.ANALYZE, TaskRole.UNHEALTHY})
+STEP_ROLES = frozenset(
+    {
+        TaskRole.SET_WEIGHT,
+        TaskRole.ANALYZE,
+        TaskRole.UNHEALTHY,
+        TaskRole.APPROVE,
+        TaskRole.REJECTED,
+    }
+)
 
 
 @dataclass(frozen=True)
@@ -148,6 +171,22 @@ class Step:
     prometheus_url: str | None
     dashboard_url: str | None
     rolled_back_at: str | None = None
+    live: bool = False
+    live_at: str | None = None
+    limits: tuple[tuple[str, str], ...] = ()
+    approval: TaskRef | None = None
+    approval_url: str | None = None
+    approval_answer: str | None = None
+
+
+@dataclass(frozen=True)
+class PendingApproval:
+    """An approval gate waiting for a person: where to answer it."""
+
+    step: int
+    weight: float | None
+    task_id: str
+    url: str
 
 
 @dataclass(frozen=True)
@@ -189,6 +228,7 @@ class Rollout:
     missing: tuple[str, ...] = field(default=())
     #: each route's split after the latest traffic task, e.g. ``tcp[0]: v1 90% v2 10%``
     routes: tuple[str, ...] = field(default=())
+    pending_approvals: tuple[PendingApproval, ...] = field(default=())
 
     @classmethod
     def unreadable(cls, run: RunRow, group: str, links: UiLinks, problem: str) -> Rollout:
@@ -237,6 +277,10 @@ class UiLinks:
 
     def task(self, dag_id: str, run_id: str, task_id: str) -> str:
         return f"{self.run(dag_id, run_id)}/tasks/{_quote(task_id)}"
+
+    def required_actions(self, dag_id: str, run_id: str, task_id: str) -> str:
+        """Airflow's form for a human-in-the-loop task (as ``HITLOperator.generate_link_to_ui``)."""
+        return f"{self.task(dag_id, run_id, task_id)}/required_actions?map_index=-1"
 
 
 def _quote(part: str) -> str:
@@ -545,6 +589,7 @@ def assemble(
         missing.append("the canary subset is unknown without the plan XCom: weights are not shown")
 
     steps: list[Step] = []
+    pending: list[PendingApproval] = []
     count = max([len(planned or ()), *by_step]) if by_step or planned else 0
     for index in range(1, count + 1):
         rows = by_step.get(index, {})
@@ -559,15 +604,35 @@ def assemble(
         verdict: Mapping[str, Any] | None = None
         checks: tuple[CheckResult, ...] = ()
         task_xcoms = xcoms.get(analysis_row.task_id, {}) if analysis_row is not None else {}
+        progress: Mapping[str, Any] | None = None
         if analysis_row is not None and not xcom_hidden:
             verdict, problem = verdict_of(task_xcoms)
             if verdict is not None:
                 checks, problem = _checks(verdict)
+            elif analysis_row.state in ANALYSING_STATES:
+                # Still judging: the latest poll is the evidence so far.
+                progress = _mapping(task_xcoms.get(PROGRESS_KEY))
+                if progress is not None:
+                    checks, problem = _checks(progress)
             if problem is not None and (
                 verdict is not None or analysis_row.state in ("success", "failed")
             ):
                 missing.append(f"{analysis_row.task_id}: {problem}")
-        got = verdict or {}
+        approve_row = rows.get(TaskRole.APPROVE)
+        approval_url = answer = None
+        if approve_row is not None:
+            if approve_row.state in AWAITING_STATES:
+                approval_url = links.required_actions(run.dag_id, run.run_id, approve_row.task_id)
+                pending.append(
+                    PendingApproval(
+                        index,
+                        point.weight if point is not None else planned_weight,
+                        approve_row.task_id,
+                        approval_url,
+                    )
+                )
+            answer = _approval_answer(xcoms.get(approve_row.task_id, {}).get(APPROVAL_KEY))
+        got = verdict or progress or {}
         window = got.get("window")
         window = window if isinstance(window, Mapping) else {}
         polls = got.get("polls")
@@ -583,7 +648,7 @@ def assemble(
                 set_weight=ref(set_row),
                 analysis=ref(analysis_row),
                 weight_set_at=point.at if point is not None else None,
-                verdict=_text(got.get("verdict")),
+                verdict=_text(got.get("verdict")) if progress is None else None,
                 reason=_text(got.get("reason")),
                 judge=_text(got.get("judge")),
                 polls=polls if isinstance(polls, int) and not isinstance(polls, bool) else None,
@@ -595,6 +660,12 @@ def assemble(
                 prometheus_url=_text(task_xcoms.get(PROMETHEUS_LINK_KEY)),
                 dashboard_url=_text(task_xcoms.get(DASHBOARD_LINK_KEY)),
                 rolled_back_at=rolled_back_at,
+                live=progress is not None,
+                live_at=_text(progress.get("at")) if progress is not None else None,
+                limits=_limits(task_xcoms.get(ANALYSIS_KEY)),
+                approval=ref(approve_row),
+                approval_url=approval_url,
+                approval_answer=answer,
             )
         )
     # Points without a time keep their task order at the end (stable sort).
@@ -641,7 +712,46 @@ def assemble(
         tasks=found.refs,
         missing=tuple(missing),
         routes=next((r for r in (route_splits(v) for _, v in reversed(traffic)) if r), ()),
+        pending_approvals=tuple(pending),
     )
+
+
+#: task states of an analysis that is still judging
+ANALYSING_STATES = frozenset({"running", "deferred", "up_for_reschedule", "queued", "scheduled"})
+
+# Check fields that are not limits.
+_NOT_LIMITS = frozenset({"type", "name"})
+
+
+def _mapping(value: Any) -> Mapping[str, Any] | None:
+    return value if isinstance(value, Mapping) else None
+
+
+def _limits(record: Any) -> tuple[tuple[str, str], ...]:
+    """Each check's limits from the analysis record: ``(name, "max_increase=0.02, ...")``."""
+    if not isinstance(record, Mapping) or not isinstance(record.get("checks"), list):
+        return ()
+    found = []
+    for check in record["checks"]:
+        if not isinstance(check, Mapping):
+            continue
+        name = _text(check.get("name")) or _text(check.get("type")) or "?"
+        limits = ", ".join(
+            f"{key}={value}"
+            for key, value in check.items()
+            if key not in _NOT_LIMITS and value is not None and not isinstance(value, (dict, list))
+        )
+        found.append((name, limits))
+    return tuple(found)
+
+
+def _approval_answer(value: Any) -> str | None:
+    """``"Continue by alice: looks good"`` from an approval gate's XCom."""
+    if not isinstance(value, Mapping) or not _text(value.get("choice")):
+        return None
+    who = "timeout" if value.get("timed_out") else _text(value.get("approver")) or "someone"
+    comment = _text(value.get("comment"))
+    return f"{value['choice']} by {who}" + (f": {comment}" if comment else "")
 
 
 def _outcome(run: RunRow, by_role: Mapping[TaskRole, TaskRow], rolled_back: bool) -> Outcome:

@@ -55,6 +55,10 @@ td.num { font-variant-numeric: tabular-nums; text-align: right; white-space: now
 .checks { margin: 2px 0 6px 0; font-size: 12px; } .checks td, .checks th { padding: 3px 8px; }
 tr.check-row > td { padding-top: 0; }
 .tasks { font-size: 12px; color: var(--muted); } .tasks a { margin-right: 10px; }
+.approvals { background: #fff4d6; border: 1px solid #e6c65c; border-radius: 6px;
+  padding: 6px 10px; margin: 8px 0; }
+table.checks.live { border-left: 3px solid #e6c65c; }
+.live-note { font-size: 12px; color: #6b5a1e; margin: 2px 0; }
 .missing { color: var(--inc); font-size: 12px; margin: 6px 0 0; padding-left: 18px; }
 .empty { color: var(--muted); padding: 24px 0; }
 """
@@ -147,6 +151,17 @@ def _card(rollout: Rollout, now: datetime) -> str:
         f"{escape(task.task_id)}</a>"
         for task in rollout.tasks
     )
+    approvals = ""
+    if rollout.pending_approvals:
+        items = "".join(
+            f'<li class="pending-approval" data-task-id="{escape(item.task_id)}">Step {item.step}'
+            f"{f' ({item.weight}%)' if item.weight is not None else ''} waits for approval: "
+            f'<a href="{escape(item.url)}" target="_top">answer in Airflow</a></li>'
+            for item in rollout.pending_approvals
+        )
+        approvals = (
+            f'<div class="approvals"><strong>Waiting for approval</strong><ul>{items}</ul></div>'
+        )
     missing = ""
     if rollout.missing:
         items = "".join(f"<li>{escape(item)}</li>" for item in rollout.missing)
@@ -157,6 +172,7 @@ def _card(rollout: Rollout, now: datetime) -> str:
 <span class="run-id">{escape(rollout.run_id)}</span>
 <span class="badge outcome-{outcome}">{_OUTCOME_LABEL[rollout.outcome]}</span></header>
 <dl class="facts">{facts_html}</dl>
+{approvals}
 {rollback}
 {weight_chart(rollout, now)}
 {_steps_table(rollout.steps)}
@@ -182,6 +198,10 @@ def _steps_table(steps: Sequence[Step]) -> str:
     for step in steps:
         verdict = step.verdict or _pending(step)
         verdict_class = f"verdict-{step.verdict}" if step.verdict else "verdict-none"
+        if step.live:
+            # The poll's status so far is evidence, not a verdict: say so.
+            verdict = f"analysing… poll {step.polls}" if step.polls is not None else "analysing…"
+            verdict_class = "verdict-none live"
         detail = ", ".join(
             part
             for part in (
@@ -196,6 +216,12 @@ def _steps_table(steps: Sequence[Step]) -> str:
             for ref, label in ((step.set_weight, "weight task"), (step.analysis, "analysis task"))
             if ref is not None
         ]
+        if step.approval_url:
+            links.append(
+                f'<a class="approve" href="{escape(step.approval_url)}" target="_top">answer approval</a>'
+            )
+        elif step.approval_answer:
+            links.append(f'<span class="approval-answer">{escape(step.approval_answer)}</span>')
         links += [
             f'<a href="{escape(url)}" target="_blank" rel="noopener">{label}</a>'
             for url, label in (
@@ -219,8 +245,16 @@ def _steps_table(steps: Sequence[Step]) -> str:
             f"<td>{' · '.join(links)}</td></tr>"
         )
         if step.checks:
+            live = ""
+            if step.live:
+                limits = "; ".join(f"{name}: {text}" for name, text in step.limits)
+                live = (
+                    f'<p class="live-note">Evidence so far (poll at {_short_time(step.live_at)} UTC), '
+                    f"not a verdict. Limits: {escape(limits or 'see the analysis task')}</p>"
+                )
             rows.append(
-                f'<tr class="check-row"><td></td><td colspan="7">{_checks_table(step.checks)}</td></tr>'
+                f'<tr class="check-row"><td></td><td colspan="7">{live}'
+                f"{_checks_table(step.checks, live=step.live)}</td></tr>"
             )
     head = (
         "<tr><th>Step</th><th>Weight</th><th>Set at</th><th>Window</th><th>Verdict</th><th>Reason</th>"
@@ -256,7 +290,7 @@ def _fmt(value: float | None, *, ratio: bool = False) -> str:
     return f"{value:.4g}"
 
 
-def _checks_table(checks: Sequence[CheckResult]) -> str:
+def _checks_table(checks: Sequence[CheckResult], *, live: bool = False) -> str:
     rows = "".join(
         f'<tr class="check"><td>{escape(check.name)}</td>'
         f'<td class="verdict verdict-{escape(check.status)}">{escape(check.status)}</td>'
@@ -273,7 +307,8 @@ def _checks_table(checks: Sequence[CheckResult]) -> str:
         "<tr><th>Check</th><th>Status</th><th>Canary</th><th>Stable</th><th>Canary req.</th>"
         "<th>Stable req.</th><th>Statistic</th><th>p-value</th><th>Message</th></tr>"
     )
-    return f'<table class="checks"><thead>{head}</thead><tbody>{rows}</tbody></table>'
+    kind = "checks live" if live else "checks"
+    return f'<table class="{kind}"><thead>{head}</thead><tbody>{rows}</tbody></table>'
 
 
 # Chart geometry (SVG user units; the SVG scales to its container).

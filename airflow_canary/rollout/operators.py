@@ -1,15 +1,35 @@
-"""The bookkeeping tasks of canary_rollout(): the plan, the rollback with its reason, the failing end."""
+"""The bookkeeping tasks of canary_rollout(): plan, promote and rollback with their asset events, notify, fail."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import AirflowFailException
 
-from airflow_canary.operators.traffic import RollbackCanaryOperator
+from airflow_canary.assets.canary import (
+    PROMOTIONS_ALIAS,
+    ROLLBACKS_ALIAS,
+    promotion_asset,
+    promotion_extra,
+    rollback_asset,
+    training_runs,
+)
+from airflow_canary.operators.traffic import PromoteCanaryOperator, RollbackCanaryOperator
+from airflow_canary.rollout.approval import (
+    APPROVAL_XCOM_KEY,
+    DASHBOARD_LINK_KEY,
+    PROMETHEUS_LINK_KEY,
+    approval_reason,
+)
 from airflow_canary.rollout.plan import RolloutPlan, validate_steps
+from airflow_canary.rollout.report import (
+    RolloutOutcome,
+    RolloutReport,
+    step_weights,
+    steps_from_xcoms,
+)
 from airflow_canary.routing import TrafficSplit
 from airflow_canary.routing.gateway_api import HTTPRouteSplit
 
@@ -27,6 +47,19 @@ class RolloutPlanOperator(BaseOperator):
     no route to the subsets, a route to them that the rollout would not manage (named), or a
     missing subset fails here, first). Gateway API: the HTTPRoute, the ReferenceGrants a
     cross-namespace backend needs, and both Services.
+
+    :param steps: the weights, strictly increasing integers in 1..100 (checked at parse time)
+    :param steps_param: name of a DAG param holding the run's weights, or None
+    :param virtual_service: the VirtualService (templated)
+    :param namespace: its namespace (templated)
+    :param stable_subset: DestinationRule subset of the stable model
+    :param canary_subset: DestinationRule subset of the canary model
+    :param stable_version: metric label of the stable model
+    :param canary_version: metric label of the canary model
+    :param route_name: the routes to manage (a name, ``tcp[0]``, or a list); None = every route
+        to the two subsets (templated)
+    :param kubernetes_conn_id: cncf-kubernetes connection id
+    :raises RolloutPlanError: (parse time) for bad steps or subsets
     """
 
     template_fields = ("virtual_service", "namespace", "route_name")
@@ -154,8 +187,17 @@ class RolloutPlanOperator(BaseOperator):
         return split
 
 
-def rollback_reason(verdicts: Sequence[tuple[str, Any]], failed_task_ids: Sequence[str]) -> str:
-    """Say why a rollout rolled back: the first unhealthy verdict, else the tasks that failed."""
+def rollback_reason(
+    verdicts: Sequence[tuple[str, Any]],
+    failed_task_ids: Sequence[str],
+    approvals: Sequence[Mapping[str, Any] | None] = (),
+) -> str:
+    """Say why a rollout rolled back: an approver's "Roll back", the first unhealthy verdict,
+    else the tasks that failed."""
+    for answer in approvals:
+        reason = approval_reason(answer)
+        if reason is not None:
+            return reason
     for task_id, verdict in verdicts:
         if isinstance(verdict, dict) and verdict.get("verdict") in _UNHEALTHY:
             reason = verdict.get("reason") or "no reason recorded"
@@ -165,18 +207,136 @@ def rollback_reason(verdicts: Sequence[tuple[str, Any]], failed_task_ids: Sequen
     return "rollback requested, but no unhealthy verdict or failed task was found"
 
 
-class RolloutRollbackOperator(RollbackCanaryOperator):
-    """Restore 100% stable and record why: an unhealthy verdict or the tasks that failed."""
+def verdict_summaries(ti: Any, analysis_task_ids: Sequence[str]) -> dict[str, Any]:
+    """Each judged step's verdict, reason and per-check numbers (for asset events), by task id."""
+    found: dict[str, Any] = {}
+    for task_id in analysis_task_ids:
+        verdict = ti.xcom_pull(task_ids=task_id, key="verdict")
+        if not isinstance(verdict, Mapping) or not isinstance(verdict.get("verdict"), str):
+            continue
+        found[task_id] = {
+            "verdict": verdict["verdict"],
+            "reason": verdict.get("reason"),
+            "checks": [
+                {
+                    key: check.get(key)
+                    for key in (
+                        "name",
+                        "status",
+                        "canary_value",
+                        "stable_value",
+                        "canary_requests",
+                        "stable_requests",
+                        "p_value",
+                    )
+                }
+                for check in verdict.get("checks") or ()
+                if isinstance(check, Mapping)
+            ],
+        }
+    return found
 
-    def __init__(self, *, analysis_task_ids: Sequence[str], **kwargs: Any) -> None:
+
+class _EmitsRolloutAsset:
+    """Adds the rollout's asset event (promotion or rollback) through an asset alias."""
+
+    alias_name: str
+    outcome: str
+    namespace: str
+    virtual_service: str
+    analysis_task_ids: list[str]
+    plan_task_id: str | None
+    log: Any
+
+    def emit_asset_event(self, context: Any, reason: str | None = None) -> None:
+        from airflow.sdk import AssetAlias
+
+        ti = context["ti"]
+        plan = ti.xcom_pull(task_ids=self.plan_task_id) if self.plan_task_id else None
+        plan = plan if isinstance(plan, Mapping) else {}
+        make = promotion_asset if self.outcome == "promoted" else rollback_asset
+        asset = make(self.namespace, self.virtual_service)
+        extra = promotion_extra(
+            outcome=self.outcome,
+            namespace=self.namespace,
+            virtual_service=self.virtual_service,
+            stable_version=plan.get("stable_version"),
+            canary_version=plan.get("canary_version"),
+            dag_id=ti.dag_id,
+            run_id=ti.run_id,
+            verdicts=verdict_summaries(ti, self.analysis_task_ids),
+            trained_by=training_runs(context.get("triggering_asset_events")),
+            reason=reason,
+        )
+        context["outlet_events"][AssetAlias(self.alias_name)].add(asset, extra=extra)
+        self.log.info("Asset event on %s: %s", asset.uri, extra)
+
+
+class RolloutPromoteOperator(_EmitsRolloutAsset, PromoteCanaryOperator):
+    """Promote the canary and emit an asset event on ``canary://<namespace>/<virtual_service>``.
+
+    The event's ``extra`` carries the promoted version, the training run behind it (when the
+    rollout was started by an asset event) and every step's verdict; see
+    :func:`airflow_canary.assets.canary.promotion_extra`.
+
+    :param analysis_task_ids: the rollout's analysis tasks, whose verdicts go in the event
+    :param plan_task_id: the plan task, whose XCom names the versions
+    """
+
+    alias_name = PROMOTIONS_ALIAS
+    outcome = "promoted"
+
+    def __init__(
+        self, *, analysis_task_ids: Sequence[str], plan_task_id: str | None, **kwargs: Any
+    ) -> None:
+        kwargs.setdefault("outlets", [_alias(PROMOTIONS_ALIAS)])
         super().__init__(**kwargs)
         self.analysis_task_ids = list(analysis_task_ids)
+        self.plan_task_id = plan_task_id
+
+    def execute(self, context: Any) -> Any:
+        result = super().execute(context)
+        self.emit_asset_event(context)
+        return result
+
+
+class RolloutRollbackOperator(_EmitsRolloutAsset, RollbackCanaryOperator):
+    """Restore 100% stable, record why, and emit an asset event on ``canary://<ns>/<vs>/rollback``.
+
+    The reason is an approver's "Roll back" (with who and their comment), else the first
+    unhealthy verdict, else the tasks that failed.
+
+    :param analysis_task_ids: the rollout's analysis tasks
+    :param approval_task_ids: the rollout's approval gates
+    :param plan_task_id: the plan task, whose XCom names the versions
+    """
+
+    alias_name = ROLLBACKS_ALIAS
+    outcome = "rolled_back"
+
+    def __init__(
+        self,
+        *,
+        analysis_task_ids: Sequence[str],
+        approval_task_ids: Sequence[str] = (),
+        plan_task_id: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        kwargs.setdefault("outlets", [_alias(ROLLBACKS_ALIAS)])
+        super().__init__(**kwargs)
+        self.analysis_task_ids = list(analysis_task_ids)
+        self.approval_task_ids = list(approval_task_ids)
+        self.plan_task_id = plan_task_id
 
     def execute(self, context: Any) -> Any:
         ti = context["ti"]
         verdicts = []
         for task_id in self.analysis_task_ids:
             verdicts.append((task_id, ti.xcom_pull(task_ids=task_id, key="verdict")))
+        approvals = [
+            ti.xcom_pull(task_ids=task_id, key=APPROVAL_XCOM_KEY)
+            for task_id in self.approval_task_ids
+        ]
         failed: list[str] = []
         moved: list[str] = []  # traffic tasks that succeeded: traffic reached the canary
         try:
@@ -188,7 +348,7 @@ class RolloutRollbackOperator(RollbackCanaryOperator):
                     moved.append(task_id)
         except Exception as err:  # the reason is informative only; rollback must go on
             self.log.warning("Could not read task states for the rollback reason: %s", err)
-        self.reason = rollback_reason(verdicts, failed)
+        self.reason = rollback_reason(verdicts, failed, approvals)
         from airflow_canary.hooks.istio import IstioNotFoundError
         from airflow_canary.operators.traffic import RollbackFailedError
 
@@ -212,6 +372,7 @@ class RolloutRollbackOperator(RollbackCanaryOperator):
         if not result.get("rolled_back") and (moved or in_trigger):
             result["rolled_back"] = True
             result["already_stable"] = True
+        self.emit_asset_event(context, reason=self.reason)
         return result
 
 
@@ -219,8 +380,131 @@ class RolloutRollbackOperator(RollbackCanaryOperator):
 _TRAFFIC_TASKS = (".set_weight", ".header_route")
 
 
+def _alias(name: str) -> Any:
+    from airflow.sdk import AssetAlias
+
+    return AssetAlias(name)
+
+
+class NotifyRolloutOperator(BaseOperator):
+    """Tell people how the rollout ended: call each notifier with the rollout's report.
+
+    Runs after ``promote`` or ``rollback`` (whichever succeeded). The report (outcome, reason,
+    each judged step's checks with their numbers, Prometheus/Dashboard links, the run's URL)
+    is put in the notifiers' context under ``"canary_rollout"`` as a dict with ``subject``,
+    ``text``, ``html`` and ``markdown``; :class:`~airflow_canary.notifications.rollout.RolloutNotifier`
+    writes it into any notifier's message fields. As with Airflow's callbacks, a notifier that
+    fails is logged and does not fail the task. Returns the report (XCom).
+
+    :param notifiers: Airflow notifiers (``BaseNotifier`` instances)
+    :param promote_task_id: the promote task
+    :param rollback_task_id: the rollback task
+    :param plan_task_id: the plan task
+    :param analysis_task_ids: the analysis tasks, in step order
+    :raises ValueError: (parse time) when a notifier is not a ``BaseNotifier``
+    """
+
+    ui_color = "#eef6e8"
+
+    def __init__(
+        self,
+        *,
+        notifiers: Sequence[Any],
+        promote_task_id: str,
+        rollback_task_id: str,
+        plan_task_id: str,
+        analysis_task_ids: Sequence[str],
+        **kwargs: Any,
+    ) -> None:
+        from airflow.sdk import BaseNotifier
+
+        super().__init__(**kwargs)
+        bad = [n for n in notifiers if not isinstance(n, BaseNotifier)]
+        if bad or not notifiers:
+            raise ValueError(
+                "notifiers must be a non-empty list of Airflow notifiers (BaseNotifier, e.g. "
+                f"SmtpNotifier or RolloutNotifier(...)), got {list(notifiers)!r}"
+            )
+        self.notifiers = list(notifiers)
+        self.promote_task_id = promote_task_id
+        self.rollback_task_id = rollback_task_id
+        self.plan_task_id = plan_task_id
+        self.analysis_task_ids = list(analysis_task_ids)
+
+    def execute(self, context: Any) -> dict[str, Any]:
+        from airflow_canary.notifications.rollout import REPORT_CONTEXT_KEY
+
+        report = self.build_report(context)
+        data = {
+            **report.to_dict(),
+            "text": report.text(),
+            "html": report.html(),
+            "markdown": report.markdown(),
+        }
+        notified = dict(context)
+        notified[REPORT_CONTEXT_KEY] = data
+        for notifier in self.notifiers:
+            self.log.info("Notifying %s: %s", type(notifier).__name__, report.subject)
+            notifier(notified)
+        return data
+
+    def build_report(self, context: Any) -> RolloutReport:
+        ti = context["ti"]
+        rollback = ti.xcom_pull(task_ids=self.rollback_task_id)
+        rolled_back = isinstance(rollback, Mapping) and bool(rollback.get("rolled_back"))
+        plan = ti.xcom_pull(task_ids=self.plan_task_id)
+        plan = plan if isinstance(plan, Mapping) else {}
+        weights = step_weights(self.analysis_task_ids, plan.get("steps"))
+        steps = steps_from_xcoms(
+            [
+                (
+                    task_id,
+                    ti.xcom_pull(task_ids=task_id, key="verdict"),
+                    {
+                        "Prometheus": ti.xcom_pull(task_ids=task_id, key=PROMETHEUS_LINK_KEY),
+                        "Dashboard": ti.xcom_pull(task_ids=task_id, key=DASHBOARD_LINK_KEY),
+                    },
+                )
+                for task_id in self.analysis_task_ids
+            ],
+            weights,
+        )
+        if rolled_back:
+            reason = str(rollback.get("reason") or "reason not recorded")  # type: ignore[union-attr]
+        elif steps:
+            reason = f"every judged step passed; last: {steps[-1].reason}"
+        else:
+            reason = "promoted without a judged step"
+        return RolloutReport(
+            outcome=RolloutOutcome.ROLLED_BACK if rolled_back else RolloutOutcome.PROMOTED,
+            dag_id=ti.dag_id,
+            run_id=ti.run_id,
+            namespace=plan.get("namespace"),
+            virtual_service=plan.get("virtual_service"),
+            stable_version=plan.get("stable_version"),
+            canary_version=plan.get("canary_version"),
+            reason=reason,
+            steps=steps,
+            run_url=_run_url(ti.dag_id, ti.run_id),
+        )
+
+
+def _run_url(dag_id: str, run_id: str) -> str | None:
+    from urllib.parse import quote
+
+    from airflow.sdk import conf
+
+    base = (conf.get("api", "base_url", fallback="") or "").rstrip("/")
+    if not base:
+        return None
+    return f"{base}/dags/{quote(dag_id, safe='')}/runs/{quote(run_id, safe='')}"
+
+
 class FailRolloutOperator(BaseOperator):
-    """End a rolled-back run as failed, with the rollback's reason, so alerts and callbacks fire."""
+    """End a rolled-back run as failed, with the rollback's reason, so alerts and callbacks fire.
+
+    :param rollback_task_id: the rollback task whose XCom holds the reason
+    """
 
     ui_color = "#f6d5d5"
 

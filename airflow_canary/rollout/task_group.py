@@ -41,9 +41,14 @@ def canary_rollout(
     stable_deployment: str | None = None,
     kubernetes_conn_id: str = KUBERNETES_CONN_ID,
     prometheus_conn_id: str = PROMETHEUS_CONN_ID,
-    deferrable: bool = True,
+    deferrable: bool | None = None,
     dashboard_url_template: str | None = None,
     router: str = "istio",
+    notifiers: Sequence[Any] = (),
+    approve_before: Sequence[int] = (),
+    approvers: Sequence[str] | None = None,
+    approval_timeout: timedelta | None = None,
+    approval_timeout_choice: str = "Roll back",
 ) -> TaskGroup:
     """Build the rollout task group inside the current DAG.
 
@@ -77,19 +82,40 @@ def canary_rollout(
     judge's ``alpha`` unless ``judge_options`` sets it: one error budget for the rollout.
     ``dashboard_url_template`` (e.g. a Grafana URL with ``{namespace}``, ``{canary_version}``,
     ``{start_ms}``, ``{end_ms}``) adds a "Dashboard" link to every analysis task.
+
+    ``deferrable`` (default ``[operators] default_deferrable``) makes the analyses wait in the
+    triggerer, which also rolls back (``rollback_in_trigger``) the moment a step fails.
+
+    ``promote`` emits an asset event on ``canary://<namespace>/<virtual_service>``, ``rollback``
+    one on ``canary://<namespace>/<virtual_service>/rollback`` (see
+    :mod:`airflow_canary.assets.canary`): schedule a DAG on
+    ``promotion_asset(namespace, virtual_service)`` to run after each promotion.
+
+    ``notifiers`` (Airflow ``BaseNotifier`` instances, e.g.
+    ``RolloutNotifier(SmtpNotifier(to=...))``) are called by a ``notify`` task after the
+    promotion or the rollback, with the rollout's report (reason, per-check numbers, links).
+
+    ``approve_before`` lists step weights (e.g. ``[100]``) that wait for a person first: a
+    ``step_<k>.approve`` task (Airflow's human-in-the-loop branch) shows every judged step's
+    verdict with its numbers and links and offers "Continue" or "Roll back"; "Roll back" takes
+    the rollback path with the approver and their comment as the reason. ``approvers`` (Airflow
+    user ids) limits who may answer; ``approval_timeout`` ends the wait with
+    ``approval_timeout_choice`` ("Roll back" by default, or "Continue").
     """
     from airflow.providers.standard.operators.empty import EmptyOperator
 
     from airflow_canary.operators.analysis import BranchCanaryHealthOperator
     from airflow_canary.operators.deploy import ScaleDeploymentOperator
     from airflow_canary.operators.traffic import (
-        PromoteCanaryOperator,
         SetCanaryWeightOperator,
         SetHeaderRouteOperator,
     )
+    from airflow_canary.rollout.approval import RolloutApprovalOperator
     from airflow_canary.rollout.operators import (
         FailRolloutOperator,
+        NotifyRolloutOperator,
         RolloutPlanOperator,
+        RolloutPromoteOperator,
         RolloutRollbackOperator,
     )
 
@@ -130,6 +156,7 @@ def canary_rollout(
         # One error budget for the rollout: each judged step spends an equal share of alpha,
         # so an identical canary is rolled back with probability <= alpha over all steps.
         judge_options = {"budget_share": 1 / judged_steps, **(judge_options or {})}
+    gated = _approval_steps(approve_before, plan.steps)
     analysis: dict[str, Any] = {
         **traffic,
         "stable_version": plan.stable_version,
@@ -170,6 +197,9 @@ def canary_rollout(
 
         set_weights: list[Any] = []
         step_weights: list[int | str] = []
+        entries: list[Any] = []
+        approvals: list[tuple[int, Any]] = []
+        rejections: list[Any] = []
         gates: list[Any | None] = []
         step_groups: list[TaskGroup] = []
         for index, default_weight in enumerate(plan.steps):
@@ -186,17 +216,41 @@ def canary_rollout(
                 group_id=f"step_{index + 1}",
                 tooltip=f"step {index + 1}: canary weight {weight if not steps_param else 'from params'}",
             ) as step_group:
-                set_weights.append(
-                    SetCanaryWeightOperator(task_id="set_weight", weight=weight, **traffic)
-                )
+                set_weight = SetCanaryWeightOperator(task_id="set_weight", weight=weight, **traffic)
+                set_weights.append(set_weight)
                 step_weights.append(weight)
+                entries.append(set_weight)
+                if default_weight in gated:
+                    rejected = EmptyOperator(task_id="rejected")
+                    approve = RolloutApprovalOperator(
+                        task_id="approve",
+                        weight=weight,
+                        analysis_task_ids=[],  # filled in below, once the analyses exist
+                        continue_task_id=set_weight.task_id,
+                        rollback_task_id=rejected.task_id,
+                        plan_task_id=plan_task.task_id,
+                        approvers=approvers,
+                        response_timeout=approval_timeout,
+                        timeout_choice=approval_timeout_choice,
+                    )
+                    approve >> [set_weight, rejected]
+                    entries[-1] = approve
+                    approvals.append((index, approve))
+                    rejections.append(rejected)
                 gates.append(EmptyOperator(task_id="unhealthy") if default_weight != 100 else None)
             step_groups.append(step_group)
 
-        promote = PromoteCanaryOperator(task_id="promote", **traffic)
+        promote = RolloutPromoteOperator(
+            task_id="promote",
+            analysis_task_ids=[],  # filled in below, once the analyses exist
+            plan_task_id=plan_task.task_id,
+            **traffic,
+        )
         analyzes: list[Any] = []
+        analyzed_before: list[list[str]] = []
         for index, step_group in enumerate(step_groups):
-            healthy_next = set_weights[index + 1] if index + 1 < len(set_weights) else promote
+            analyzed_before.append([a.task_id for a in analyzes])
+            healthy_next = entries[index + 1] if index + 1 < len(entries) else promote
             if plan.steps[index] == 100:
                 # At 100% the stable arm gets no traffic, so there is nothing to compare with:
                 # the full shift is the promotion (Flagger likewise promotes after its last step).
@@ -215,7 +269,10 @@ def canary_rollout(
                 )
             set_weights[index] >> analyze >> [healthy_next, gate]
             analyzes.append(analyze)
-        head >> set_weights[0]
+        head >> entries[0]
+        for index, approve in approvals:
+            approve.analysis_task_ids = analyzed_before[index]
+        promote.analysis_task_ids = [a.task_id for a in analyzes]
         # Analysis tasks are branches: they skip every direct downstream they do not follow, so a
         # failed analysis is seen through the upstream_failed state of the task after it instead.
         watched += set_weights + [promote]
@@ -236,9 +293,37 @@ def canary_rollout(
             task_id="rollback",
             trigger_rule="one_success",
             analysis_task_ids=[a.task_id for a in analyzes],
+            approval_task_ids=[approve.task_id for _, approve in approvals],
+            plan_task_id=plan_task.task_id,
             reason="",
             **traffic,
         )
-        [*(g for g in gates if g is not None), task_failed] >> rollback
+        [*(g for g in gates if g is not None), *rejections, task_failed] >> rollback
         rollback >> FailRolloutOperator(task_id="fail_rollout", rollback_task_id=rollback.task_id)
+        if notifiers:
+            notify = NotifyRolloutOperator(
+                task_id="notify",
+                trigger_rule="one_success",
+                notifiers=notifiers,
+                promote_task_id=promote.task_id,
+                rollback_task_id=rollback.task_id,
+                plan_task_id=plan_task.task_id,
+                analysis_task_ids=[a.task_id for a in analyzes],
+            )
+            [promote, rollback] >> notify
     return group
+
+
+def _approval_steps(approve_before: Sequence[int], steps: Sequence[int]) -> frozenset[int]:
+    """The step weights that wait for approval; each must be one of the rollout's steps."""
+    if isinstance(approve_before, (str, bytes)) or not isinstance(approve_before, Sequence):
+        raise RolloutPlanError(
+            f"approve_before must be a list of step weights such as [100], got {approve_before!r}"
+        )
+    unknown = [w for w in approve_before if w not in steps]
+    if unknown:
+        raise RolloutPlanError(
+            f"approve_before names weight(s) {unknown} that are not steps of this rollout; "
+            f"the steps are {list(steps)}"
+        )
+    return frozenset(approve_before)

@@ -6,20 +6,28 @@ import asyncio
 import inspect
 import time
 from collections.abc import Collection, Mapping, Sequence
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from airflow.sdk import BaseOperatorLink, BaseSensorOperator
-from airflow.sdk.exceptions import AirflowException, AirflowFailException
+from airflow.sdk import BaseOperatorLink, BaseSensorOperator, PokeReturnValue
+from airflow.sdk.bases.sensor import poke_mode_only
+from airflow.sdk.exceptions import AirflowException, AirflowFailException, AirflowSensorTimeout
 
-from airflow_canary.analysis import AnalysisError
+from airflow_canary.analysis import AnalysisError, Check
+from airflow_canary.deferral import default_deferrable
+from airflow_canary.durations import Duration, literal_seconds
 from airflow_canary.operators.links import (
     DashboardLink,
     PrometheusLink,
+    queries_from_analysis,
     validate_dashboard_template,
 )
 from airflow_canary.templating import is_template
-from airflow_canary.triggers.health import HealthAnalysisConfig, HealthAnalysisRun
+from airflow_canary.triggers.health import (
+    PROGRESS_XCOM_KEY,
+    HealthAnalysisConfig,
+    HealthAnalysisRun,
+)
 
 #: Parameter names the analysis takes (see ``HealthAnalysisConfig.from_params``).
 ANALYSIS_PARAMS: tuple[str, ...] = tuple(
@@ -27,13 +35,12 @@ ANALYSIS_PARAMS: tuple[str, ...] = tuple(
 )
 
 #: Analysis parameters that may be Jinja templates; they are checked again after rendering.
-TEMPLATED_ANALYSIS_PARAMS: tuple[str, ...] = (
+ANALYSIS_TEMPLATE_FIELDS: tuple[str, ...] = (
     "namespace",
     "stable_version",
     "canary_version",
     "bake_time",
     "poll_interval",
-    "timeout",
     "virtual_service",
     "stable_subset",
     "canary_subset",
@@ -49,86 +56,223 @@ _PLACEHOLDERS: dict[str, Any] = {
     "stable_subset": "stable",
     "canary_subset": "canary",
     "route_name": None,
-    "timeout": None,
     "canary_weight": 10,
 }
+
+#: XCom key of the record an analysis task writes when it starts (before it defers): what it
+#: judges, since when, and until when at the latest. Links and the rollouts page read it while
+#: the analysis runs.
+ANALYSIS_XCOM_KEY = "analysis"
+#: XCom key of the final verdict, pushed before the task returns, branches or raises.
+VERDICT_XCOM_KEY = "verdict"
 
 # The task-level timeout leaves the trigger room to fire its own INCONCLUSIVE at its timeout.
 _TIMEOUT_MARGIN_SECONDS = 120.0
 
+ANALYSIS_PARAMS_DOC = """
+    Analysis parameters (keyword-only; checked when the DAG is parsed, templated ones again
+    after rendering; a bad value raises :class:`~airflow_canary.analysis.AnalysisError` naming it):
 
-def _literal_seconds(value: object, default: float) -> float:
-    if isinstance(value, timedelta):
-        return value.total_seconds()
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return float(value)
-    return default
+    :param namespace: Kubernetes namespace of both versions' workloads, matched against Istio's
+        ``destination_workload_namespace`` label (templated)
+    :param checks: the health checks, a non-empty sequence of check objects
+        (``ErrorRateCheck``, ``LatencyCheck``, ``ModelAccuracyCheck``, ...) or their
+        ``to_dict()`` form
+    :param stable_version: Istio ``destination_version`` label of the stable model (templated)
+    :param canary_version: ``destination_version`` label of the canary model (templated)
+    :param judge: ``"sequential"`` (always-valid e-values, default), ``"mann_whitney"`` or
+        ``"threshold"``
+    :param judge_options: the judge's own options, e.g. ``{"alpha": 0.05}``
+    :param bake_time: the least time (timedelta or seconds) before a PASS; at least one
+        ``poll_interval`` (templated)
+    :param poll_interval: time between Prometheus polls (timedelta or seconds) (templated)
+    :param max_inconclusive_polls: polls in a row without enough data before the verdict
+        is INCONCLUSIVE
+    :param prometheus_conn_id: Airflow connection of type ``prometheus``
+    :param timeout: bound on the whole analysis (timedelta or seconds); default
+        ``2 × bake_time + 10 × poll_interval``; the verdict is INCONCLUSIVE when reached
+    :param rollback_on_failure: on FAIL, send all traffic to stable from the loop itself
+        (the triggerer when deferred) before the task resumes; needs ``virtual_service``
+    :param virtual_service: the VirtualService to roll back (templated)
+    :param stable_subset: DestinationRule subset of the stable model (templated)
+    :param canary_subset: DestinationRule subset of the canary model (templated)
+    :param route_name: the routes to manage (an http route name, ``tcp[0]``, or a list); default
+        every route of the two subsets (templated)
+    :param kubernetes_conn_id: cncf-kubernetes connection used for the rollback
+    :param canary_weight: the step's canary weight (integer 0..100); with it every poll re-reads
+        the VirtualService and tests the canary's observed share of requests (templated)
+    :param on_weight_change: when another writer changed the weight: ``"end_step"`` (the step
+        ends INCONCLUSIVE saying so) or ``"reassert"`` (write it back, log each correction)
+    :param router: the traffic backend of ``virtual_service``: ``"istio"`` (a VirtualService)
+        or ``"gateway-api"`` (an HTTPRoute)
+    :param deferrable: wait in the triggerer (default ``[operators] default_deferrable``,
+        true when unset); ``False`` runs the same loop in the worker
+    :param dashboard_url_template: URL of a dashboard with ``{namespace}``,
+        ``{stable_version}``, ``{canary_version}``, ``{start_ms}``, ``{end_ms}`` placeholders,
+        shown as the "Dashboard" extra link
+
+    The verdict is a dict (``docs/architecture.md``): ``verdict`` (PASS, FAIL or INCONCLUSIVE),
+    ``reason``, per-check ``checks`` with both arms' values and request counts, ``window``
+    (ISO-8601 UTC start and end), ``queries``. It is pushed to XCom under ``"verdict"`` before
+    the task succeeds, branches or fails.
+"""
+
+
+def _attr(name: str) -> str:
+    # ``timeout`` is the sensor's own attribute; the analysis keeps its value apart.
+    return "analysis_timeout" if name == "timeout" else name
+
+
+def _iso(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, tz=timezone.utc).isoformat(timespec="seconds")
 
 
 class CanaryHealthAnalysisMixin:
-    """What the sensor and the branch operator share: parameters, running, reading the verdict."""
+    """What the sensor and the branch operator share: parameters, running, publishing results."""
 
     analysis: HealthAnalysisConfig
-    analysis_params: dict[str, Any]
     analysis_templated: bool = False
     deferrable: bool
+    dashboard_url_template: str | None
+    task_id: str
     log: Any
     operator_extra_links: Collection[BaseOperatorLink] = (PrometheusLink(), DashboardLink())
-
-    @staticmethod
-    def split_analysis_params(kwargs: dict[str, Any]) -> dict[str, Any]:
-        """Remove the analysis parameters from an operator's ``kwargs`` and return them."""
-        return {name: kwargs.pop(name) for name in ANALYSIS_PARAMS if name in kwargs}
 
     @staticmethod
     def build_config(params: Mapping[str, Any], task_id: str) -> HealthAnalysisConfig:
         try:
             return HealthAnalysisConfig.from_params(**params)
-        except AnalysisError as err:
+        except (AnalysisError, ValueError) as err:
             raise AnalysisError(f"task {task_id!r}: {err}") from err
 
     @classmethod
-    def prepare_analysis(
-        cls, params: dict[str, Any], task_id: str
+    def check_analysis(
+        cls, params: Mapping[str, Any], task_id: str
     ) -> tuple[HealthAnalysisConfig, bool]:
         """Check the parameters now (DAG parse time); templated ones are checked after rendering.
 
         Literal values are checked as given; a templated one is replaced by a stand-in so that
         everything else is still checked at parse time, and the whole analysis is built again
-        from the rendered values in ``resolve_analysis``.
+        from the rendered values in :meth:`resolve_analysis`.
         """
-        templated = [name for name in TEMPLATED_ANALYSIS_PARAMS if is_template(params.get(name))]
+        templated = [name for name in ANALYSIS_TEMPLATE_FIELDS if is_template(params.get(name))]
         probe = dict(params)
         for name in templated:
             if name == "bake_time":
-                probe[name] = max(_literal_seconds(params.get("poll_interval"), 15.0), 1.0)
+                probe[name] = max(literal_seconds(params.get("poll_interval"), 15.0), 1.0)
             elif name == "poll_interval":
                 probe[name] = 1.0
             else:
                 probe[name] = _PLACEHOLDERS[name]
         return cls.build_config(probe, task_id), bool(templated)
 
+    def keep_analysis(
+        self,
+        params: Mapping[str, Any],
+        config: HealthAnalysisConfig,
+        templated: bool,
+        *,
+        deferrable: bool | None,
+        dashboard_url_template: str | None,
+    ) -> None:
+        """Keep every parameter as an attribute (the rendered-templates view shows each)."""
+        for name, value in params.items():
+            setattr(self, _attr(name), value)
+        self.analysis = config
+        self.analysis_templated = templated
+        self.deferrable = default_deferrable() if deferrable is None else deferrable
+        self.dashboard_url_template = validate_dashboard_template(dashboard_url_template)
+
+    def analysis_values(self) -> dict[str, Any]:
+        """The analysis parameters as they are now (rendered, once the task runs)."""
+        return {name: getattr(self, _attr(name)) for name in ANALYSIS_PARAMS}
+
     def resolve_analysis(self) -> HealthAnalysisConfig:
         """The analysis from the rendered parameters (call in ``execute``)."""
         if self.analysis_templated:
-            self.analysis = self.build_config(
-                self.analysis_params, str(getattr(self, "task_id", "?"))
-            )
+            self.analysis = self.build_config(self.analysis_values(), self.task_id)
         return self.analysis
 
-    def start_analysis(self, context: Any) -> dict[str, Any]:
-        """Defer to the trigger, or run the same loop in this worker and return the verdict."""
-        self.resolve_analysis()
-        started_at = time.time()
-        if self.deferrable:
-            self.defer(  # type: ignore[attr-defined]
-                trigger=self.analysis.trigger(started_at),
-                method_name="execute_complete",
-                timeout=timedelta(
-                    seconds=self.analysis.effective_timeout_seconds + _TIMEOUT_MARGIN_SECONDS
-                ),
-            )
-        return asyncio.run(HealthAnalysisRun(self.analysis, started_at, logger=self.log).run())
+    def record_start(self, context: Any, started_at: float) -> None:
+        """Persist what is judged and when, and the links to it, before the wait begins.
+
+        The record goes to XCom under ``"analysis"``; the extra links are computed from it and
+        stored, so the Prometheus and Dashboard links work while the task is deferred.
+        """
+        ti = context.get("ti") if isinstance(context, Mapping) else None
+        if ti is None:
+            return
+        config = self.analysis
+        deadline = started_at + config.effective_timeout_seconds
+        record = {
+            "started_at": _iso(started_at),
+            "deadline": _iso(deadline),
+            "window": {"start": _iso(started_at), "end": _iso(deadline)},
+            "namespace": config.namespace,
+            "stable_version": config.stable_version,
+            "canary_version": config.canary_version,
+            "judge": config.judge,
+            "bake_time_seconds": config.bake_time_seconds,
+            "poll_interval_seconds": config.poll_interval_seconds,
+            "prometheus_conn_id": config.prometheus_conn_id,
+            "checks": [check.to_dict() for check in config.checks],
+            "queries": [
+                {"check": q.check, "canary": q.canary, "stable": q.stable}
+                for q in queries_from_analysis(config, config.effective_timeout_seconds)
+            ],
+        }
+        ti.xcom_push(key=ANALYSIS_XCOM_KEY, value=record)
+        self.store_links(ti)
+
+    def store_links(self, ti: Any) -> None:
+        """Compute the extra links now and store them where the UI reads them."""
+        for link in self.operator_extra_links:
+            try:
+                ti.xcom_push(key=link.xcom_key, value=link.get_link(self, ti_key=ti))  # type: ignore[arg-type]
+            except Exception as err:  # a link must never fail the analysis
+                self.log.warning("could not store the %s link: %s", link.name, err)
+
+    def publish_verdict(self, context: Any, event: Mapping[str, Any]) -> None:
+        """Log the verdict and push it to XCom ``"verdict"`` (before any raise or branch)."""
+        self.log_verdict(event)
+        ti = context.get("ti") if isinstance(context, Mapping) else None
+        if ti is not None:
+            ti.xcom_push(key=VERDICT_XCOM_KEY, value=dict(event))
+            self.store_links(ti)
+
+    def defer_analysis(self, context: Any, started_at: float) -> None:
+        trigger = self.analysis.trigger(started_at)
+        ti = context.get("ti") if isinstance(context, Mapping) else None
+        if ti is not None:
+            trigger.progress_xcom = {
+                "dag_id": ti.dag_id,
+                "task_id": ti.task_id,
+                "run_id": ti.run_id,
+                "map_index": getattr(ti, "map_index", -1),
+            }
+        self.defer(  # type: ignore[attr-defined]
+            trigger=trigger,
+            method_name="execute_complete",
+            timeout=timedelta(
+                seconds=self.analysis.effective_timeout_seconds + _TIMEOUT_MARGIN_SECONDS
+            ),
+        )
+
+    def run_in_worker(self, context: Any, started_at: float) -> dict[str, Any]:
+        """The trigger's loop, run in this worker (``deferrable=False``)."""
+        return asyncio.run(self.analysis_run(context, started_at).run())
+
+    def analysis_run(self, context: Any, started_at: float) -> HealthAnalysisRun:
+        """The analysis loop, publishing each poll as XCom ``progress`` when there is a task."""
+        ti = context.get("ti") if isinstance(context, Mapping) else None
+
+        async def publish(progress: dict[str, Any]) -> None:
+            if ti is not None:
+                ti.xcom_push(key=PROGRESS_XCOM_KEY, value=progress)
+
+        return HealthAnalysisRun(
+            self.analysis, started_at, logger=self.log, on_poll=publish if ti else None
+        )
 
     def log_verdict(self, event: Mapping[str, Any]) -> None:
         self.log.info(
@@ -162,58 +306,126 @@ class CanaryHealthAnalysisMixin:
             self.log.error("Rollback failed: %s", event["rollback_error"])
 
 
+@poke_mode_only
 class CanaryHealthSensor(CanaryHealthAnalysisMixin, BaseSensorOperator):
-    """
-    Judge the canary against stable from live Prometheus metrics; succeed on PASS.
+    """Judge the canary against stable from live Prometheus metrics; succeed on PASS.
 
-    Analysis parameters (validated when the DAG is parsed): ``namespace``, ``checks`` (check
-    objects such as ``ErrorRateCheck``), ``stable_version="v1"``, ``canary_version="v2"``,
-    ``judge="sequential"``, ``judge_options``, ``bake_time`` and ``poll_interval`` (timedelta or
-    seconds), ``max_inconclusive_polls=3``, ``prometheus_conn_id="prometheus_default"``,
-    ``timeout`` (default ``2 × bake_time + 10 × poll_interval``; INCONCLUSIVE when reached).
-
-    ``rollback_on_failure=True`` with ``virtual_service`` (and ``stable_subset``,
-    ``canary_subset``, ``route_name``, ``kubernetes_conn_id``) sends all traffic to stable the
-    moment the verdict is FAIL, from the trigger, before this task resumes.
+    A sensor in Airflow's sense: with ``deferrable=True`` it waits in the triggerer
+    (:class:`~airflow_canary.triggers.health.CanaryHealthTrigger`); otherwise ``poke`` runs
+    one poll of the analysis every ``poll_interval`` in the worker. ``soft_fail`` and
+    ``never_fail`` apply as for any sensor (skip instead of failing). ``mode="reschedule"``
+    is refused: the sequential analysis keeps its evidence in memory between polls, so a
+    rescheduled task would start its evidence again; use ``deferrable=True`` to free the
+    worker slot. ``timeout`` is both the analysis's bound and the sensor's.
 
     PASS returns the verdict (XCom ``return_value``). FAIL raises ``AirflowFailException`` (no
-    retries: the canary is bad); INCONCLUSIVE raises ``AirflowException`` (retries may help).
-    ``deferrable=True`` (default) waits in the triggerer; ``False`` runs the same loop here.
+    retries: the canary is bad); INCONCLUSIVE raises ``AirflowSensorTimeout`` when the timeout
+    was reached and ``AirflowException`` otherwise (retries may help).
     """
 
-    template_fields: Sequence[str] = ("analysis_params",)
+    __doc__ = (__doc__ or "") + ANALYSIS_PARAMS_DOC
+
+    template_fields: Sequence[str] = ANALYSIS_TEMPLATE_FIELDS
+    template_fields_renderers = {"checks": "json"}
     ui_color = "#f0e4ff"
 
     def __init__(
-        self, *, deferrable: bool = True, dashboard_url_template: str | None = None, **kwargs: Any
+        self,
+        *,
+        namespace: str,
+        checks: Sequence[Check | Mapping[str, Any]],
+        stable_version: str = "v1",
+        canary_version: str = "v2",
+        judge: str = "sequential",
+        judge_options: Mapping[str, Any] | None = None,
+        bake_time: Duration = 300,
+        poll_interval: Duration = 15,
+        max_inconclusive_polls: int = 3,
+        prometheus_conn_id: str = "prometheus_default",
+        timeout: Duration | None = None,
+        rollback_on_failure: bool = False,
+        virtual_service: str | None = None,
+        stable_subset: str = "v1",
+        canary_subset: str = "v2",
+        route_name: str | Sequence[str] | None = None,
+        kubernetes_conn_id: str = "kubernetes_default",
+        canary_weight: int | str | None = None,
+        on_weight_change: str = "end_step",
+        router: str = "istio",
+        deferrable: bool | None = None,
+        dashboard_url_template: str | None = None,
+        **kwargs: Any,
     ) -> None:
-        params = self.split_analysis_params(kwargs)
+        arguments = locals()  # first statement: exactly the parameters above
+        params = {name: arguments[name] for name in ANALYSIS_PARAMS}
         task_id = str(kwargs.get("task_id", "?"))
-        config, templated = self.prepare_analysis(params, task_id)
+        if kwargs.get("mode", "poke") != "poke":
+            raise AnalysisError(
+                f"task {task_id!r}: mode must be 'poke', got {kwargs['mode']!r}; the analysis "
+                "keeps its evidence between polls, so use deferrable=True to free the worker slot"
+            )
+        config, templated = self.check_analysis(params, task_id)
         kwargs.setdefault("poke_interval", config.poll_interval_seconds)
         super().__init__(
             timeout=config.effective_timeout_seconds + _TIMEOUT_MARGIN_SECONDS, **kwargs
         )
-        self.analysis = config
-        self.analysis_templated = templated
-        self.analysis_params = params
-        self.deferrable = deferrable
-        self.dashboard_url_template = validate_dashboard_template(dashboard_url_template)
+        self.keep_analysis(
+            params,
+            config,
+            templated,
+            deferrable=deferrable,
+            dashboard_url_template=dashboard_url_template,
+        )
+        self._started_at: float | None = None
+        self._poller: tuple[HealthAnalysisRun, Any] | None = None
 
-    def execute(self, context: Any) -> dict[str, Any]:
-        return self.execute_complete(context, self.start_analysis(context))
+    def execute(self, context: Any) -> Any:
+        config = self.resolve_analysis()
+        self._started_at = time.time()
+        self.record_start(context, self._started_at)
+        if self.deferrable:
+            self.defer_analysis(context, self._started_at)
+        self.poke_interval = config.poll_interval_seconds
+        self.timeout = config.effective_timeout_seconds + _TIMEOUT_MARGIN_SECONDS
+        self._poller = None
+        return super().execute(context)
+
+    def poke(self, context: Any) -> bool | PokeReturnValue:
+        """One poll of the analysis; done on PASS, raises on FAIL or INCONCLUSIVE."""
+        event = asyncio.run(self._poll_once(context))
+        if event is None:
+            return False
+        return PokeReturnValue(is_done=True, xcom_value=self.execute_complete(context, event))
+
+    async def _poll_once(self, context: Any) -> dict[str, Any] | None:
+        if self._poller is None:
+            started_at = self._started_at if self._started_at is not None else time.time()
+            run = self.analysis_run(context, started_at)
+            self._poller = (run, self.analysis.build_analysis())
+        run, analysis = self._poller
+        try:
+            last = await run.poll(analysis)
+            if not last["final"]:
+                next_poll_at = time.time() + self.analysis.poll_interval_seconds
+                timed_out = run.timed_out(last, next_poll_at)
+                if timed_out is None:
+                    return None
+                last = timed_out
+            return await run.conclude(last)
+        finally:
+            # Each poke runs its own event loop: close this loop's Prometheus client now.
+            aclose = getattr(run.prometheus, "aclose", None)
+            if aclose is not None:
+                await aclose()
 
     def execute_complete(self, context: Any, event: dict[str, Any]) -> dict[str, Any]:
-        self.log_verdict(event)
+        self.publish_verdict(context, event)
         verdict = event.get("verdict")
         if verdict == "PASS":
             return event
         message = f"canary analysis {verdict}: {event.get('reason')}"
         if verdict == "FAIL":
             raise AirflowFailException(message)
+        if event.get("timed_out"):
+            raise AirflowSensorTimeout(message)
         raise AirflowException(message)
-
-    def poke(self, context: Any) -> bool:
-        raise AirflowException(
-            f"{type(self).__name__} runs its own analysis loop in execute(); poke() is not used"
-        )

@@ -31,6 +31,12 @@ class DeploymentReadyTrigger(BaseTrigger):
     its state and reason. Each poll opens a new API client, so exec-plugin credentials are
     refreshed and a dropped connection is re-established; transient API errors (401, 429, 5xx,
     connection failures) are retried at the next poll until the deadline.
+
+    :param deployments: names of the Deployments to wait for
+    :param namespace: their namespace
+    :param deadline: when to give up, epoch seconds (UTC); survives a triggerer restart
+    :param poll_interval: seconds between reads of the Deployments' status
+    :param kubernetes_conn_id: cncf-kubernetes connection id
     """
 
     def __init__(

@@ -5,16 +5,16 @@ from __future__ import annotations
 import asyncio
 import importlib
 import logging
-import math
 import time
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
+from airflow_canary import durations
 from airflow_canary.analysis import (
     AnalysisError,
     Arms,
@@ -25,6 +25,7 @@ from airflow_canary.analysis import (
     Status,
     check_from_dict,
 )
+from airflow_canary.durations import Duration, DurationError
 from airflow_canary.routing.values import validate_weight
 from airflow_canary.target import TrafficTarget
 from airflow_canary.triggers.weight_hold import (
@@ -41,34 +42,26 @@ if TYPE_CHECKING:  # the hooks load when the analysis runs, not when a DAG file 
 
 log = logging.getLogger(__name__)
 
-Seconds = timedelta | float | int | str
+Seconds = Duration
 
 #: How long after a poll's scheduled time its queries run, so the scrape that happened just
 #: before that time has been ingested (the queries are still evaluated at the scheduled time).
 READ_DELAY_SECONDS = 2.0
 
+#: XCom key of the latest poll of a running analysis: the verdict so far with every check's
+#: numbers, plus ``at`` and ``started_at``.
+PROGRESS_XCOM_KEY = "progress"
+
 
 def to_seconds(what: str, value: Seconds) -> float:
-    """A positive number of seconds from a timedelta or a number; errors name ``what``."""
-    if isinstance(value, timedelta):
-        seconds = value.total_seconds()
-    elif isinstance(value, (int, float)) and not isinstance(value, bool):
-        seconds = float(value)
-    elif isinstance(value, str) and _is_number(value):
-        seconds = float(value)  # a rendered template, e.g. "{{ params.bake_time_seconds }}"
-    else:
-        raise AnalysisError(f"{what} must be a timedelta or a number of seconds, got {value!r}")
-    if not math.isfinite(seconds) or seconds <= 0:
-        raise AnalysisError(f"{what} must be positive, got {value!r}")
-    return seconds
+    """A positive number of seconds (see :func:`airflow_canary.durations.to_seconds`).
 
-
-def _is_number(text: str) -> bool:
+    :raises AnalysisError: naming ``what`` and the value
+    """
     try:
-        float(text)
-    except ValueError:
-        return False
-    return True
+        return durations.to_seconds(what, value)
+    except DurationError as err:
+        raise AnalysisError(str(err)) from None
 
 
 def _iso(epoch: float) -> str:
@@ -250,6 +243,7 @@ class HealthAnalysisRun:
         *,
         prometheus: PrometheusHook | None = None,
         logger: logging.Logger | logging.LoggerAdapter[Any] | Any = None,
+        on_poll: Callable[[dict[str, Any]], Awaitable[None]] | None = None,
     ) -> None:
         self.config = config
         self.started_at = started_at
@@ -259,6 +253,11 @@ class HealthAnalysisRun:
             prometheus = PrometheusHook(config.prometheus_conn_id)
         self.prometheus = prometheus
         self.log = logger or log
+        self.on_poll = on_poll
+        self.watch: WeightWatch | None = None
+        if config.weight_hold is not None:
+            polls = max_polls(config.effective_timeout_seconds, config.poll_interval_seconds)
+            self.watch = WeightWatch(config.weight_hold, polls, self.log)
 
     @cached_property
     def istio(self) -> AsyncIstioHook:
@@ -291,17 +290,10 @@ class HealthAnalysisRun:
 
     async def _run(self) -> dict[str, Any]:
         config = self.config
-        await warm_up()
         analysis = config.build_analysis()
         if config.rollback is not None:
             await self.prepare_rollback(config.rollback)
-        deadline = self.started_at + config.effective_timeout_seconds
-        watch = None
-        if config.weight_hold is not None:
-            polls = max_polls(config.effective_timeout_seconds, config.poll_interval_seconds)
-            watch = WeightWatch(config.weight_hold, polls, self.log)
         settle = min(READ_DELAY_SECONDS, config.poll_interval_seconds / 4)
-        last: dict[str, Any] | None = None
         index = 0
         replayed = 0
         while True:
@@ -311,34 +303,59 @@ class HealthAnalysisRun:
                 await asyncio.sleep(wait)
             elif index > 0 and wait < -config.poll_interval_seconds:
                 replayed += 1
-            elapsed = at - self.started_at
-            queries = analysis.plan(elapsed)
-            samples = await self.sample(queries, at)
-            # The statistics run off the event loop: the triggerer serves other triggers.
-            verdict = await asyncio.to_thread(analysis.observe, elapsed, samples)
-            last = verdict.to_dict()
-            self.log.info("%s", poll_line(last))
-            if watch is not None and last["verdict"] != Status.FAIL.value:
-                ended = await watch.poll(elapsed, last)
-                if ended is not None:  # a step judged on traffic it did not get is never PASS
-                    last = end_step(last, ended)
-                    break
-            if verdict.final:
+            last = await self.poll(analysis, at)
+            if last["final"]:
                 break
-            if self.poll_time(index + 1) > deadline:
-                last = {
-                    **last,
-                    "verdict": Status.INCONCLUSIVE.value,
-                    "final": True,
-                    "reason": (
-                        f"no decision within the {config.effective_timeout_seconds:g}s timeout; "
-                        f"last poll: {last['reason']}"
-                    ),
-                }
+            timed_out = self.timed_out(last, self.poll_time(index + 1))
+            if timed_out is not None:
+                last = timed_out
                 break
             index += 1
         if replayed:
             self.log.info("Caught up with %d overdue poll(s) from Prometheus's history", replayed)
+        return await self.conclude(last)
+
+    async def poll(self, analysis: CanaryAnalysis, at: float | None = None) -> dict[str, Any]:
+        """One poll at ``at`` (epoch seconds; default now): query Prometheus, feed the judge, check
+        that the weight holds, log one line, publish the progress; the verdict so far (a dict)."""
+        at = time.time() if at is None else at
+        elapsed = at - self.started_at
+        samples = await self.sample(analysis.plan(elapsed), at)
+        # The statistics run off the event loop: the triggerer serves other triggers.
+        verdict = (await asyncio.to_thread(analysis.observe, elapsed, samples)).to_dict()
+        self.log.info("%s", poll_line(verdict))
+        if self.watch is not None and verdict["verdict"] != Status.FAIL.value:
+            ended = await self.watch.poll(elapsed, verdict)
+            if ended is not None:  # a step judged on traffic it did not get is never PASS
+                verdict = end_step(verdict, ended)
+        if self.on_poll is not None:
+            try:
+                await self.on_poll(
+                    {**verdict, "at": _iso(time.time()), "started_at": _iso(self.started_at)}
+                )
+            except Exception as err:  # progress is for people watching; the analysis goes on
+                self.log.warning("Could not publish the analysis progress: %s", err)
+        return verdict
+
+    def timed_out(self, last: Mapping[str, Any], next_poll_at: float) -> dict[str, Any] | None:
+        """The INCONCLUSIVE verdict when the next poll would come after the timeout, else None."""
+        config = self.config
+        if next_poll_at <= self.started_at + config.effective_timeout_seconds:
+            return None
+        return {
+            **last,
+            "verdict": Status.INCONCLUSIVE.value,
+            "final": True,
+            "timed_out": True,
+            "reason": (
+                f"no decision within the {config.effective_timeout_seconds:g}s timeout; "
+                f"last poll: {last['reason']}"
+            ),
+        }
+
+    async def conclude(self, last: Mapping[str, Any]) -> dict[str, Any]:
+        """The event of a final verdict: its window and versions, and the rollback on FAIL."""
+        config = self.config
         decided_at = time.time()
         event = {
             **last,
@@ -352,8 +369,8 @@ class HealthAnalysisRun:
             "rolled_back_at": None,
             "rollback_seconds": None,
         }
-        if watch is not None:
-            event["weight_corrections"] = watch.corrections
+        if self.watch is not None:
+            event["weight_corrections"] = self.watch.corrections
         if event["verdict"] == Status.FAIL.value and config.rollback is not None:
             event.update(await self.roll_back(config.rollback, event["reason"], decided_at))
         return event
@@ -498,6 +515,24 @@ class CanaryHealthTrigger(BaseTrigger):
     With ``rollback`` set, a FAIL verdict sends all traffic to stable before the event fires,
     so the rollback does not wait for a worker slot.
 
+    :param namespace: namespace of both versions' workloads (Istio label)
+    :param stable_version: ``destination_version`` of the stable model
+    :param canary_version: ``destination_version`` of the canary model
+    :param checks: the checks in their ``to_dict()`` form
+    :param judge: judge name (``sequential``, ``mann_whitney``, ``threshold``)
+    :param judge_options: the judge's options, or None
+    :param bake_time_seconds: least time before a PASS, seconds
+    :param poll_interval_seconds: time between polls, seconds
+    :param max_inconclusive_polls: inconclusive polls in a row before INCONCLUSIVE
+    :param prometheus_conn_id: Airflow connection of type ``prometheus``
+    :param started_at: start of the analysis, epoch seconds (UTC)
+    :param timeout_seconds: bound on the analysis from ``started_at``, seconds
+    :param rollback: the traffic target to roll back on FAIL (``TrafficTarget.to_dict()``), or None
+    :param progress_xcom: where to publish each poll (see below), or None
+
+    ``progress_xcom`` (``{"dag_id", "task_id", "run_id", "map_index"}`` of the waiting task)
+    makes every poll's verdict-so-far available as that task's XCom ``progress``.
+
     ``started_at`` (epoch seconds) is the step's start: the baseline readings, the bake time
     and the timeout all count from it. If the triggerer restarts, the trigger is rebuilt from
     ``serialize()`` and replays the polls it missed from Prometheus at their scheduled times,
@@ -521,8 +556,10 @@ class CanaryHealthTrigger(BaseTrigger):
         timeout_seconds: float | None,
         rollback: dict[str, Any] | None,
         weight_hold: dict[str, Any] | None = None,
+        progress_xcom: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
+        self.progress_xcom = progress_xcom
         self.namespace = namespace
         self.stable_version = stable_version
         self.canary_version = canary_version
@@ -556,6 +593,7 @@ class CanaryHealthTrigger(BaseTrigger):
                 "timeout_seconds": self.timeout_seconds,
                 "rollback": self.rollback,
                 "weight_hold": self.weight_hold,
+                "progress_xcom": self.progress_xcom,
             },
         )
 
@@ -583,11 +621,30 @@ class CanaryHealthTrigger(BaseTrigger):
 
         return PrometheusHook(self.prometheus_conn_id)
 
+    async def publish_progress(self, progress: dict[str, Any]) -> None:
+        """Store the latest poll as the task's XCom ``progress`` (the rollouts page reads it)."""
+        from airflow.sdk.execution_time.xcom import XCom
+        from asgiref.sync import sync_to_async
+
+        where = dict(self.progress_xcom or {})
+        await sync_to_async(XCom.set)(
+            key=PROGRESS_XCOM_KEY,
+            value=progress,
+            dag_id=where["dag_id"],
+            task_id=where["task_id"],
+            run_id=where["run_id"],
+            map_index=int(where.get("map_index", -1)),
+        )
+
     async def run(self) -> AsyncIterator[TriggerEvent]:
         try:
             await warm_up()  # the hook's and the judge's imports, off the event loop
             verdict = await HealthAnalysisRun(
-                self.config, self.started_at, prometheus=self.hook, logger=self.log
+                self.config,
+                self.started_at,
+                prometheus=self.hook,
+                logger=self.log,
+                on_poll=self.publish_progress if self.progress_xcom else None,
             ).run()
         except AnalysisError as err:
             # Parameters were validated at parse time; this only happens across provider upgrades.

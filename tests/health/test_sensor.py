@@ -26,6 +26,7 @@ def sensor(**overrides: Any) -> CanaryHealthSensor:
         "bake_time": timedelta(seconds=3),
         "poll_interval": 1,
         "timeout": 30,
+        "deferrable": True,
     }
     params.update(overrides)
     return CanaryHealthSensor(**params)
@@ -112,6 +113,52 @@ def test_sensor_keeps_the_config_it_was_given() -> None:
         "canary_subset": "v2",
         "route_name": "primary",
         "kubernetes_conn_id": "kubernetes_default",
+        "router": "istio",
     }
     assert kwargs["bake_time_seconds"] == 3.0
     assert kwargs["timeout_seconds"] == 30.0
+
+
+def test_deferrable_follows_the_operators_default_deferrable_setting(monkeypatch) -> None:
+    monkeypatch.setenv("AIRFLOW__OPERATORS__DEFAULT_DEFERRABLE", "True")
+    assert sensor(deferrable=None).deferrable is True
+    monkeypatch.setenv("AIRFLOW__OPERATORS__DEFAULT_DEFERRABLE", "False")
+    assert sensor(deferrable=None).deferrable is False
+    assert sensor(deferrable=True).deferrable is True
+
+
+def test_reschedule_mode_is_refused_with_the_reason() -> None:
+    # A rescheduled sensor is a new process per poke: the sequential evidence would restart.
+    with pytest.raises(AnalysisError, match="mode must be 'poke', got 'reschedule'.*deferrable"):
+        sensor(mode="reschedule")
+
+
+def test_every_analysis_parameter_is_its_own_rendered_field() -> None:
+    task = sensor(namespace="{{ params.ns }}", bake_time="{{ params.bake }}")
+    assert set(task.template_fields) >= {"namespace", "bake_time", "poll_interval"}
+    assert task.namespace == "{{ params.ns }}" and task.bake_time == "{{ params.bake }}"
+    # The sensor's own timeout is the analysis's bound plus room for the trigger to answer.
+    assert task.timeout > 30 and task.analysis_timeout == 30
+
+
+def test_in_worker_fail_honours_soft_fail_and_never_fail(istio_prometheus) -> None:
+    from airflow.sdk.exceptions import AirflowSkipException
+
+    exporter, _ = istio_prometheus
+    traffic = {"v1": ArmTraffic(ok=20), "v2": ArmTraffic(ok=10, errors=10)}
+    with TrafficDriver(exporter, traffic):
+        with pytest.raises(AirflowFailException, match="canary analysis FAIL"):
+            sensor(deferrable=False, bake_time=60, timeout=90).execute(context={})
+        with pytest.raises(AirflowSkipException, match="soft_fail"):
+            sensor(deferrable=False, bake_time=60, timeout=90, soft_fail=True).execute(context={})
+        with pytest.raises(AirflowSkipException, match="never_fail"):
+            sensor(deferrable=False, bake_time=60, timeout=90, never_fail=True).execute(context={})
+
+
+def test_in_worker_timeout_is_a_sensor_timeout_and_soft_fail_skips(istio_prometheus) -> None:
+    from airflow.sdk.exceptions import AirflowSensorTimeout, AirflowSkipException
+
+    with pytest.raises(AirflowSensorTimeout, match="INCONCLUSIVE: no decision within the 4s"):
+        sensor(deferrable=False, bake_time=2, timeout=4).execute(context={})
+    with pytest.raises(AirflowSkipException):
+        sensor(deferrable=False, bake_time=2, timeout=4, soft_fail=True).execute(context={})

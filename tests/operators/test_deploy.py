@@ -117,10 +117,48 @@ def test_a_manifest_without_a_deployment_fails_at_parse_time() -> None:
         match="must contain a Deployment; it holds DestinationRule 'model-destination'",
     ):
         DeployModelVersionOperator(task_id="deploy", manifest=DESTINATION_RULE)
-    with pytest.raises(ValueError, match="timeout must be a positive number"):
+    with pytest.raises(ValueError, match="timeout must be positive, got 0"):
         DeployModelVersionOperator(task_id="deploy", manifest=_deployment(["x"]), timeout=0)
 
 
 def test_templated_manifest_is_checked_after_rendering() -> None:
     op = DeployModelVersionOperator(task_id="deploy", manifest="{{ params.manifest }}")
     assert op.manifest == "{{ params.manifest }}"
+
+
+def test_a_manifest_file_is_read_when_the_task_renders_not_when_the_dag_is_parsed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import pendulum
+    from airflow.sdk import DAG
+
+    folder = tmp_path / "dags"
+    folder.mkdir()
+    manifest = yaml.safe_dump(_deployment(["serve"], replicas=1))
+    (folder / "model-v2.yaml").write_text(
+        manifest.replace("replicas: 1", "replicas: {{ params.n }}")
+    )
+    # Parsing from elsewhere must not try to open the relative path.
+    monkeypatch.chdir(tmp_path)
+    with DAG(
+        "deploy_file",
+        start_date=pendulum.datetime(2026, 1, 1),
+        schedule=None,
+        template_searchpath=[str(folder)],
+        params={"n": 3},
+    ):
+        op = DeployModelVersionOperator(task_id="deploy", manifest="model-v2.yaml")
+    assert op.template_ext == (".yaml", ".yml")
+    assert op.template_fields_renderers == {"manifest": "yaml"}
+    op.render_template_fields({"params": {"n": 3}})
+    assert yaml.safe_load(op.manifest)["spec"]["replicas"] == 3
+
+
+def test_deferrable_follows_the_operators_default_deferrable_setting(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    manifest = _deployment(["serve"])
+    monkeypatch.setenv("AIRFLOW__OPERATORS__DEFAULT_DEFERRABLE", "False")
+    assert DeployModelVersionOperator(task_id="d", manifest=manifest).deferrable is False
+    monkeypatch.setenv("AIRFLOW__OPERATORS__DEFAULT_DEFERRABLE", "True")
+    assert DeployModelVersionOperator(task_id="d", manifest=manifest).deferrable is True

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from datetime import timedelta
 
 import pendulum
 import pytest
@@ -143,3 +144,74 @@ def test_each_judged_step_spends_an_equal_share_of_the_error_budget():
         if t.task_id.endswith(".analyze")
     ]
     assert all(t.analysis.judge_options == {"alpha": 0.05, "budget_share": 0.5} for t in own)
+
+
+def test_an_approval_gate_stands_before_each_named_step():
+    dag = _dag(approve_before=[50, 100], approvers=["alice"], approval_timeout=timedelta(hours=1))
+    approve = dag.task_dict["canary.step_4.approve"]
+    assert approve.options == ["Continue", "Roll back"]
+    assert approve.options_mapping == {
+        "Continue": "canary.step_4.set_weight",
+        "Roll back": "canary.step_4.rejected",
+    }
+    assert approve.assigned_users == [{"id": "alice", "name": "alice"}]
+    assert approve.defaults == ["Roll back"]  # the answer when nobody answers in time
+    # the form shows every step judged before it
+    assert approve.analysis_task_ids == [f"canary.step_{k}.analyze" for k in (1, 2, 3)]
+    assert dag.task_dict["canary.step_3.approve"].analysis_task_ids == [
+        "canary.step_1.analyze",
+        "canary.step_2.analyze",
+    ]
+    # a healthy step 2 leads to the gate of step 3, not to its weight
+    assert dag.task_dict["canary.step_2.analyze"].follow_task_ids_if_healthy == [
+        "canary.step_3.approve"
+    ]
+    assert "canary.step_1.approve" not in dag.task_dict
+    rollback = dag.task_dict["canary.rollback"]
+    assert {"canary.step_3.rejected", "canary.step_4.rejected"} <= rollback.upstream_task_ids
+    assert rollback.approval_task_ids == ["canary.step_3.approve", "canary.step_4.approve"]
+    # a branch skips what it does not follow: the gate feeds no watcher directly
+    assert "canary.task_failed" not in approve.downstream_task_ids
+
+
+def test_an_approval_gate_in_a_dag_with_params_keeps_only_its_comment_field():
+    with DAG(
+        "p", start_date=pendulum.datetime(2026, 1, 1), schedule=None, params={"steps": [1, 100]}
+    ) as dag:
+        canary_rollout(
+            virtual_service="vs", checks=CHECKS, bake_time=10, poll_interval=1, approve_before=[100]
+        )
+    assert list(dag.task_dict["canary.step_4.approve"].serialized_params) == ["comment"]
+
+
+def test_notifiers_get_a_notify_task_after_promotion_or_rollback():
+    from airflow.providers.smtp.notifications.smtp import SmtpNotifier
+
+    from airflow_canary.notifications.rollout import RolloutNotifier
+
+    dag = _dag(notifiers=[RolloutNotifier(SmtpNotifier(to="oncall@example.com"))])
+    notify = dag.task_dict["canary.notify"]
+    assert notify.trigger_rule == "one_success"
+    assert notify.upstream_task_ids == {"canary.promote", "canary.rollback"}
+    assert "canary.notify" not in _dag().task_dict
+    promote = dag.task_dict["canary.promote"]
+    assert [o.name for o in promote.outlets] == ["canary-promotions"]
+    assert [o.name for o in dag.task_dict["canary.rollback"].outlets] == ["canary-rollbacks"]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "fragment"),
+    [
+        ({"approve_before": [75]}, r"weight\(s\) \[75\] that are not steps.*\[1, 10, 50, 100\]"),
+        ({"approve_before": 100}, "approve_before must be a list of step weights"),
+        ({"approve_before": [100], "approvers": "alice"}, "approvers must be a list"),
+        (
+            {"approve_before": [100], "approval_timeout_choice": "Maybe"},
+            "timeout_choice must be 'Continue' or 'Roll back', got 'Maybe'",
+        ),
+        ({"notifiers": ["mail me"]}, "notifiers must be a non-empty list of Airflow notifiers"),
+    ],
+)
+def test_bad_approval_or_notifier_input_fails_when_the_dag_is_parsed(kwargs, fragment):
+    with pytest.raises(ValueError, match=fragment):
+        _dag(**kwargs)

@@ -33,7 +33,7 @@ def test_each_analysis_holds_its_own_steps_weight() -> None:
 def test_templated_step_weights_are_held_once_rendered() -> None:
     dag = _dag(steps=[10, 50], steps_param="steps")
     analyze = dag.task_dict["canary.step_1.analyze"]
-    assert "xcom_pull" in analyze.analysis_params["canary_weight"]  # type: ignore[attr-defined]
+    assert "xcom_pull" in analyze.canary_weight  # type: ignore[attr-defined]  (its own template field)
 
 
 def test_unknown_on_weight_change_fails_when_the_dag_is_parsed() -> None:

@@ -2,20 +2,14 @@
 
 from __future__ import annotations
 
-import json
-import os
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
 import pytest
 
 from tests.conftest import REPO
+from tests.fixtures.api_server import ApiServer, running_api_server
 from tests.fixtures.stack import FAST, DagRun, RolloutStack
 
 DAG_FILE = Path(__file__).parent / "dags" / "canary_ui_runs.py"
@@ -26,13 +20,6 @@ USERS = {
     "nobody": ("", "nobody-pass"),
 }
 ARTIFACTS = REPO / "artifacts"
-AIRFLOW = Path(sys.executable).parent / "airflow"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass(frozen=True)
@@ -64,82 +51,8 @@ def rollout_runs(rollout_stack: RolloutStack) -> UiRuns:
     )
 
 
-@dataclass(frozen=True)
-class ApiServer:
-    """A running ``airflow api-server`` and how to log in to it."""
-
-    url: str
-    log: Path
-
-    def token(self, user: str) -> str:
-        response = httpx.post(
-            f"{self.url}/auth/token",
-            json={"username": user, "password": USERS[user][1]},
-            timeout=30,
-        )
-        response.raise_for_status()
-        return str(response.json()["access_token"])
-
-    def client(self, user: str | None) -> httpx.Client:
-        headers = {"Authorization": f"Bearer {self.token(user)}"} if user else {}
-        return httpx.Client(base_url=self.url, headers=headers, timeout=60)
-
-
 @pytest.fixture(scope="session")
 def api_server(airflow_db: Path, rollout_runs: UiRuns) -> Iterator[ApiServer]:
     """``airflow api-server`` on a free loopback port with three simple-auth-manager users."""
-    passwords = airflow_db / "ui-test-passwords.json"
-    passwords.write_text(json.dumps({user: password for user, (_, password) in USERS.items()}))
-    port = free_port()
-    env = {
-        **os.environ,
-        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": ",".join(
-            f"{u}:{r}" for u, (r, _) in USERS.items()
-        ),
-        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(passwords),
-        "AIRFLOW__API_AUTH__JWT_SECRET": "canary-ui-tests-jwt-secret-0123456789abcdef",
-        "AIRFLOW__API__BASE_URL": f"http://127.0.0.1:{port}",
-    }
-    ARTIFACTS.mkdir(exist_ok=True)
-    log = ARTIFACTS / "ui-api-server.log"
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            [
-                str(AIRFLOW),
-                "api-server",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-                "--workers",
-                "1",
-            ],
-            cwd=airflow_db,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 180
-        while True:
-            if process.poll() is not None:
-                pytest.fail(f"api-server exited with {process.returncode}; see {log}")
-            try:
-                if httpx.get(f"{url}/api/v2/monitor/health", timeout=5).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"api-server not healthy within 180 s; see {log}")
-            time.sleep(0.5)
-        yield ApiServer(url=url, log=log)
-    finally:
-        # The api-server forks workers: stop its whole process group.
-        try:
-            os.killpg(process.pid, 15)
-            process.wait(timeout=30)
-        except (ProcessLookupError, subprocess.TimeoutExpired):
-            os.killpg(process.pid, 9)
-            process.wait(timeout=10)
+    with running_api_server(airflow_db, USERS, ARTIFACTS / "ui-api-server.log") as server:
+        yield server

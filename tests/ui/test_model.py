@@ -256,3 +256,95 @@ def test_each_routes_split_is_shown_and_fractional_weights_are_kept() -> None:
     assert rollout.routes == ("primary: v1 95% v2 5%", "tcp[0]: v1 66.6667% v2 33.3333%")
     html = render_page([rollout], PageContext("ann", T0, 25))
     assert "primary: v1 95% v2 5%; tcp[0]: v1 66.6667% v2 33.3333%" in html
+
+
+def test_a_running_analysis_shows_its_latest_poll_against_the_checks_limits() -> None:
+    tasks = _layout(
+        {
+            "canary.plan": "success",
+            "canary.header_route": "success",
+            "canary.step_1.set_weight": "success",
+            "canary.step_1.analyze": "deferred",
+        }
+    )
+    progress = {
+        "verdict": "INCONCLUSIVE",
+        "final": False,
+        "reason": "bake time not reached",
+        "polls": 4,
+        "at": "2026-11-26T04:50:40+00:00",
+        "checks": [
+            {
+                "name": "error-rate",
+                "status": "PASS",
+                "canary_value": 0.004,
+                "stable_value": 0.003,
+                "canary_requests": 410,
+                "stable_requests": 7900,
+                "message": "canary 0.4% vs stable 0.3% + 2%",
+            }
+        ],
+    }
+    record = {"checks": [{"type": "error_rate", "name": "error-rate", "max_increase": 0.02}]}
+    xcoms = {
+        "canary.plan": {"return_value": PLAN},
+        "canary.step_1.set_weight": {"return_value": _traffic(5, "2026-11-26T04:50:05+00:00")},
+        "canary.step_1.analyze": {"progress": progress, "analysis": record},
+    }
+    rollout = assemble(RUN, "canary", tasks, xcoms, UiLinks("/airflow/"))
+    step = rollout.steps[0]
+    assert step.live and step.verdict is None  # evidence so far, not a verdict
+    assert step.polls == 4 and step.checks[0].canary_requests == 410
+    assert step.limits == (("error-rate", "max_increase=0.02"),)
+    html = render_page([rollout], PageContext("viewer", T0, 25))
+    assert "analysing… poll 4" in html and 'table class="checks live"' in html
+    assert "Limits: error-rate: max_increase=0.02" in html
+    # a finished analysis shows its verdict, not its last poll
+    done = {**xcoms["canary.step_1.analyze"], "verdict": {**progress, "verdict": "PASS"}}
+    finished = assemble(
+        RUN,
+        "canary",
+        _layout({"canary.plan": "success", "canary.step_1.analyze": "success"}),
+        {**xcoms, "canary.step_1.analyze": done},
+        UiLinks("/airflow/"),
+    )
+    assert not finished.steps[0].live and finished.steps[0].verdict == "PASS"
+
+
+def test_a_pending_approval_links_to_airflows_form_and_an_answer_is_shown() -> None:
+    ids = {"canary.plan": "success", "canary.step_3.approve": "awaiting_input"}
+    tasks = [
+        *_layout(ids),
+        _task("canary.step_3.approve", "awaiting_input", "RolloutApprovalOperator"),
+        _task("canary.step_3.rejected", None, "EmptyOperator"),
+    ]
+    xcoms = {"canary.plan": {"return_value": PLAN}}
+    rollout = assemble(RUN, "canary", tasks, xcoms, UiLinks("/airflow/"))
+    (pending,) = rollout.pending_approvals
+    assert (pending.step, pending.weight, pending.task_id) == (3, 100, "canary.step_3.approve")
+    assert pending.url == (
+        "/airflow/dags/rollout/runs/manual__1/tasks/canary.step_3.approve/required_actions"
+        "?map_index=-1"
+    )
+    html = render_page([rollout], PageContext("viewer", T0, 25))
+    assert 'class="pending-approval"' in html and "answer in Airflow" in html
+
+    answered = [
+        t if t.task_id != "canary.step_3.approve" else _task(t.task_id, "success") for t in tasks
+    ]
+    answer = {"choice": "Roll back", "approver": "alice", "comment": "p99 too high"}
+    xcoms["canary.step_3.approve"] = {"approval": answer}
+    rollout = assemble(RUN, "canary", answered, xcoms, UiLinks("/airflow/"))
+    assert not rollout.pending_approvals
+    assert rollout.steps[2].approval_answer == "Roll back by alice: p99 too high"
+
+
+def test_the_nav_link_resolves_under_a_base_url_sub_path() -> None:
+    from urllib.parse import urljoin
+
+    from airflow_canary.plugins import URL_PREFIX, CanaryRolloutsPlugin
+
+    (view,) = CanaryRolloutsPlugin.external_views
+    # Airflow's UI page carries <base href="{base_url}/">: a relative href follows the sub-path.
+    assert urljoin("https://host/airflow/", view["href"]) == f"https://host/airflow{URL_PREFIX}/"
+    assert urljoin("https://host/", view["href"]) == f"https://host{URL_PREFIX}/"

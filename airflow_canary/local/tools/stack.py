@@ -167,6 +167,8 @@ class LocalStack:
                 }
             ),
             "CANARY_MODEL_DIR": str(self.models_dir),
+            # Analyses wait in the triggerer, which also rolls back the moment a step fails.
+            "AIRFLOW__OPERATORS__DEFAULT_DEFERRABLE": "True",
         }
 
     # -- lifecycle -------------------------------------------------------------------------

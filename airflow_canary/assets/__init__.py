@@ -1,0 +1,1 @@
+"""Assets of the provider: the ``canary://`` URIs of promotions and rollbacks."""
