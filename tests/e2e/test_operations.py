@@ -13,7 +13,7 @@ import pytest
 
 from airflow_canary.local.tools.prometheus import free_port
 from tests.e2e.conftest import E2E
-from tests.e2e.test_rollout_dag import ALL_V2, FAST
+from tests.e2e.test_rollout_dag import ALL_V2, FAST, FAST_FAIL
 
 ONCALL = "oncall@example.com"
 
@@ -90,7 +90,7 @@ def _asset_events(uri: str) -> list[Any]:
 
 def test_rolled_back_rollout_mails_the_reason_numbers_and_links(e2e_clean: E2E, smtp) -> None:
     inbox, env = smtp
-    run = e2e_clean.run_dag("canary_rollout", {**FAST, "v2_error_rate": 0.1}, env=env)
+    run = e2e_clean.run_dag("canary_rollout", {**FAST_FAIL, "v2_error_rate": 0.1}, env=env)
     assert run.state == "failed", run.log[-4000:]
     assert run.task_states()["canary.notify"] == "success"
     ((recipients, message),) = inbox.messages

@@ -8,6 +8,9 @@ from tests.e2e.conftest import E2E
 
 #: the example DAG with steps that collect enough canary traffic within a few seconds
 FAST = {"steps": [20, 40, 60, 100], "bake_time_seconds": 5}
+#: for canaries that must FAIL at step 1: a bake long enough for the sequential judge, which
+#: spends a third of the rollout's alpha per judged step, to gather the evidence (it stops early)
+FAST_FAIL = {**FAST, "bake_time_seconds": 30}
 ALL_V2 = [{"route": [{"destination": {"host": "model-service", "subset": "v2"}, "weight": 100}]}]
 ALL_V1 = [{"route": [{"destination": {"host": "model-service", "subset": "v1"}, "weight": 100}]}]
 
@@ -44,11 +47,11 @@ def test_good_canary_is_promoted_and_retries_change_nothing(e2e_clean: E2E) -> N
 
 
 def test_canary_with_errors_is_rolled_back_with_a_reason(e2e_clean: E2E) -> None:
-    run = e2e_clean.run_dag("canary_rollout", {**FAST, "v2_error_rate": 0.1})
+    run = e2e_clean.run_dag("canary_rollout", {**FAST_FAIL, "v2_error_rate": 0.1})
     assert run.state == "failed"
     assert e2e_clean.stack.virtual_service()["spec"]["http"] == ALL_V1
     verdict = run.xcom("canary.step_1.analyze", "verdict")
-    assert verdict["verdict"] == "FAIL"
+    assert verdict["verdict"] == "FAIL", verdict
     failing = [c for c in verdict["checks"] if c["status"] == "FAIL"]
     assert [c["name"] for c in failing] == ["error-rate"], verdict
     assert failing[0]["canary_value"] > 0.05 and failing[0]["stable_value"] < 0.01
@@ -61,11 +64,11 @@ def test_canary_with_errors_is_rolled_back_with_a_reason(e2e_clean: E2E) -> None
 
 
 def test_worse_model_is_rolled_back_on_accuracy(e2e_clean: E2E) -> None:
-    run = e2e_clean.run_dag("canary_rollout", {**FAST, "model_quality": "bad"})
+    run = e2e_clean.run_dag("canary_rollout", {**FAST_FAIL, "model_quality": "bad"})
     assert run.state == "failed"
     assert e2e_clean.stack.virtual_service()["spec"]["http"] == ALL_V1
     verdict = run.xcom("canary.step_1.analyze", "verdict")
-    assert verdict["verdict"] == "FAIL"
+    assert verdict["verdict"] == "FAIL", verdict
     failing = {c["name"] for c in verdict["checks"] if c["status"] == "FAIL"}
     assert failing == {"accuracy"} or "accuracy" in failing, verdict
 

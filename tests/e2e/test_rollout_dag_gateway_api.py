@@ -13,9 +13,9 @@ from typing import Any
 import pytest
 
 from airflow_canary.local.tools.stack import REPO, LocalStack, StackConfig, prometheus_available
+from tests.e2e.test_rollout_dag import FAST, FAST_FAIL
 from tests.fixtures.stack import RolloutStack
 
-FAST = {"steps": [20, 40, 60, 100], "bake_time_seconds": 5}
 STABLE_ONLY = [("model-v1", 100), ("model-v2", 0)]
 CANARY_ONLY = [("model-v1", 0), ("model-v2", 100)]
 
@@ -84,11 +84,11 @@ def test_good_canary_is_promoted_on_an_httproute(gateway_stack: RolloutStack) ->
 
 def test_canary_with_errors_is_rolled_back_on_an_httproute(gateway_stack: RolloutStack) -> None:
     _reset(gateway_stack)
-    run = gateway_stack.run_dag("canary_rollout", {**FAST, "v2_error_rate": 0.1})
+    run = gateway_stack.run_dag("canary_rollout", {**FAST_FAIL, "v2_error_rate": 0.1})
     assert run.state == "failed", run.log[-4000:]
     assert _rules(gateway_stack.stack.route()) == [STABLE_ONLY]
     verdict = run.xcom("canary.step_1.analyze", "verdict")
-    assert verdict["verdict"] == "FAIL"
+    assert verdict["verdict"] == "FAIL", verdict
     assert [c["name"] for c in verdict["checks"] if c["status"] == "FAIL"] == ["error-rate"]
     assert "error rate" in run.xcom("canary.rollback")["reason"]
     assert "Canary rolled back to stable" in run.log
