@@ -71,7 +71,9 @@ class WeightWatch:
         self.log = logger
         self.resource_version: str | None = None
         self.corrections: list[dict[str, Any]] = []
-        self._baseline = (0.0, 0.0)
+        # The first poll's counts: the share test reads only what arrived after it, whether
+        # the checks report counts since the step began or since their series appeared.
+        self._baseline: tuple[float, float] | None = None
 
     @cached_property
     def hook(self) -> AsyncIstioHook:
@@ -108,6 +110,9 @@ class WeightWatch:
                     version = await self._reassert(changed, elapsed)
                     self._baseline = counts
                 self.resource_version = version
+        if self._baseline is None:
+            self._baseline = counts
+            return None
         canary, stable = (now - then for now, then in zip(counts, self._baseline, strict=True))
         test = self.hold.share_test(canary, stable)
         if test.deficit:
