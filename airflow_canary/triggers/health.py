@@ -257,7 +257,10 @@ class HealthAnalysisRun:
         self.watch: WeightWatch | None = None
         if config.weight_hold is not None:
             polls = max_polls(config.effective_timeout_seconds, config.poll_interval_seconds)
-            self.watch = WeightWatch(config.weight_hold, polls, self.log)
+            # The share test reads request counts of istio_requests_total, as error checks count
+            # them; other checks count other things (feedback, histogram samples).
+            counted = tuple(c.name for c in config.checks if c.type_name == "error_rate")
+            self.watch = WeightWatch(config.weight_hold, polls, self.log, counted)
 
     @cached_property
     def istio(self) -> AsyncIstioHook:

@@ -65,8 +65,17 @@ def on_weight_change_reasserts(value: object) -> bool:
 class WeightWatch:
     """Per-poll check that the step's weight holds; ``poll`` returns why the step must end."""
 
-    def __init__(self, spec: WeightHoldSpec, max_polls: int, logger: logging.Logger | Any) -> None:
+    def __init__(
+        self,
+        spec: WeightHoldSpec,
+        max_polls: int,
+        logger: logging.Logger | Any,
+        counted_checks: tuple[str, ...] | None = None,
+    ) -> None:
+        """``counted_checks``: names of the checks whose request counts the share test reads
+        (None: every check's; empty: no share test, only the VirtualService re-read)."""
         self.spec = spec
+        self.counted_checks = counted_checks
         self.hold = WeightHold(spec.weight, spec.alpha, max(1, max_polls))
         self.log = logger
         self.resource_version: str | None = None
@@ -95,7 +104,7 @@ class WeightWatch:
                 err,
             )
             vs = None
-        counts = _request_counts(verdict)
+        counts = _request_counts(verdict, self.counted_checks)
         if vs is not None:
             version = (vs.get("metadata") or {}).get("resourceVersion")
             if version != self.resource_version:
@@ -110,7 +119,7 @@ class WeightWatch:
                     version = await self._reassert(changed, elapsed)
                     self._baseline = counts
                 self.resource_version = version
-        if self._baseline is None:
+        if self._baseline is None or self.counted_checks == ():
             self._baseline = counts
             return None
         canary, stable = (now - then for now, then in zip(counts, self._baseline, strict=True))
@@ -157,8 +166,10 @@ def max_polls(timeout_seconds: float, poll_interval_seconds: float) -> int:
     return math.ceil(timeout_seconds / poll_interval_seconds) + 1
 
 
-def _request_counts(verdict: Mapping[str, Any]) -> tuple[float, float]:
-    checks = verdict.get("checks") or []
+def _request_counts(
+    verdict: Mapping[str, Any], names: tuple[str, ...] | None = None
+) -> tuple[float, float]:
+    checks = [c for c in verdict.get("checks") or [] if names is None or c.get("name") in names]
     canary = max((float(c.get("canary_requests") or 0) for c in checks), default=0.0)
     stable = max((float(c.get("stable_requests") or 0) for c in checks), default=0.0)
     return canary, stable
