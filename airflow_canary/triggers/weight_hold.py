@@ -62,6 +62,12 @@ def on_weight_change_reasserts(value: object) -> bool:
     return value == "reassert"
 
 
+#: The share test starts from the counts of the last poll before this many seconds of a step:
+#: right after a weight change, in-flight requests and the first scrapes of the canary's series
+#: under-count its share.
+SHARE_WARMUP_SECONDS = 10.0
+
+
 class WeightWatch:
     """Per-poll check that the step's weight holds; ``poll`` returns why the step must end."""
 
@@ -119,7 +125,7 @@ class WeightWatch:
                     version = await self._reassert(changed, elapsed)
                     self._baseline = counts
                 self.resource_version = version
-        if self._baseline is None or self.counted_checks == ():
+        if self._baseline is None or self.counted_checks == () or elapsed < SHARE_WARMUP_SECONDS:
             self._baseline = counts
             return None
         canary, stable = (now - then for now, then in zip(counts, self._baseline, strict=True))
