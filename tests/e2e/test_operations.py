@@ -13,7 +13,8 @@ import pytest
 
 from airflow_canary.local.tools.prometheus import free_port
 from tests.e2e.conftest import E2E
-from tests.e2e.test_rollout_dag import ALL_V2, FAST, FAST_FAIL
+from tests.e2e.test_rollout_dag import ALL_V2
+from tests.fixtures.stack import FAST, FAST_FAIL
 
 ONCALL = "oncall@example.com"
 

@@ -5,12 +5,8 @@ from __future__ import annotations
 import pytest
 
 from tests.e2e.conftest import E2E
+from tests.fixtures.stack import FAST, FAST_FAIL
 
-#: the example DAG with steps that collect enough canary traffic within a few seconds
-FAST = {"steps": [20, 40, 60, 100], "bake_time_seconds": 5}
-#: for canaries that must FAIL at step 1: a bake long enough for the sequential judge, which
-#: spends a third of the rollout's alpha per judged step, to gather the evidence (it stops early)
-FAST_FAIL = {**FAST, "bake_time_seconds": 30}
 ALL_V2 = [{"route": [{"destination": {"host": "model-service", "subset": "v2"}, "weight": 100}]}]
 ALL_V1 = [{"route": [{"destination": {"host": "model-service", "subset": "v1"}, "weight": 100}]}]
 

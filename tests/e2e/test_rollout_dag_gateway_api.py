@@ -13,8 +13,7 @@ from typing import Any
 import pytest
 
 from airflow_canary.local.tools.stack import REPO, LocalStack, StackConfig, prometheus_available
-from tests.e2e.test_rollout_dag import FAST, FAST_FAIL
-from tests.fixtures.stack import RolloutStack
+from tests.fixtures.stack import FAST, FAST_FAIL, RolloutStack
 
 STABLE_ONLY = [("model-v1", 100), ("model-v2", 0)]
 CANARY_ONLY = [("model-v1", 0), ("model-v2", 100)]

@@ -10,7 +10,7 @@ import pytest
 
 from tests.conftest import REPO
 from tests.fixtures.api_server import ApiServer, running_api_server
-from tests.fixtures.stack import FAST, DagRun, RolloutStack
+from tests.fixtures.stack import FAST, FAST_FAIL, DagRun, RolloutStack
 
 DAG_FILE = Path(__file__).parent / "dags" / "canary_ui_runs.py"
 #: user -> (role, password); "nobody" has no role and so may read no DAG.
@@ -41,7 +41,7 @@ def rollout_runs(rollout_stack: RolloutStack) -> UiRuns:
     malformed = rollout_stack.run_dag("canary_ui_malformed")
     unrelated = rollout_stack.run_dag("canary_ui_unrelated")
     rollout_stack.reset_traffic()
-    rolled_back = rollout_stack.run_dag("canary_rollout", {**FAST, "v2_error_rate": 0.1})
+    rolled_back = rollout_stack.run_dag("canary_rollout", {**FAST_FAIL, "v2_error_rate": 0.1})
     assert rolled_back.state == "failed", rolled_back.log[-4000:]
     rollout_stack.reset_traffic()
     healthy = rollout_stack.run_dag("canary_rollout", FAST)
