@@ -39,3 +39,13 @@ def seed_manifest(name: str) -> Path:
         if (directory / file_name).is_file():
             return directory / file_name
     raise FileNotFoundError(f"no seed manifest {file_name} in {EXAMPLE_MANIFESTS} or {SEED_FLOW}")
+
+
+def pytest_collection_modifyitems(config: object, items: list[object]) -> None:
+    """Run every test on the shared rollout stack last, together.
+
+    The stack (mesh, model servers, a load generator at 150 requests/s, Prometheus) lives
+    for the rest of the session once started; grouped at the end, it neither slows the other
+    tests nor runs beside the Gateway API module's own stack. Otherwise the order is kept.
+    """
+    items.sort(key=lambda item: "rollout_stack" in getattr(item, "fixturenames", ()))
