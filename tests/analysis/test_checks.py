@@ -109,7 +109,7 @@ def test_check_from_dict_rejects_unknown_type_and_fields() -> None:
 
 
 def test_latency_share_slower_than_slo_uses_the_bucket_bound() -> None:
-    counters = LatencyCheck(slo_ms=250).counters(ARMS)
+    counters = LatencyCheck(slo_ms=250, reporter="destination").counters(ARMS)
     assert counters["canary.bad"].startswith("(sum(istio_request_duration_milliseconds_count{")
     # Accepts both "250" (Envoy) and "250.0" (Python clients).
     assert 'le=~"250(\\\\.0+)?"' in counters["canary.bad"]
@@ -123,11 +123,15 @@ def test_latency_max_ms_on_a_bound_is_the_slo_and_caps_the_slow_share() -> None:
 
 
 def test_latency_quantile_uses_histogram_quantile_over_the_window() -> None:
-    value = LatencyCheck(max_ms=500, quantile=0.95).values(ARMS, 120)["canary.value"]
+    check = LatencyCheck(max_ms=500, quantile=0.95, reporter="destination")
+    value = check.values(ARMS, 120)["canary.value"]
     assert value.startswith(
         "histogram_quantile(0.95, sum by (le) (increase(istio_request_duration_milliseconds_bucket{"
     )
     assert value.endswith("[120s])))")
+    auto = LatencyCheck(max_ms=500, quantile=0.95).values(ARMS, 120)["canary.value"]
+    assert auto.startswith("histogram_quantile(0.95, ((sum by (le) (increase(")
+    assert 'reporter="source"' in auto and ") or on() (sum by (le)" in auto
 
 
 def test_model_checks_use_the_version_label() -> None:
