@@ -779,9 +779,105 @@ class PromQLCheck(Check):
         return out
 
 
+@dataclass(frozen=True)
+class PromQLRatioCheck(Check):
+    """A custom ratio of two cumulative counters: bad events among all events, per arm.
+
+    ``bad_query`` and ``total_query`` are PromQL over counters (no ``rate``/``increase``: the
+    analysis takes their raw readings at every poll and subtracts the step's first, as for
+    Istio's counters), each with a ``{{ version }}`` placeholder (and optionally
+    ``{{ namespace }}``); each is summed, so any vector works. Examples: timeouts among
+    feature-store lookups, fallbacks among predictions. Because they are counts, the default
+    judge tests them sequentially at every poll, like errors, with the same limits:
+    ``max_rate`` (the canary's share), ``max_increase`` (canary minus stable) and
+    ``max_ratio`` (canary / stable). ``min_events`` is each arm's minimum of total events.
+    """
+
+    type_name: ClassVar[str] = "promql_ratio"
+    name: str = ""
+    bad_query: str = ""
+    total_query: str = ""
+    max_rate: float | None = None
+    max_increase: float | None = None
+    max_ratio: float | None = None
+    min_events: int = 100
+
+    def __post_init__(self) -> None:
+        _name(self.name)
+        for what in ("bad_query", "total_query"):
+            query = getattr(self, what)
+            if not isinstance(query, str) or not query.strip():
+                raise AnalysisError(f"{self.name}: {what} must be non-empty PromQL, got {query!r}")
+            placeholders = template_placeholders(query)
+            if "version" not in placeholders:
+                raise AnalysisError(
+                    f"{self.name}: {what} counts one arm's events, so it needs a "
+                    f"{{{{ version }}}} placeholder: {query!r}"
+                )
+            if "interval" in placeholders:
+                raise AnalysisError(
+                    f"{self.name}: {what} must read cumulative counters, not a window "
+                    f"({{{{ interval }}}}); the analysis subtracts the step's first reading: "
+                    f"{query!r}"
+                )
+        _fraction(self.name, "max_rate", self.max_rate)
+        _fraction(self.name, "max_increase", self.max_increase)
+        _ratio(self.name, "max_ratio", self.max_ratio)
+        _count(self.name, "min_events", self.min_events)
+        if self.max_rate is None and self.max_increase is None and self.max_ratio is None:
+            raise AnalysisError(
+                f"{self.name}: give at least one limit: max_rate (e.g. 0.01), "
+                "max_increase (e.g. 0.005) or max_ratio (e.g. 1.5)"
+            )
+
+    @property
+    def min_requests(self) -> int:
+        return self.min_events
+
+    def _render(self, query: str, arms: Arms, arm: Arm) -> str:
+        return render_template(query, {"namespace": arms.namespace, "version": arms.version(arm)})
+
+    def counters(self, arms: Arms) -> dict[str, str]:
+        out = {}
+        for arm in Arm:
+            out[role(arm, "total")] = f"sum({self._render(self.total_query, arms, arm)})"
+            # No bad series yet means no bad events, not missing data.
+            out[role(arm, "bad")] = f"(sum({self._render(self.bad_query, arms, arm)}) or vector(0))"
+        return out
+
+    def series(self, arms: Arms, step_seconds: float) -> dict[str, str]:
+        window = duration(step_seconds)
+        out = {}
+        for arm in Arm:
+            bad = self._render(self.bad_query, arms, arm)
+            total = self._render(self.total_query, arms, arm)
+            out[role(arm, "series")] = (
+                f"(sum(increase(({bad})[{window}:])) or vector(0)) "
+                f"/ sum(increase(({total})[{window}:]))"
+            )
+        return out
+
+    @property
+    def proportion(self) -> ProportionLimits:
+        return ProportionLimits(self.max_rate, self.max_increase, self.max_ratio)
+
+    def describe(self) -> str:
+        return f"{self.name} (bad / total events)"
+
+    def format_value(self, value: float | None) -> str:
+        return _format_rate(value)
+
+
 CHECK_TYPES: dict[str, type[Check]] = {
     cls.type_name: cls
-    for cls in (ErrorRateCheck, LatencyCheck, ModelAccuracyCheck, PredictionDriftCheck, PromQLCheck)
+    for cls in (
+        ErrorRateCheck,
+        LatencyCheck,
+        ModelAccuracyCheck,
+        PredictionDriftCheck,
+        PromQLCheck,
+        PromQLRatioCheck,
+    )
 }
 
 

@@ -16,8 +16,11 @@ from airflow_canary.analysis import (
     ModelAccuracyCheck,
     PredictionDriftCheck,
     PromQLCheck,
+    PromQLRatioCheck,
     check_from_dict,
+    make_judge,
 )
+from airflow_canary.analysis.checks import require_serializable
 
 ARMS = Arms("default")
 
@@ -30,6 +33,13 @@ ALL_CHECKS = [
     PredictionDriftCheck(),
     PredictionDriftCheck(max_psi=0.1, min_predictions=500, name="drift-tight", epsilon=1e-6),
     PromQLCheck(name="custom", query='sum(up{version="{{ version }}"})', min_value=1, max_ratio=2),
+    PromQLRatioCheck(
+        name="fallbacks",
+        bad_query='model_fallbacks_total{version="{{ version }}"}',
+        total_query='model_predictions_total{version="{{ version }}"}',
+        max_increase=0.01,
+        min_events=20,
+    ),
 ]
 
 
@@ -144,3 +154,48 @@ def test_model_checks_use_the_version_label() -> None:
         and 'model_predictions_total{version="v1"}' in psi
         and "ln(" in psi
     )
+
+
+def test_promql_ratio_check_reads_two_cumulative_counters_per_arm() -> None:
+    check = PromQLRatioCheck(
+        name="lookup-timeouts",
+        bad_query='feature_lookups_total{version="{{ version }}",result="timeout"}',
+        total_query='feature_lookups_total{version="{{ version }}"}',
+        max_ratio=1.5,
+    )
+    counters = check.counters(ARMS)
+    assert counters["canary.total"] == 'sum(feature_lookups_total{version="v2"})'
+    assert counters["stable.bad"] == (
+        '(sum(feature_lookups_total{version="v1",result="timeout"}) or vector(0))'
+    )
+    assert check.is_count and check.proportion.max_ratio == 1.5
+    assert require_serializable(check)["type"] == "promql_ratio"
+    assert "sequential on counts of bad events" in make_judge("sequential").judged_as(check)
+
+
+@pytest.mark.parametrize(
+    ("fields", "match"),
+    [
+        ({"bad_query": "x_total", "total_query": 'y{v="{{ version }}"}'}, "bad_query counts one"),
+        (
+            {
+                "bad_query": 'x{v="{{ version }}"}',
+                "total_query": 'rate(y{v="{{ version }}"}[{{ interval }}])',
+            },
+            "total_query must read cumulative counters",
+        ),
+        ({"bad_query": "", "total_query": 'y{v="{{ version }}"}'}, "bad_query must be non-empty"),
+    ],
+)
+def test_promql_ratio_check_refuses_queries_it_cannot_count(
+    fields: dict[str, str], match: str
+) -> None:
+    with pytest.raises(AnalysisError, match=match):
+        PromQLRatioCheck(name="custom", max_rate=0.01, **fields)
+
+
+def test_promql_ratio_check_needs_a_limit() -> None:
+    with pytest.raises(AnalysisError, match="give at least one limit"):
+        PromQLRatioCheck(
+            name="custom", bad_query='x{v="{{ version }}"}', total_query='y{v="{{ version }}"}'
+        )

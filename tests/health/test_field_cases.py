@@ -26,6 +26,7 @@ from airflow_canary.analysis import (
     Check,
     ErrorRateCheck,
     LatencyCheck,
+    PromQLRatioCheck,
     Status,
     Verdict,
 )
@@ -280,3 +281,45 @@ def test_error_rate_falls_back_to_the_pods_report_without_callers_reports(
     (check,) = verdict.checks
     assert check.canary_value == pytest.approx(150 / 1100)
     assert "canary 13.6% (150/1,100)" in check.message
+
+
+def _lookups(canary_timeouts: int) -> list[dict[str, Any]]:
+    """Feature-store lookups by model version: 2,000 each, stable timing out 20 times."""
+    series = []
+    for version, timeouts in (("v2", canary_timeouts), ("v1", 20)):
+        for result, value in (("ok", 2000 - timeouts), ("timeout", timeouts)):
+            series.append(
+                {
+                    "__name__": "feature_lookups_total",
+                    "namespace": "team-a",
+                    "version": version,
+                    "result": result,
+                    "value": value,
+                }
+            )
+    return series
+
+
+LOOKUP_TIMEOUTS = PromQLRatioCheck(
+    name="lookup-timeouts",
+    bad_query='feature_lookups_total{namespace="{{ namespace }}",version="{{ version }}",'
+    'result="timeout"}',
+    total_query='feature_lookups_total{namespace="{{ namespace }}",version="{{ version }}"}',
+    max_ratio=1.5,
+)
+
+
+def test_custom_ratio_check_is_judged_sequentially_at_every_poll(field_prometheus) -> None:
+    """A custom counter ratio FAILs at the first poll that holds the evidence, as errors do."""
+    verdict = judge_case(field_prometheus, _lookups(canary_timeouts=200), [LOOKUP_TIMEOUTS])
+    assert verdict.status is Status.FAIL and verdict.final and verdict.polls == 2
+    (check,) = verdict.checks
+    assert check.canary_value == pytest.approx(0.1) and check.stable_value == pytest.approx(0.01)
+    assert "canary 10.0% (200/2,000)" in check.message and "e-value" in check.message
+
+
+def test_custom_ratio_check_passes_a_canary_within_its_limit(field_prometheus) -> None:
+    verdict = judge_case(field_prometheus, _lookups(canary_timeouts=20), [LOOKUP_TIMEOUTS], polls=5)
+    (check,) = verdict.checks
+    assert check.status is Status.PASS, check.message
+    assert check.canary_value == pytest.approx(0.01)
