@@ -10,6 +10,7 @@ from airflow_canary.analysis.checks import (
     ModelAccuracyCheck,
     PredictionDriftCheck,
     PromQLCheck,
+    PromQLRatioCheck,
     check_from_dict,
 )
 from airflow_canary.analysis.judges import Judge, make_judge
@@ -39,6 +40,7 @@ __all__ = [
     "ModelAccuracyCheck",
     "PredictionDriftCheck",
     "PromQLCheck",
+    "PromQLRatioCheck",
     "Query",
     "QueryFailure",
     "Sample",

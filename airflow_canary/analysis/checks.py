@@ -154,15 +154,54 @@ class Check(ABC):
         return data
 
 
-def _traffic_selector(arms: Arms, arm: Arm, metric: str = REQUESTS, extra: str = "") -> str:
+#: Which Istio proxy's report a check counts. ``destination``: the serving pod's sidecar,
+#: once per attempt (a request retried twice counts three times). ``source``: the caller's
+#: sidecar or gateway, once per client request with its final status and total duration,
+#: including the 503s the caller's proxy answered itself. ``auto``: source where the arm has
+#: source-reported series, else destination (callers outside the mesh, ambient waypoints).
+REPORTERS: tuple[str, ...] = ("auto", "source", "destination")
+
+
+def _reporter(check: str, value: object) -> None:
+    if value not in REPORTERS:
+        raise AnalysisError(
+            f"{check}: reporter must be one of {', '.join(REPORTERS)} (Istio's reporter "
+            f"label: the caller's proxy or the serving pod's), got {value!r}"
+        )
+
+
+def _traffic_selector(
+    arms: Arms,
+    arm: Arm,
+    metric: str = REQUESTS,
+    extra: str = "",
+    reporter: str = "destination",
+) -> str:
     return selector(
         metric,
         {
-            "reporter": "destination",
+            "reporter": reporter,
             "destination_workload_namespace": arms.namespace,
             "destination_version": arms.version(arm),
         },
         extra,
+    )
+
+
+def _by_reporter(reporter: str, expression: Any, guard: Any) -> str:
+    """``expression(r)`` for the check's reporter; for ``auto``, the source-reported one when
+    ``guard("source")`` has data, else the destination-reported one.
+
+    ``a or on() b`` is ``a`` when it has any sample and ``b`` otherwise; ``a and on() g`` is
+    ``a`` only while ``g`` has a sample (PromQL's set operators with an empty label match).
+    Both arms of a comparison go through the same rule, so each counts client requests once
+    when callers report them.
+    """
+    if reporter != "auto":
+        return expression(reporter)
+    return (
+        f"(({expression('source')}) and on() ({guard('source')})) "
+        f"or on() ({expression('destination')})"
     )
 
 
@@ -209,6 +248,13 @@ class ErrorRateCheck(Check):
     A request failed when its HTTP status is 5xx, or when it is a gRPC call whose
     ``grpc_response_status`` is one of ``grpc_error_codes`` (gRPC failures travel as HTTP
     200 with the status in a trailer). ``grpc_error_codes=()`` counts HTTP 5xx only.
+
+    ``reporter`` (one of ``REPORTERS``, default ``auto``) picks whose report is counted: the
+    callers' (``source``: each client request once, after Istio's retries, including the
+    503s a caller's proxy answered itself) or the serving pods' (``destination``: every
+    attempt, so a retried failure counts up to three times); ``auto`` takes the callers'
+    wherever they report, which they do whenever Istio's routing (done by the caller's
+    proxy) split the traffic.
     """
 
     type_name: ClassVar[str] = "error_rate"
@@ -218,9 +264,11 @@ class ErrorRateCheck(Check):
     min_requests: int = 100  # type: ignore[assignment]
     name: str = "error-rate"
     grpc_error_codes: tuple[int, ...] = GRPC_SERVER_ERROR_CODES
+    reporter: str = "auto"
 
     def __post_init__(self) -> None:
         _name(self.name)
+        _reporter(self.name, self.reporter)
         if isinstance(self.grpc_error_codes, list):
             object.__setattr__(self, "grpc_error_codes", tuple(self.grpc_error_codes))
         if not isinstance(self.grpc_error_codes, tuple) or any(
@@ -241,13 +289,16 @@ class ErrorRateCheck(Check):
                 "max_increase (e.g. 0.005) or max_ratio (e.g. 1.5)"
             )
 
-    def _error_selectors(self, arms: Arms, arm: Arm) -> list[str]:
-        out = [_traffic_selector(arms, arm, extra='response_code=~"5.."')]
+    def _error_selectors(self, arms: Arms, arm: Arm, reporter: str) -> list[str]:
+        out = [_traffic_selector(arms, arm, extra='response_code=~"5.."', reporter=reporter)]
         if self.grpc_error_codes:
             codes = "|".join(str(c) for c in sorted(set(self.grpc_error_codes)))
             out.append(
                 _traffic_selector(
-                    arms, arm, extra=f'response_code!~"5..",grpc_response_status=~"{codes}"'
+                    arms,
+                    arm,
+                    extra=f'response_code!~"5..",grpc_response_status=~"{codes}"',
+                    reporter=reporter,
                 )
             )
         return out
@@ -255,11 +306,19 @@ class ErrorRateCheck(Check):
     def counters(self, arms: Arms) -> dict[str, str]:
         out = {}
         for arm in Arm:
-            out[role(arm, "total")] = f"sum({_traffic_selector(arms, arm)})"
-            # No error series yet means no errors, not missing data.
-            out[role(arm, "bad")] = " + ".join(
-                f"(sum({sel}) or vector(0))" for sel in self._error_selectors(arms, arm)
-            )
+
+            def total(reporter: str, arm: Arm = arm) -> str:
+                return f"sum({_traffic_selector(arms, arm, reporter=reporter)})"
+
+            def bad(reporter: str, arm: Arm = arm) -> str:
+                # No error series yet means no errors, not missing data.
+                return " + ".join(
+                    f"(sum({sel}) or vector(0))"
+                    for sel in self._error_selectors(arms, arm, reporter)
+                )
+
+            out[role(arm, "total")] = _by_reporter(self.reporter, total, total)
+            out[role(arm, "bad")] = _by_reporter(self.reporter, bad, total)
         out[role(Arm.CANARY, "unreachable")] = f"(sum({_unreachable_selector(arms)}) or vector(0))"
         return out
 
@@ -267,12 +326,19 @@ class ErrorRateCheck(Check):
         window = duration(step_seconds)
         out = {}
         for arm in Arm:
-            errors = " + ".join(
-                f"(sum(increase({sel}[{window}])) or vector(0))"
-                for sel in self._error_selectors(arms, arm)
-            )
-            total = _traffic_selector(arms, arm)
-            out[role(arm, "series")] = f"({errors}) / sum(increase({total}[{window}]))"
+
+            def ratio(reporter: str, arm: Arm = arm) -> str:
+                errors = " + ".join(
+                    f"(sum(increase({sel}[{window}])) or vector(0))"
+                    for sel in self._error_selectors(arms, arm, reporter)
+                )
+                total = _traffic_selector(arms, arm, reporter=reporter)
+                return f"({errors}) / sum(increase({total}[{window}]))"
+
+            def guard(reporter: str, arm: Arm = arm) -> str:
+                return f"sum({_traffic_selector(arms, arm, reporter=reporter)})"
+
+            out[role(arm, "series")] = _by_reporter(self.reporter, ratio, guard)
         return out
 
     def counts_as(self) -> str:
@@ -309,6 +375,9 @@ class LatencyCheck(Check):
     assume requests spread evenly in it, which biases the very tail we compare. Because
     "quantile q <= X" is the same statement as "at most 1-q of requests are slower than X",
     ``max_ms`` on a bucket bound doubles as the SLO when ``slo_ms`` is not given.
+
+    ``reporter`` as for :class:`ErrorRateCheck`: the callers' durations (``source``) include
+    retries and are what clients waited; the pods' (``destination``) time each attempt.
     """
 
     type_name: ClassVar[str] = "latency"
@@ -319,9 +388,11 @@ class LatencyCheck(Check):
     min_requests: int = 100  # type: ignore[assignment]
     name: str = "latency"
     buckets_ms: tuple[float, ...] = ISTIO_DURATION_BUCKETS_MS
+    reporter: str = "auto"
 
     def __post_init__(self) -> None:
         _name(self.name)
+        _reporter(self.name, self.reporter)
         if isinstance(self.buckets_ms, list):
             object.__setattr__(self, "buckets_ms", tuple(self.buckets_ms))
         if not _is_number(self.quantile) or not 0 < self.quantile < 1:
@@ -359,28 +430,49 @@ class LatencyCheck(Check):
             return self.max_ms
         return None
 
+    def _count(self, arms: Arms, arm: Arm) -> Any:
+        def count(reporter: str) -> str:
+            return f"sum({_traffic_selector(arms, arm, f'{DURATION}_count', reporter=reporter)})"
+
+        return count
+
     def counters(self, arms: Arms) -> dict[str, str]:
         out = {}
         slo = self.effective_slo_ms
         for arm in Arm:
-            count = f"sum({_traffic_selector(arms, arm, f'{DURATION}_count')})"
-            out[role(arm, "total")] = count
+            count = self._count(arms, arm)
+            out[role(arm, "total")] = _by_reporter(self.reporter, count, count)
             if slo is not None:
-                fast = _traffic_selector(arms, arm, f"{DURATION}_bucket", bucket_bound(slo))
-                out[role(arm, "bad")] = f"({count} - sum({fast}))"
+
+                def slow(reporter: str, arm: Arm = arm, count: Any = count) -> str:
+                    fast = _traffic_selector(
+                        arms, arm, f"{DURATION}_bucket", bucket_bound(slo), reporter=reporter
+                    )
+                    return f"({count(reporter)} - sum({fast}))"
+
+                out[role(arm, "bad")] = _by_reporter(self.reporter, slow, count)
         return out
 
     def buckets(self, arms: Arms) -> dict[str, str]:
-        return {
-            role(arm, "buckets"): (
-                f"sum by (le) ({_traffic_selector(arms, arm, f'{DURATION}_bucket')})"
-            )
-            for arm in Arm
-        }
+        out = {}
+        for arm in Arm:
+
+            def by_le(reporter: str, arm: Arm = arm) -> str:
+                sel = _traffic_selector(arms, arm, f"{DURATION}_bucket", reporter=reporter)
+                return f"sum by (le) ({sel})"
+
+            out[role(arm, "buckets")] = _by_reporter(self.reporter, by_le, self._count(arms, arm))
+        return out
 
     def _quantile(self, arms: Arms, arm: Arm, window: str) -> str:
-        buckets = _traffic_selector(arms, arm, f"{DURATION}_bucket")
-        return f"histogram_quantile({self.quantile:g}, sum by (le) (increase({buckets}[{window}])))"
+        def by_le(reporter: str) -> str:
+            buckets = _traffic_selector(arms, arm, f"{DURATION}_bucket", reporter=reporter)
+            return f"sum by (le) (increase({buckets}[{window}]))"
+
+        return (
+            f"histogram_quantile({self.quantile:g}, "
+            f"{_by_reporter(self.reporter, by_le, self._count(arms, arm))})"
+        )
 
     def values(self, arms: Arms, window_seconds: float) -> dict[str, str]:
         return {
@@ -649,7 +741,14 @@ class PromQLCheck(Check):
     def counters(self, arms: Arms) -> dict[str, str]:
         if self.min_requests == 0:
             return {}
-        return {role(arm, "total"): f"sum({_traffic_selector(arms, arm)})" for arm in Arm}
+        out = {}
+        for arm in Arm:
+
+            def total(reporter: str, arm: Arm = arm) -> str:
+                return f"sum({_traffic_selector(arms, arm, reporter=reporter)})"
+
+            out[role(arm, "total")] = _by_reporter("auto", total, total)
+        return out
 
     def values(self, arms: Arms, window_seconds: float) -> dict[str, str]:
         arms_used = list(Arm) if self._per_arm() else [Arm.CANARY]
@@ -680,9 +779,105 @@ class PromQLCheck(Check):
         return out
 
 
+@dataclass(frozen=True)
+class PromQLRatioCheck(Check):
+    """A custom ratio of two cumulative counters: bad events among all events, per arm.
+
+    ``bad_query`` and ``total_query`` are PromQL over counters (no ``rate``/``increase``: the
+    analysis takes their raw readings at every poll and subtracts the step's first, as for
+    Istio's counters), each with a ``{{ version }}`` placeholder (and optionally
+    ``{{ namespace }}``); each is summed, so any vector works. Examples: timeouts among
+    feature-store lookups, fallbacks among predictions. Because they are counts, the default
+    judge tests them sequentially at every poll, like errors, with the same limits:
+    ``max_rate`` (the canary's share), ``max_increase`` (canary minus stable) and
+    ``max_ratio`` (canary / stable). ``min_events`` is each arm's minimum of total events.
+    """
+
+    type_name: ClassVar[str] = "promql_ratio"
+    name: str = ""
+    bad_query: str = ""
+    total_query: str = ""
+    max_rate: float | None = None
+    max_increase: float | None = None
+    max_ratio: float | None = None
+    min_events: int = 100
+
+    def __post_init__(self) -> None:
+        _name(self.name)
+        for what in ("bad_query", "total_query"):
+            query = getattr(self, what)
+            if not isinstance(query, str) or not query.strip():
+                raise AnalysisError(f"{self.name}: {what} must be non-empty PromQL, got {query!r}")
+            placeholders = template_placeholders(query)
+            if "version" not in placeholders:
+                raise AnalysisError(
+                    f"{self.name}: {what} counts one arm's events, so it needs a "
+                    f"{{{{ version }}}} placeholder: {query!r}"
+                )
+            if "interval" in placeholders:
+                raise AnalysisError(
+                    f"{self.name}: {what} must read cumulative counters, not a window "
+                    f"({{{{ interval }}}}); the analysis subtracts the step's first reading: "
+                    f"{query!r}"
+                )
+        _fraction(self.name, "max_rate", self.max_rate)
+        _fraction(self.name, "max_increase", self.max_increase)
+        _ratio(self.name, "max_ratio", self.max_ratio)
+        _count(self.name, "min_events", self.min_events)
+        if self.max_rate is None and self.max_increase is None and self.max_ratio is None:
+            raise AnalysisError(
+                f"{self.name}: give at least one limit: max_rate (e.g. 0.01), "
+                "max_increase (e.g. 0.005) or max_ratio (e.g. 1.5)"
+            )
+
+    @property
+    def min_requests(self) -> int:
+        return self.min_events
+
+    def _render(self, query: str, arms: Arms, arm: Arm) -> str:
+        return render_template(query, {"namespace": arms.namespace, "version": arms.version(arm)})
+
+    def counters(self, arms: Arms) -> dict[str, str]:
+        out = {}
+        for arm in Arm:
+            out[role(arm, "total")] = f"sum({self._render(self.total_query, arms, arm)})"
+            # No bad series yet means no bad events, not missing data.
+            out[role(arm, "bad")] = f"(sum({self._render(self.bad_query, arms, arm)}) or vector(0))"
+        return out
+
+    def series(self, arms: Arms, step_seconds: float) -> dict[str, str]:
+        window = duration(step_seconds)
+        out = {}
+        for arm in Arm:
+            bad = self._render(self.bad_query, arms, arm)
+            total = self._render(self.total_query, arms, arm)
+            out[role(arm, "series")] = (
+                f"(sum(increase(({bad})[{window}:])) or vector(0)) "
+                f"/ sum(increase(({total})[{window}:]))"
+            )
+        return out
+
+    @property
+    def proportion(self) -> ProportionLimits:
+        return ProportionLimits(self.max_rate, self.max_increase, self.max_ratio)
+
+    def describe(self) -> str:
+        return f"{self.name} (bad / total events)"
+
+    def format_value(self, value: float | None) -> str:
+        return _format_rate(value)
+
+
 CHECK_TYPES: dict[str, type[Check]] = {
     cls.type_name: cls
-    for cls in (ErrorRateCheck, LatencyCheck, ModelAccuracyCheck, PredictionDriftCheck, PromQLCheck)
+    for cls in (
+        ErrorRateCheck,
+        LatencyCheck,
+        ModelAccuracyCheck,
+        PredictionDriftCheck,
+        PromQLCheck,
+        PromQLRatioCheck,
+    )
 }
 
 

@@ -16,8 +16,11 @@ from airflow_canary.analysis import (
     ModelAccuracyCheck,
     PredictionDriftCheck,
     PromQLCheck,
+    PromQLRatioCheck,
     check_from_dict,
+    make_judge,
 )
+from airflow_canary.analysis.checks import require_serializable
 
 ARMS = Arms("default")
 
@@ -30,6 +33,13 @@ ALL_CHECKS = [
     PredictionDriftCheck(),
     PredictionDriftCheck(max_psi=0.1, min_predictions=500, name="drift-tight", epsilon=1e-6),
     PromQLCheck(name="custom", query='sum(up{version="{{ version }}"})', min_value=1, max_ratio=2),
+    PromQLRatioCheck(
+        name="fallbacks",
+        bad_query='model_fallbacks_total{version="{{ version }}"}',
+        total_query='model_predictions_total{version="{{ version }}"}',
+        max_increase=0.01,
+        min_events=20,
+    ),
 ]
 
 
@@ -109,7 +119,7 @@ def test_check_from_dict_rejects_unknown_type_and_fields() -> None:
 
 
 def test_latency_share_slower_than_slo_uses_the_bucket_bound() -> None:
-    counters = LatencyCheck(slo_ms=250).counters(ARMS)
+    counters = LatencyCheck(slo_ms=250, reporter="destination").counters(ARMS)
     assert counters["canary.bad"].startswith("(sum(istio_request_duration_milliseconds_count{")
     # Accepts both "250" (Envoy) and "250.0" (Python clients).
     assert 'le=~"250(\\\\.0+)?"' in counters["canary.bad"]
@@ -123,11 +133,15 @@ def test_latency_max_ms_on_a_bound_is_the_slo_and_caps_the_slow_share() -> None:
 
 
 def test_latency_quantile_uses_histogram_quantile_over_the_window() -> None:
-    value = LatencyCheck(max_ms=500, quantile=0.95).values(ARMS, 120)["canary.value"]
+    check = LatencyCheck(max_ms=500, quantile=0.95, reporter="destination")
+    value = check.values(ARMS, 120)["canary.value"]
     assert value.startswith(
         "histogram_quantile(0.95, sum by (le) (increase(istio_request_duration_milliseconds_bucket{"
     )
     assert value.endswith("[120s])))")
+    auto = LatencyCheck(max_ms=500, quantile=0.95).values(ARMS, 120)["canary.value"]
+    assert auto.startswith("histogram_quantile(0.95, ((sum by (le) (increase(")
+    assert 'reporter="source"' in auto and ") or on() (sum by (le)" in auto
 
 
 def test_model_checks_use_the_version_label() -> None:
@@ -140,3 +154,48 @@ def test_model_checks_use_the_version_label() -> None:
         and 'model_predictions_total{version="v1"}' in psi
         and "ln(" in psi
     )
+
+
+def test_promql_ratio_check_reads_two_cumulative_counters_per_arm() -> None:
+    check = PromQLRatioCheck(
+        name="lookup-timeouts",
+        bad_query='feature_lookups_total{version="{{ version }}",result="timeout"}',
+        total_query='feature_lookups_total{version="{{ version }}"}',
+        max_ratio=1.5,
+    )
+    counters = check.counters(ARMS)
+    assert counters["canary.total"] == 'sum(feature_lookups_total{version="v2"})'
+    assert counters["stable.bad"] == (
+        '(sum(feature_lookups_total{version="v1",result="timeout"}) or vector(0))'
+    )
+    assert check.is_count and check.proportion.max_ratio == 1.5
+    assert require_serializable(check)["type"] == "promql_ratio"
+    assert "sequential on counts of bad events" in make_judge("sequential").judged_as(check)
+
+
+@pytest.mark.parametrize(
+    ("fields", "match"),
+    [
+        ({"bad_query": "x_total", "total_query": 'y{v="{{ version }}"}'}, "bad_query counts one"),
+        (
+            {
+                "bad_query": 'x{v="{{ version }}"}',
+                "total_query": 'rate(y{v="{{ version }}"}[{{ interval }}])',
+            },
+            "total_query must read cumulative counters",
+        ),
+        ({"bad_query": "", "total_query": 'y{v="{{ version }}"}'}, "bad_query must be non-empty"),
+    ],
+)
+def test_promql_ratio_check_refuses_queries_it_cannot_count(
+    fields: dict[str, str], match: str
+) -> None:
+    with pytest.raises(AnalysisError, match=match):
+        PromQLRatioCheck(name="custom", max_rate=0.01, **fields)
+
+
+def test_promql_ratio_check_needs_a_limit() -> None:
+    with pytest.raises(AnalysisError, match="give at least one limit"):
+        PromQLRatioCheck(
+            name="custom", bad_query='x{v="{{ version }}"}', total_query='y{v="{{ version }}"}'
+        )

@@ -10,6 +10,7 @@ from airflow_canary.analysis import (
     AnalysisError,
     Arms,
     ErrorRateCheck,
+    LatencyCheck,
     PromQLCheck,
     escape_label_value,
 )
@@ -103,7 +104,9 @@ def test_promql_check_rejects_bad_placeholders(query: str, match: str) -> None:
 
 
 def test_istio_queries_use_standard_labels() -> None:
-    counters = ErrorRateCheck(max_rate=0.01).counters(Arms("shop", "v1", "v2"))
+    counters = ErrorRateCheck(max_rate=0.01, reporter="destination").counters(
+        Arms("shop", "v1", "v2")
+    )
     assert counters["canary.total"] == (
         'sum(istio_requests_total{reporter="destination",'
         'destination_workload_namespace="shop",destination_version="v2"})'
@@ -112,3 +115,24 @@ def test_istio_queries_use_standard_labels() -> None:
         'response_code=~"5.."' in counters["stable.bad"]
         and 'destination_version="v1"' in counters["stable.bad"]
     )
+
+
+def test_auto_reporter_prefers_the_callers_report_and_falls_back_to_the_pods() -> None:
+    """Istio's caller-side proxy (reporter="source") counts each client request once; the
+    serving pod's (reporter="destination") counts every retry attempt."""
+    counters = ErrorRateCheck(max_rate=0.01).counters(Arms("shop", "v1", "v2"))
+    total = counters["canary.total"]
+    source, _, destination = total.partition(" or on() ")
+    assert 'reporter="source"' in source and 'reporter="destination"' not in source
+    assert 'reporter="destination"' in destination and 'reporter="source"' not in destination
+    assert " and on() " in source
+    bad = counters["canary.bad"]
+    assert bad.count(" or on() ") == 1 and 'response_code=~"5.."' in bad
+
+
+@pytest.mark.parametrize("reporter", ["", "client", "waypoint", None])
+def test_reporter_must_be_one_istio_reports(reporter: object) -> None:
+    with pytest.raises(AnalysisError, match="reporter must be one of auto, source, destination"):
+        ErrorRateCheck(max_rate=0.01, reporter=reporter)  # type: ignore[arg-type]
+    with pytest.raises(AnalysisError, match="reporter must be one of"):
+        LatencyCheck(max_ms=500, reporter=reporter)  # type: ignore[arg-type]

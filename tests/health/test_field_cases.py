@@ -26,6 +26,7 @@ from airflow_canary.analysis import (
     Check,
     ErrorRateCheck,
     LatencyCheck,
+    PromQLRatioCheck,
     Status,
     Verdict,
 )
@@ -228,3 +229,97 @@ def test_unreachable_canary_fails_fast_from_source_reported_503s(field_prometheu
 def test_a_bound_that_is_not_a_default_bucket_is_refused_at_parse_time() -> None:
     with pytest.raises(AnalysisError, match="bounds: 0.5, 1, 5, 10, 25, 50, 100, 250, 500"):
         CanaryAnalysis(Arms("team-a"), [LatencyCheck(quantile=0.99, max_ms=300)])
+
+
+def _retried_case(with_source: bool) -> list[dict[str, Any]]:
+    """1,000 canary requests of which 50 failed after Istio's default 2 retries: the pod's
+    sidecar (reporter="destination") saw 3 attempts of each, the caller's proxy
+    (reporter="source") one request with flag URX. Stable: 10,000 requests, 10 such."""
+    series = []
+    for version, ok, failed in (("v2", 950, 50), ("v1", 9990, 10)):
+        base = {
+            "__name__": "istio_requests_total",
+            "destination_workload_namespace": "team-a",
+            "destination_version": version,
+        }
+        reports = [("destination", "200", "-", ok), ("destination", "503", "-", 3 * failed)]
+        if with_source:
+            reports += [("source", "200", "-", ok), ("source", "503", "URX", failed)]
+        for reporter, code, flags, value in reports:
+            series.append(
+                {
+                    **base,
+                    "reporter": reporter,
+                    "response_code": code,
+                    "response_flags": flags,
+                    "value": value,
+                }
+            )
+    return series
+
+
+def test_error_rate_counts_each_client_request_once_where_callers_report(
+    field_prometheus,
+) -> None:
+    """Istio's retries: counting the pod's attempts would read 150/1,100; users saw 50/1,000."""
+    verdict = judge_case(
+        field_prometheus, _retried_case(with_source=True), [ErrorRateCheck(max_rate=0.01)]
+    )
+    (check,) = verdict.checks
+    assert check.canary_value == pytest.approx(0.05)
+    assert check.stable_value == pytest.approx(0.001)
+    assert "canary 5.0% (50/1,000)" in check.message
+
+
+def test_error_rate_falls_back_to_the_pods_report_without_callers_reports(
+    field_prometheus,
+) -> None:
+    """Callers outside the mesh send no reporter="source" series: the pods' report is used."""
+    verdict = judge_case(
+        field_prometheus, _retried_case(with_source=False), [ErrorRateCheck(max_rate=0.01)]
+    )
+    (check,) = verdict.checks
+    assert check.canary_value == pytest.approx(150 / 1100)
+    assert "canary 13.6% (150/1,100)" in check.message
+
+
+def _lookups(canary_timeouts: int) -> list[dict[str, Any]]:
+    """Feature-store lookups by model version: 2,000 each, stable timing out 20 times."""
+    series = []
+    for version, timeouts in (("v2", canary_timeouts), ("v1", 20)):
+        for result, value in (("ok", 2000 - timeouts), ("timeout", timeouts)):
+            series.append(
+                {
+                    "__name__": "feature_lookups_total",
+                    "namespace": "team-a",
+                    "version": version,
+                    "result": result,
+                    "value": value,
+                }
+            )
+    return series
+
+
+LOOKUP_TIMEOUTS = PromQLRatioCheck(
+    name="lookup-timeouts",
+    bad_query='feature_lookups_total{namespace="{{ namespace }}",version="{{ version }}",'
+    'result="timeout"}',
+    total_query='feature_lookups_total{namespace="{{ namespace }}",version="{{ version }}"}',
+    max_ratio=1.5,
+)
+
+
+def test_custom_ratio_check_is_judged_sequentially_at_every_poll(field_prometheus) -> None:
+    """A custom counter ratio FAILs at the first poll that holds the evidence, as errors do."""
+    verdict = judge_case(field_prometheus, _lookups(canary_timeouts=200), [LOOKUP_TIMEOUTS])
+    assert verdict.status is Status.FAIL and verdict.final and verdict.polls == 2
+    (check,) = verdict.checks
+    assert check.canary_value == pytest.approx(0.1) and check.stable_value == pytest.approx(0.01)
+    assert "canary 10.0% (200/2,000)" in check.message and "e-value" in check.message
+
+
+def test_custom_ratio_check_passes_a_canary_within_its_limit(field_prometheus) -> None:
+    verdict = judge_case(field_prometheus, _lookups(canary_timeouts=20), [LOOKUP_TIMEOUTS], polls=5)
+    (check,) = verdict.checks
+    assert check.status is Status.PASS, check.message
+    assert check.canary_value == pytest.approx(0.01)

@@ -231,7 +231,7 @@ class SequentialJudge(Judge):
             q = f"{(1 - check.quantile) * 100:g}%"
             if check.max_ms is not None:
                 parts.append(f"at most {q} of canary requests slower than {check.max_ms:g} ms")
-            ratio = self._latency_ratio(check)
+            ratio = self.latency_ratio(check)
             if ratio is not None:
                 where = (
                     f"{check.slo_ms:g} ms"
@@ -249,7 +249,7 @@ class SequentialJudge(Judge):
 
     # -- tests ---------------------------------------------------------------------------
 
-    def _latency_ratio(self, check: LatencyCheck) -> float | None:
+    def latency_ratio(self, check: LatencyCheck) -> float | None:
         if check.max_ratio is not None:
             return check.max_ratio
         if check.slo_ms is not None and check.max_ms is None:
@@ -316,7 +316,7 @@ class SequentialJudge(Judge):
             bound = float(check.max_ms)
             why = f"more than {tail * 100:g}% of canary requests slower than {bound:g} ms"
             tests.append(self._rate_test(why, canary.slower_than(bound), tail))
-        ratio = self._latency_ratio(check)
+        ratio = self.latency_ratio(check)
         if ratio is not None:
             for bound in self._tail_bounds(obs, state):
                 why = f"{ratio:g}x stable's share of requests slower than {bound:g} ms"
