@@ -18,9 +18,10 @@ checks move together.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
-from airflow_canary.analysis.checks import Check, LatencyCheck
+from airflow_canary.analysis.checks import Check, LatencyCheck, role
 from airflow_canary.analysis.judges.sequential import (
     POWER_FACTOR,
     EvidenceTest,
@@ -28,7 +29,7 @@ from airflow_canary.analysis.judges.sequential import (
     canary_share_null,
     log_mixture_lr,
 )
-from airflow_canary.analysis.values import AnalysisError
+from airflow_canary.analysis.values import AnalysisError, Arm, Arms
 
 #: Below this probability of catching a doubled limit, a step's traffic is called thin.
 THIN_POWER = 0.5
@@ -137,6 +138,39 @@ def _tests(
     return out
 
 
+def service_rates(
+    check: Check,
+    arms: Arms,
+    query: Callable[[str, float], float | None],
+    now: float,
+    lookback_seconds: float = 600.0,
+) -> ServiceRates | None:
+    """What ``check`` saw on the stable arm (all of the service, before a rollout) over the
+    last ``lookback_seconds``, from its own counters read at ``now - lookback`` and ``now``.
+
+    ``query(promql, at)`` evaluates an instant query at epoch seconds ``at`` (None: no data).
+    A latency check judged at the histogram's tail bounds takes ``1 - quantile`` as its bad
+    share. Returns None when the counters have no data or did not grow.
+    """
+    counters = check.counters(arms)
+    total_q, bad_q = counters.get(role(Arm.STABLE, "total")), counters.get(role(Arm.STABLE, "bad"))
+    if total_q is None:
+        return None
+    before, after = query(total_q, now - lookback_seconds), query(total_q, now)
+    if before is None or after is None or after <= before:
+        return None
+    events = after - before
+    if bad_q is None:
+        if not isinstance(check, LatencyCheck):
+            return None
+        return ServiceRates(events / lookback_seconds, 1 - check.quantile)
+    bad_before, bad_after = query(bad_q, now - lookback_seconds), query(bad_q, now)
+    if bad_before is None or bad_after is None:
+        return None
+    bad = min(events, max(0.0, bad_after - bad_before))
+    return ServiceRates(events / lookback_seconds, bad / events)
+
+
 def step_power(
     judge: SequentialJudge,
     checks: list[Check],
@@ -189,4 +223,4 @@ def step_power(
     return out
 
 
-__all__ = ["THIN_POWER", "ServiceRates", "StepPower", "step_power"]
+__all__ = ["THIN_POWER", "ServiceRates", "StepPower", "service_rates", "step_power"]

@@ -6,12 +6,13 @@ import pytest
 
 from airflow_canary.analysis import (
     AnalysisError,
+    Arms,
     ErrorRateCheck,
     LatencyCheck,
     PredictionDriftCheck,
     make_judge,
 )
-from airflow_canary.analysis.power import THIN_POWER, ServiceRates, step_power
+from airflow_canary.analysis.power import THIN_POWER, ServiceRates, service_rates, step_power
 
 #: the benchmark's seed load: 10,000 requests a minute, 1% errors, 1% slower than p99's bound
 SEED = ServiceRates(events_per_second=10_000 / 60, bad_rate=0.01)
@@ -56,3 +57,28 @@ def test_no_events_means_no_power() -> None:
 def test_bad_step_is_refused(weight: int, bake: float) -> None:
     with pytest.raises(AnalysisError):
         step_power(JUDGE, CHECKS, RATES, weight, bake, 15)
+
+
+def test_service_rates_come_from_the_checks_own_stable_counters() -> None:
+    """Readings 10 minutes apart: 100,000 requests, 1,000 of them failed."""
+    readings = {0.0: (50_000.0, 400.0), 600.0: (150_000.0, 1_400.0)}
+    check = ErrorRateCheck(max_ratio=1.5)
+    counters = check.counters(Arms("default"))
+    asked: list[str] = []
+
+    def query(promql: str, at: float) -> float | None:
+        asked.append(promql)
+        total, bad = readings[at]
+        return total if promql == counters["stable.total"] else bad
+
+    rates = service_rates(check, Arms("default"), query, now=600.0, lookback_seconds=600.0)
+    assert rates == ServiceRates(events_per_second=pytest.approx(100_000 / 600), bad_rate=0.01)
+    assert set(asked) == {counters["stable.total"], counters["stable.bad"]}
+    tail = service_rates(LatencyCheck(max_ratio=1.5), Arms("default"), query, 600.0, 600.0)
+    assert tail is not None and tail.bad_rate == pytest.approx(0.01)
+
+
+def test_no_history_gives_no_rates() -> None:
+    check = ErrorRateCheck(max_rate=0.01)
+    assert service_rates(check, Arms("default"), lambda q, at: None, 600.0) is None
+    assert service_rates(check, Arms("default"), lambda q, at: 5.0, 600.0) is None
