@@ -137,7 +137,7 @@ PARAMS = {
 
 CHECKS = [
     ErrorRateCheck(max_increase=0.02),
-    LatencyCheck(quantile=0.99, max_ms=250),
+    LatencyCheck(quantile=0.99, max_ratio=1.5),
     ModelAccuracyCheck(max_drop=0.05),
 ]
 

@@ -491,3 +491,13 @@ def test_a_rejected_query_fails_the_step_at_once():
     verdict = analysis.observe(0, samples)
     assert verdict.status is Status.FAIL and verdict.final
     assert "rejected a query" in verdict.reason and "parse error" in verdict.reason
+
+
+def test_a_pass_with_some_evidence_says_it_stayed_below_the_threshold() -> None:
+    """A canary at 2.45x stable's rate against max_ratio 2: evidence grows, but not to 100."""
+    analysis = CanaryAnalysis(ARMS, [ErrorRateCheck(max_ratio=2.0)], bake_time_seconds=300)
+    final = drive(analysis, steady((250, 6), (2250, 22)))[-1]
+    (check,) = final.checks
+    assert final.status is Status.PASS and check.statistic is not None and check.statistic > 0
+    assert "below the step's threshold 1/(alpha 0.01) = 100" in check.message
+    assert "no evidence against" not in check.message

@@ -430,15 +430,27 @@ class SequentialJudge(Judge):
             else (0.0 if log_e > 0 else 1.0)
         )
         evidence = f"e-value {_fmt_e(log_e)}"
+        # Evidence for a regression grows the e-value above 1; the step FAILs only at its
+        # threshold, so a PASS can carry some evidence that was not enough.
+        checks = int(state.get("count_checks", 1))
+        if log_e <= 0:
+            weighed = "no evidence against the canary"
+        elif checks > 1:
+            weighed = (
+                f"below the {checks / self.step_alpha:.4g} one check needs on its own (the "
+                f"step's threshold {self.budget_text()} on the mean of {checks} checks)"
+            )
+        else:
+            weighed = f"below the step's threshold {self.budget_text()}"
         if shortfall:
             message = f"{text}; {evidence}; {shortfall}"
             status = Status.INCONCLUSIVE
         elif not obs.bake_done:
-            message = f"{text}; {evidence}, no evidence against the canary yet, baking"
+            message = f"{text}; {evidence}, {weighed} so far, baking"
             status = Status.INCONCLUSIVE
         else:
-            message = f"{text}; {evidence}, no evidence against the canary"
-            power = self._power(tests, phi, state.get("count_checks", 1))
+            message = f"{text}; {evidence}, {weighed}"
+            power = self._power(tests, phi, checks)
             if power:
                 message += f"; {power}"
             status = Status.PASS
