@@ -18,7 +18,7 @@ checks move together.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from airflow_canary.analysis.checks import Check, LatencyCheck, role
@@ -65,10 +65,14 @@ class StepPower:
         return self.power < THIN_POWER
 
     def sentence(self) -> str:
-        minutes = self.bake_seconds / 60
+        bake = (
+            f"{self.bake_seconds:.0f}-second"
+            if self.bake_seconds < 120
+            else f"{self.bake_seconds / 60:.3g}-minute"
+        )
         text = (
             f"step {self.weight}%: {self.check}: about {self.canary_events:,.0f} canary events "
-            f"in the {minutes:g}-minute bake; a canary at {POWER_FACTOR:g}x {self.test} would "
+            f"in the {bake} bake; a canary at {POWER_FACTOR:g}x {self.test} would "
             f"be caught with probability {self.power:.2f}"
         )
         if self.thin:
@@ -130,7 +134,9 @@ def _tests(
         p0 = min(1.0, r + limits.max_increase)
         out.append(
             (
-                f"the max_increase {check.format_rate(limits.max_increase)} limit",
+                # Model-quality checks call their increase of wrong predictions max_drop.
+                f"the {'max_drop' if hasattr(check, 'max_drop') else 'max_increase'} "
+                f"{check.format_rate(limits.max_increase)} limit",
                 EvidenceTest("", 0, canary, p0, "rate"),
                 min(1.0, POWER_FACTOR * p0),
             )
@@ -138,15 +144,20 @@ def _tests(
     return out
 
 
+#: How far back the service's rates are read: the longest window Prometheus has data for.
+LOOKBACKS_SECONDS: tuple[float, ...] = (600.0, 300.0, 120.0, 60.0, 30.0)
+
+
 def service_rates(
     check: Check,
     arms: Arms,
     query: Callable[[str, float], float | None],
     now: float,
-    lookback_seconds: float = 600.0,
+    lookbacks_seconds: Sequence[float] = LOOKBACKS_SECONDS,
 ) -> ServiceRates | None:
     """What ``check`` saw on the stable arm (all of the service, before a rollout) over the
-    last ``lookback_seconds``, from its own counters read at ``now - lookback`` and ``now``.
+    longest of ``lookbacks_seconds`` that Prometheus has data for, from the check's own
+    counters read at ``now - lookback`` and ``now``.
 
     ``query(promql, at)`` evaluates an instant query at epoch seconds ``at`` (None: no data).
     A latency check judged at the histogram's tail bounds takes ``1 - quantile`` as its bad
@@ -156,19 +167,24 @@ def service_rates(
     total_q, bad_q = counters.get(role(Arm.STABLE, "total")), counters.get(role(Arm.STABLE, "bad"))
     if total_q is None:
         return None
-    before, after = query(total_q, now - lookback_seconds), query(total_q, now)
-    if before is None or after is None or after <= before:
+    after = query(total_q, now)
+    if after is None:
         return None
-    events = after - before
-    if bad_q is None:
-        if not isinstance(check, LatencyCheck):
-            return None
-        return ServiceRates(events / lookback_seconds, 1 - check.quantile)
-    bad_before, bad_after = query(bad_q, now - lookback_seconds), query(bad_q, now)
-    if bad_before is None or bad_after is None:
-        return None
-    bad = min(events, max(0.0, bad_after - bad_before))
-    return ServiceRates(events / lookback_seconds, bad / events)
+    for lookback in lookbacks_seconds:
+        before = query(total_q, now - lookback)
+        if before is None or after <= before:
+            continue
+        events = after - before
+        if bad_q is None:
+            if not isinstance(check, LatencyCheck):
+                return None
+            return ServiceRates(events / lookback, 1 - check.quantile)
+        bad_before, bad_after = query(bad_q, now - lookback), query(bad_q, now)
+        if bad_before is None or bad_after is None:
+            continue
+        bad = min(events, max(0.0, bad_after - bad_before))
+        return ServiceRates(events / lookback, bad / events)
+    return None
 
 
 def step_power(
@@ -206,6 +222,8 @@ def step_power(
         canary, stable = canary_poll * polls, stable_poll * polls
         tests = _tests(judge, check, service, canary, stable)
         for what, test, bad_rate in tests:
+            if test.kind == "ratio" and bad_rate <= 0:
+                continue  # stable shows no bad events: a ratio of them has nothing to scale
             if canary_poll <= 0:
                 power = 0.0
             elif test.kind == "ratio":
@@ -223,4 +241,11 @@ def step_power(
     return out
 
 
-__all__ = ["THIN_POWER", "ServiceRates", "StepPower", "service_rates", "step_power"]
+__all__ = [
+    "LOOKBACKS_SECONDS",
+    "THIN_POWER",
+    "ServiceRates",
+    "StepPower",
+    "service_rates",
+    "step_power",
+]

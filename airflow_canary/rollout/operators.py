@@ -16,6 +16,7 @@ from airflow_canary.assets.canary import (
     rollback_asset,
     training_runs,
 )
+from airflow_canary.durations import Duration
 from airflow_canary.operators.traffic import PromoteCanaryOperator, RollbackCanaryOperator
 from airflow_canary.rollout.approval import (
     APPROVAL_XCOM_KEY,
@@ -59,10 +60,18 @@ class RolloutPlanOperator(BaseOperator):
     :param route_name: the routes to manage (a name, ``tcp[0]``, or a list); None = every route
         to the two subsets (templated)
     :param kubernetes_conn_id: cncf-kubernetes connection id
+    :param checks: the analysis checks; with any, the plan reads each count check's traffic
+        on the service from Prometheus (last 10 minutes) and says per judged step how likely
+        its bake is to catch a canary at twice each limit, warning about thin steps
+    :param judge: the analysis judge's name (only ``"sequential"`` has a power statement)
+    :param judge_options: the judge's options as the analysis tasks get them
+    :param bake_time: each step's bake time (timedelta or seconds)
+    :param poll_interval: the analysis poll interval (timedelta or seconds)
+    :param prometheus_conn_id: Prometheus connection id
     :raises RolloutPlanError: (parse time) for bad steps or subsets
     """
 
-    template_fields = ("virtual_service", "namespace", "route_name")
+    template_fields = ("virtual_service", "namespace", "route_name", "bake_time", "poll_interval")
     ui_color = "#e8f1fb"
 
     def __init__(
@@ -79,10 +88,23 @@ class RolloutPlanOperator(BaseOperator):
         route_name: str | Sequence[str] | None = None,
         kubernetes_conn_id: str = "kubernetes_default",
         router: str = "istio",
+        checks: Sequence[Any] = (),
+        judge: str = "sequential",
+        judge_options: dict[str, Any] | None = None,
+        bake_time: Duration = 300,
+        poll_interval: Duration = 15,
+        prometheus_conn_id: str = "prometheus_default",
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         from airflow_canary.routing.router import router_kind
+
+        self.checks = list(checks)
+        self.judge = judge
+        self.judge_options = judge_options
+        self.bake_time = bake_time
+        self.poll_interval = poll_interval
+        self.prometheus_conn_id = prometheus_conn_id
 
         self.router = router_kind(router).value
         self.route_name = route_name
@@ -114,6 +136,7 @@ class RolloutPlanOperator(BaseOperator):
             except ValueError as err:
                 raise AirflowFailException(f"param {self.steps_param!r}: {err}") from None
         split = self.check_traffic_target()
+        power = self.assess_power(steps)
         self.log.info(
             "Rollout of %s/%s (now %s): %s -> %s in steps %s",
             self.namespace,
@@ -133,7 +156,43 @@ class RolloutPlanOperator(BaseOperator):
             "stable_version": self.plan.stable_version,
             "canary_version": self.plan.canary_version,
             "routes": split.routes_as_list(),
+            "power": power,
         }
+
+    def assess_power(self, steps: Sequence[int]) -> list[str]:
+        """Say, before traffic moves, which steps are too thin to judge their checks.
+
+        Logged (thin steps as warnings) and returned for the plan's XCom; a rollout is never
+        stopped for it, and a Prometheus that cannot answer only means no statement.
+        """
+        if not self.checks:
+            return []
+        from airflow_canary.analysis import AnalysisError, Arms
+        from airflow_canary.durations import DurationError, to_seconds
+        from airflow_canary.hooks.prometheus import PrometheusHook
+        from airflow_canary.rollout.power import plan_power
+
+        try:
+            powers, notes = plan_power(
+                PrometheusHook(prometheus_conn_id=self.prometheus_conn_id),
+                self.checks,
+                Arms(self.namespace, self.plan.stable_version, self.plan.canary_version),
+                steps,
+                judge=self.judge,
+                judge_options=self.judge_options,
+                bake_seconds=to_seconds("bake_time", self.bake_time),
+                poll_seconds=to_seconds("poll_interval", self.poll_interval),
+            )
+        except (AnalysisError, DurationError) as err:
+            # The analysis tasks report bad settings themselves, naming them; the plan only
+            # says why it has no statement.
+            self.log.warning("Power: no statement: %s", err)
+            return [f"no power statement: {err}"]
+        for note in notes:
+            self.log.info("Power: %s", note)
+        for power in powers:
+            (self.log.warning if power.thin else self.log.info)("Power: %s", power.sentence())
+        return [*notes, *(power.sentence() for power in powers)]
 
     def check_traffic_target(self) -> TrafficSplit | HTTPRouteSplit:
         """Read the route object and what it sends to; fail now if a step could not work."""

@@ -182,6 +182,12 @@ def canary_rollout(
             steps_param=steps_param,
             stable_version=plan.stable_version,
             canary_version=plan.canary_version,
+            checks=list(checks),
+            judge=judge,
+            judge_options=judge_options,
+            bake_time=bake_time,
+            poll_interval=poll_interval,
+            prometheus_conn_id=prometheus_conn_id,
             **traffic,
         )
         watched: list[Any] = [plan_task]

@@ -35,7 +35,7 @@ def test_a_one_minute_bake_at_one_percent_is_thin_and_says_what_helps() -> None:
     assert errors.thin and errors.power < THIN_POWER
     assert errors.canary_events == pytest.approx(100)
     sentence = errors.sentence()
-    assert sentence.startswith("step 1%: error-rate: about 100 canary events in the 1-minute")
+    assert sentence.startswith("step 1%: error-rate: about 100 canary events in the 60-second")
     assert "2x the max_ratio 1.5 limit" in sentence and "raise the bake time" in sentence
 
 
@@ -71,10 +71,10 @@ def test_service_rates_come_from_the_checks_own_stable_counters() -> None:
         total, bad = readings[at]
         return total if promql == counters["stable.total"] else bad
 
-    rates = service_rates(check, Arms("default"), query, now=600.0, lookback_seconds=600.0)
+    rates = service_rates(check, Arms("default"), query, now=600.0, lookbacks_seconds=(600.0,))
     assert rates == ServiceRates(events_per_second=pytest.approx(100_000 / 600), bad_rate=0.01)
     assert set(asked) == {counters["stable.total"], counters["stable.bad"]}
-    tail = service_rates(LatencyCheck(max_ratio=1.5), Arms("default"), query, 600.0, 600.0)
+    tail = service_rates(LatencyCheck(max_ratio=1.5), Arms("default"), query, 600.0, (600.0,))
     assert tail is not None and tail.bad_rate == pytest.approx(0.01)
 
 
@@ -82,3 +82,19 @@ def test_no_history_gives_no_rates() -> None:
     check = ErrorRateCheck(max_rate=0.01)
     assert service_rates(check, Arms("default"), lambda q, at: None, 600.0) is None
     assert service_rates(check, Arms("default"), lambda q, at: 5.0, 600.0) is None
+
+
+def test_a_young_prometheus_gives_the_rates_of_the_longest_window_it_has() -> None:
+    """Data only for the last two minutes: the 10- and 5-minute readings are missing."""
+    readings = {600.0: (12_000.0, 120.0), 480.0: (0.0, 0.0)}
+    check = ErrorRateCheck(max_rate=0.02)
+    total_q = check.counters(Arms("default"))["stable.total"]
+
+    def query(promql: str, at: float) -> float | None:
+        if at not in readings:
+            return None
+        total, bad = readings[at]
+        return total if promql == total_q else bad
+
+    rates = service_rates(check, Arms("default"), query, now=600.0)
+    assert rates == ServiceRates(events_per_second=100.0, bad_rate=0.01)

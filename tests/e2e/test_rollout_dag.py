@@ -22,7 +22,14 @@ def test_good_canary_is_promoted_and_retries_change_nothing(e2e_clean: E2E) -> N
     assert run.state == "success", run.log[-4000:]
     vs = e2e_clean.stack.virtual_service()
     assert vs["spec"]["http"] == ALL_V2  # header route removed, all traffic on v2
-    assert run.xcom("canary.plan")["steps"] == [20, 40, 60, 100]
+    plan = run.xcom("canary.plan")
+    assert plan["steps"] == [20, 40, 60, 100]
+    # The plan's power statement, from the stack's own traffic in Prometheus: 5-second bakes
+    # at 150 requests/s are thin for every limit, and the plan says so before traffic moves.
+    power = [line for line in plan["power"] if line.startswith("step 20%: error-rate: about ")]
+    assert power and "in the 5-second bake" in power[0], plan["power"]
+    assert "too thin to judge this limit" in power[0]
+    assert not any(line.startswith("step 100%") for line in plan["power"])
     weights = [run.xcom(f"canary.step_{i}.set_weight")["split"]["v2"] for i in range(1, 5)]
     assert weights == [20, 40, 60, 100]
     for step in (1, 2, 3):
