@@ -250,7 +250,7 @@ class HealthAnalysisRun:
         if prometheus is None:
             from airflow_canary.hooks.prometheus import PrometheusHook
 
-            prometheus = PrometheusHook(config.prometheus_conn_id)
+            prometheus = PrometheusHook(prometheus_conn_id=config.prometheus_conn_id)
         self.prometheus = prometheus
         self.log = logger or log
         self.on_poll = on_poll
@@ -518,20 +518,30 @@ class CanaryHealthTrigger(BaseTrigger):
     With ``rollback`` set, a FAIL verdict sends all traffic to stable before the event fires,
     so the rollback does not wait for a worker slot.
 
-    :param namespace: namespace of both versions' workloads (Istio label)
+    Every value is JSON-able, as the triggerer stores it; the operators build one from a
+    validated :class:`HealthAnalysisConfig` (``config.trigger()``).
+
+    :param namespace: namespace of both versions' workloads (Istio's
+        ``destination_workload_namespace`` label)
     :param stable_version: ``destination_version`` of the stable model
     :param canary_version: ``destination_version`` of the canary model
-    :param checks: the checks in their ``to_dict()`` form
+    :param checks: the checks in their ``to_dict()`` form, a non-empty list of dicts
     :param judge: judge name (``sequential``, ``mann_whitney``, ``threshold``)
-    :param judge_options: the judge's options, or None
-    :param bake_time_seconds: least time before a PASS, seconds
-    :param poll_interval_seconds: time between polls, seconds
-    :param max_inconclusive_polls: inconclusive polls in a row before INCONCLUSIVE
+    :param judge_options: the judge's options (e.g. ``{"alpha": 0.05}``), or None
+    :param bake_time_seconds: least time before a PASS, seconds (float > 0)
+    :param poll_interval_seconds: time between polls, seconds (float > 0)
+    :param max_inconclusive_polls: inconclusive polls in a row before INCONCLUSIVE (int >= 1)
     :param prometheus_conn_id: Airflow connection of type ``prometheus``
     :param started_at: start of the analysis, epoch seconds (UTC)
-    :param timeout_seconds: bound on the analysis from ``started_at``, seconds
+    :param timeout_seconds: bound on the analysis from ``started_at``, seconds; None means
+        ``2 × bake_time_seconds + 10 × poll_interval_seconds``
     :param rollback: the traffic target to roll back on FAIL (``TrafficTarget.to_dict()``), or None
+    :param weight_hold: the step's weight to hold while judging
+        (``WeightHoldSpec.to_dict()``: target, weight 0..100, reassert, alpha), or None
     :param progress_xcom: where to publish each poll (see below), or None
+
+    Parameters that no longer validate (a provider upgrade between deferral and resumption)
+    do not raise: the event is an INCONCLUSIVE verdict whose ``reason`` names the problem.
 
     ``progress_xcom`` (``{"dag_id", "task_id", "run_id", "map_index"}`` of the waiting task)
     makes every poll's verdict-so-far available as that task's XCom ``progress``.
@@ -622,7 +632,7 @@ class CanaryHealthTrigger(BaseTrigger):
     def hook(self) -> PrometheusHook:
         from airflow_canary.hooks.prometheus import PrometheusHook
 
-        return PrometheusHook(self.prometheus_conn_id)
+        return PrometheusHook(prometheus_conn_id=self.prometheus_conn_id)
 
     async def publish_progress(self, progress: dict[str, Any]) -> None:
         """Store the latest poll as the task's XCom ``progress`` (the rollouts page reads it)."""
