@@ -42,8 +42,6 @@ if TYPE_CHECKING:  # the hooks load when the analysis runs, not when a DAG file 
 
 log = logging.getLogger(__name__)
 
-Seconds = Duration
-
 #: How long after a poll's scheduled time its queries run, so the scrape that happened just
 #: before that time has been ingested (the queries are still evaluated at the scheduled time).
 READ_DELAY_SECONDS = 2.0
@@ -53,7 +51,7 @@ READ_DELAY_SECONDS = 2.0
 PROGRESS_XCOM_KEY = "progress"
 
 
-def to_seconds(what: str, value: Seconds) -> float:
+def to_seconds(what: str, value: Duration) -> float:
     """A positive number of seconds (see :func:`airflow_canary.durations.to_seconds`).
 
     :raises AnalysisError: naming ``what`` and the value
@@ -118,11 +116,11 @@ class HealthAnalysisConfig:
         canary_version: str = "v2",
         judge: str = "sequential",
         judge_options: Mapping[str, Any] | None = None,
-        bake_time: Seconds = 300,
-        poll_interval: Seconds = 15,
+        bake_time: Duration = 300,
+        poll_interval: Duration = 15,
         max_inconclusive_polls: int = 3,
         prometheus_conn_id: str = "prometheus_default",
-        timeout: Seconds | None = None,
+        timeout: Duration | None = None,
         rollback_on_failure: bool = False,
         virtual_service: str | None = None,
         stable_subset: str = "v1",
@@ -134,6 +132,11 @@ class HealthAnalysisConfig:
         router: str = "istio",
     ) -> HealthAnalysisConfig:
         """The operator-facing parameters (timedeltas, rollback flags) -> a config.
+
+        This signature is the one list of the analysis parameters: ``CanaryHealthSensor`` and
+        ``BranchCanaryHealthOperator`` declare exactly these (same names, defaults and types,
+        keyword-only, a test holds them to it) and build the config through this method from
+        their attributes (``CanaryHealthAnalysisMixin.analysis_values``).
 
         With ``canary_weight`` (the step's weight) every poll checks that the weight holds
         (``triggers.weight_hold``); ``on_weight_change="reassert"`` writes it back instead of
