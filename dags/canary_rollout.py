@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pendulum
 from airflow.sdk import DAG, Asset, Param, task
+from canary_model import MODEL_PARAMS, MODEL_V2_MANIFEST
 
 from airflow_canary.analysis import ErrorRateCheck, LatencyCheck, ModelAccuracyCheck
 from airflow_canary.assets.canary import promotion_asset
@@ -58,47 +59,6 @@ def notifiers() -> list[RolloutNotifier]:
     return [RolloutNotifier(SmtpNotifier(to=NOTIFY_EMAIL, from_email="canary@localhost"))]
 
 
-MODEL_V2_MANIFEST = {
-    "apiVersion": "apps/v1",
-    "kind": "Deployment",
-    "metadata": {"name": "model-v2", "labels": {"app": "model", "version": "v2"}},
-    "spec": {
-        "replicas": 2,
-        "selector": {"matchLabels": {"app": "model", "version": "v2"}},
-        "template": {
-            "metadata": {
-                "labels": {"app": "model", "version": "v2"},
-                "annotations": {"prometheus.io/scrape": "true"},
-            },
-            "spec": {
-                "containers": [
-                    {
-                        "name": "model-server",
-                        "image": "your-docker-repo/model-runner:v2",
-                        "ports": [{"containerPort": 8080}],
-                        "env": [
-                            {"name": "MODEL_VERSION", "value": "v2"},
-                            {
-                                "name": "MODEL_PATH",
-                                "value": "{{ ti.xcom_pull(task_ids='train')['path'] }}",
-                            },
-                            {"name": "MODEL_ERROR_RATE", "value": "{{ params.v2_error_rate }}"},
-                            {
-                                "name": "MODEL_EXTRA_LATENCY_MS",
-                                "value": "{{ params.v2_extra_latency_ms }}",
-                            },
-                        ],
-                        "readinessProbe": {
-                            "httpGet": {"path": "/healthz", "port": 8080},
-                            "periodSeconds": 1,
-                        },
-                    }
-                ]
-            },
-        },
-    },
-}
-
 PARAMS = {
     "virtual_service": Param(
         ROUTE_TARGET["route"],
@@ -120,19 +80,7 @@ PARAMS = {
         minimum=1,
         description="how long each step is judged before it may pass",
     ),
-    "model_quality": Param(
-        "good", enum=["good", "bad"], description="'bad' trains a deliberately worse model"
-    ),
-    "v2_error_rate": Param(
-        0.0,
-        type="number",
-        minimum=0,
-        maximum=1,
-        description="share of v2 requests answered with HTTP 500",
-    ),
-    "v2_extra_latency_ms": Param(
-        0, type="integer", minimum=0, description="latency added to every v2 answer"
-    ),
+    **MODEL_PARAMS,
 }
 
 CHECKS = [

@@ -9,7 +9,7 @@ import random
 import re
 import time
 from collections.abc import Callable, Generator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from enum import Enum
 from functools import cached_property, partial
@@ -120,7 +120,20 @@ class IstioKind(str, Enum):
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    """How hard to try: conflict re-reads, and connection retries within a total deadline."""
+    """How hard to try: conflict re-reads, and connection retries within a total deadline.
+
+    :param conflict_attempts: read-modify-replace attempts when a write meets HTTP 409 Conflict
+        (another writer changed the object), >= 1
+    :param conflict_backoff_seconds: base of the full-jitter pause between conflict attempts,
+        seconds (attempt ``k`` waits up to ``base * 2**k``)
+    :param connect_attempts: attempts of one API call on connection errors and HTTP 429/500/
+        502/503/504, >= 1
+    :param connect_backoff_seconds: multiplier of the exponential backoff between connection
+        attempts, seconds (a server's ``Retry-After`` takes precedence, cut to 30 s)
+    :param connect_deadline_seconds: no further connection attempt starts after this many
+        seconds from the first
+    :raises ValueError: for fewer than one attempt
+    """
 
     conflict_attempts: int = 5
     conflict_backoff_seconds: float = 0.02
@@ -454,7 +467,18 @@ class IstioHook(BaseHook):
 
     Connection handling (kubeconfig path or content, in-cluster, context) is the cncf-kubernetes
     provider's ``KubernetesHook``; this hook adds Istio's version negotiation, conflict-safe
-    replaces and bounded retries on top of the ``ApiClient`` it returns.
+    replaces and bounded retries on top of the ``ApiClient`` it returns. Nothing is read when the
+    hook is built: the connection is looked up on the first API call.
+
+    :param kubernetes_conn_id: id of an Airflow connection of type ``kubernetes`` (the
+        cncf-kubernetes provider's: kubeconfig path or content, in-cluster, context); a missing
+        connection raises Airflow's ``AirflowNotFoundException`` on the first call
+    :param retry_policy: how hard each call tries: read-modify-replace attempts on HTTP 409
+        Conflict, and connection attempts on 429/5xx/connection errors within a deadline in
+        seconds (:class:`RetryPolicy`; default 5 conflict attempts, 5 connection attempts,
+        15 s). Past the budget a call raises :class:`IstioConflictError` or
+        :class:`IstioUnavailableError`; every other API error raises a subclass of
+        :class:`IstioApiError` naming the object and the server's message.
     """
 
     conn_name_attr = "kubernetes_conn_id"
@@ -464,6 +488,7 @@ class IstioHook(BaseHook):
 
     def __init__(
         self,
+        *,
         kubernetes_conn_id: str = default_conn_name,
         retry_policy: RetryPolicy | None = None,
     ) -> None:
@@ -900,18 +925,34 @@ class IstioHook(BaseHook):
 # --- Async hook --------------------------------------------------------------------------------
 
 
-@dataclass
 class AsyncIstioHook:
     """Async twin of ``IstioHook`` for triggers: read, conflict-safe update, and rollback.
 
     Configuration loading is the provider's ``AsyncKubernetesHook``; calls go through
-    kubernetes_asyncio with the same retry budget and update steps as the sync hook.
+    kubernetes_asyncio with the same retry budget and update steps as the sync hook. Nothing
+    is read when the hook is built.
+
+    :param kubernetes_conn_id: id of an Airflow connection of type ``kubernetes``, as for
+        :class:`IstioHook`
+    :param retry_policy: conflict and connection retry budget (:class:`RetryPolicy`; default
+        5 conflict attempts, 5 connection attempts within 15 s); past it a call raises
+        :class:`IstioConflictError` or :class:`IstioUnavailableError`, other API errors a
+        subclass of :class:`IstioApiError`
     """
 
-    kubernetes_conn_id: str = "kubernetes_default"
-    retry_policy: RetryPolicy = field(default_factory=RetryPolicy)
-    _versions: dict[IstioKind, str] = field(default_factory=dict, repr=False)
-    _rng: random.Random = field(default_factory=random.Random, repr=False)
+    def __init__(
+        self,
+        *,
+        kubernetes_conn_id: str = "kubernetes_default",
+        retry_policy: RetryPolicy | None = None,
+    ) -> None:
+        self.kubernetes_conn_id = kubernetes_conn_id
+        self.retry_policy = retry_policy or RetryPolicy()
+        self._versions: dict[IstioKind, str] = {}
+        self._rng = random.Random()
+
+    def __repr__(self) -> str:
+        return f"AsyncIstioHook(kubernetes_conn_id={self.kubernetes_conn_id!r})"
 
     @cached_property
     def kubernetes_hook(self) -> AsyncKubernetesHook:

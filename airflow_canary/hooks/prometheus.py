@@ -241,8 +241,9 @@ class PrometheusHook(BaseHook):
     Parse errors (``bad_data``) fail at once; HTTP 5xx, connection errors and timeouts are
     retried ``retries`` times with a short backoff, then raise ``PrometheusUnavailableError``.
 
-    :param prometheus_conn_id: Airflow connection of type ``prometheus``
-    :param retries: further attempts after the first, >= 0 (tenacity)
+    :param prometheus_conn_id: id of an Airflow connection of type ``prometheus``; it is looked
+        up on the first query (a missing one raises Airflow's ``AirflowNotFoundException``)
+    :param retries: further attempts after the first, an integer >= 0 (tenacity)
     :param backoff_seconds: wait before the first retry, doubled for each next one (seconds)
     :raises ValueError: for a negative ``retries``
     """
@@ -254,8 +255,8 @@ class PrometheusHook(BaseHook):
 
     def __init__(
         self,
-        prometheus_conn_id: str = default_conn_name,
         *,
+        prometheus_conn_id: str = default_conn_name,
         retries: int = 3,
         backoff_seconds: float = 0.2,
     ) -> None:

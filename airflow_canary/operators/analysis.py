@@ -39,8 +39,11 @@ class BranchCanaryHealthOperator(CanaryHealthAnalysisMixin, BaseOperator, Branch
     Airflow 3 a branch that skips tasks pushes no ``return_value``; Airflow records the followed
     task ids itself under ``skipmixin_key``).
 
-    :param follow_task_ids_if_healthy: task id(s) (or task group ids) followed on PASS
-    :param follow_task_ids_if_unhealthy: task id(s) (or task group ids) followed otherwise
+    :param follow_task_ids_if_healthy: task id(s) (or task group ids) followed on PASS: a
+        non-empty string or a non-empty list of them; each must be a direct downstream task
+    :param follow_task_ids_if_unhealthy: task id(s) (or task group ids) followed on FAIL and
+        INCONCLUSIVE, in the same form
+    :raises AnalysisError: (parse time) for an empty or non-string task id
     """
 
     __doc__ = (__doc__ or "") + ANALYSIS_PARAMS_DOC

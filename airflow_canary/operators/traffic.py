@@ -57,17 +57,29 @@ class CanaryTrafficOperator(BaseOperator):
     managed route in one conflict-safe write and returns the XCom value described in
     docs/architecture.md.
 
-    :param virtual_service: name of the VirtualService carrying the split (templated)
-    :param namespace: its namespace (templated)
+    Every subclass takes these parameters, and its own:
+
+    :param virtual_service: name of the VirtualService carrying the split, a non-empty string
+        (templated)
+    :param namespace: its namespace, a non-empty string (templated)
     :param stable_subset: DestinationRule subset serving the current model (templated)
-    :param canary_subset: DestinationRule subset serving the new model (templated)
+    :param canary_subset: DestinationRule subset serving the new model; must differ from
+        ``stable_subset`` (templated)
     :param route_name: the routes to manage: an http route name, ``tcp[0]``-style positions or a
-        list of them; default every route of the two subsets (templated)
-    :param kubernetes_conn_id: the cncf-kubernetes connection to use (templated)
+        list of them; default (None, or a template rendering to ``""``) every route of the two
+        subsets (templated)
+    :param kubernetes_conn_id: id of an Airflow connection of type ``kubernetes`` (the
+        cncf-kubernetes provider's) (templated)
     :param router: ``"istio"`` (default) or ``"gateway-api"``; with Gateway API,
         ``virtual_service`` names the HTTPRoute, ``stable_subset``/``canary_subset`` the two
         Services its rules send to, ``route_name`` the rule to manage (default: every rule of the
         two Services)
+    :raises RoutingError: at DAG parse time for literal values (an empty name, equal subsets, a
+        malformed ``route_name``, an unknown ``router``), else when the task runs; at run time
+        also when the route object has no route to the subsets or would leave one unmanaged.
+        Nothing is written then.
+    :raises LookupError: (run time, an ``IstioNotFoundError``) when the VirtualService, the
+        DestinationRule defining a receiving subset, or a Gateway API backend Service is missing
     """
 
     template_fields: Sequence[str] = (
@@ -220,7 +232,11 @@ class CanaryTrafficOperator(BaseOperator):
 class SetCanaryWeightOperator(CanaryTrafficOperator):
     """Send ``weight`` percent of the weighted route to the canary subset, the rest to stable.
 
-    :param weight: integer 0..100 (templated)
+    Takes the parameters of :class:`CanaryTrafficOperator`, and:
+
+    :param weight: the canary's share in percent, an integer 0..100 (an int, or a string or
+        template rendering to one); the stable subset gets ``100 - weight``; anything else
+        raises ``RoutingError`` (at parse time when literal)
     """
 
     template_fields: Sequence[str] = (*CanaryTrafficOperator.template_fields, "weight")
@@ -261,12 +277,18 @@ class SetCanaryWeightOperator(CanaryTrafficOperator):
 class SetHeaderRouteOperator(CanaryTrafficOperator):
     """Route requests whose ``header`` matches ``value`` to the canary subset, ahead of the weights.
 
-    With ``remove=True`` the product route for ``header`` is removed instead.
+    With ``remove=True`` the product route for ``header`` is removed instead. Takes the
+    parameters of :class:`CanaryTrafficOperator`, and:
 
-    :param header: HTTP header name (templated)
-    :param value: value to match (templated)
+    :param header: HTTP header name, e.g. ``x-canary-version`` (matched lower-cased), a
+        pseudo-header such as ``:authority``, or a JWT claim ``@request.auth.claims.<name>``
+        (templated)
+    :param value: the value to match, a string; non-empty for ``prefix``, a valid RE2
+        expression of at most Istio's length limit for ``regex`` (templated)
     :param match_type: ``exact``, ``prefix`` or ``regex`` (templated)
-    :param remove: remove the route instead of adding it
+    :param remove: remove the route instead of adding it, a bool
+    :raises RoutingError: for an invalid header name, value or match type, or a non-bool
+        ``remove`` (at parse time when literal)
     """
 
     template_fields: Sequence[str] = (
@@ -326,7 +348,8 @@ class SetHeaderRouteOperator(CanaryTrafficOperator):
 class PromoteCanaryOperator(CanaryTrafficOperator):
     """Send all traffic to the canary subset and remove the product's header routes.
 
-    Takes only the parameters of :class:`CanaryTrafficOperator`.
+    Takes only the parameters of :class:`CanaryTrafficOperator`; the canary subset must exist
+    in the DestinationRule (``LookupError`` otherwise, nothing written).
     """
 
     def subsets_receiving(self, target: RouteTarget) -> tuple[str, ...]:
@@ -349,8 +372,10 @@ class RollbackCanaryOperator(CanaryTrafficOperator):
     the subset it came from), and routes outside ``route_name`` are rolled back too, so that
     afterwards no route sends to the canary. A rollback that cannot write raises
     ``RollbackFailedError`` with the reason and the VirtualService's split as last read.
+    Takes the parameters of :class:`CanaryTrafficOperator`, and:
 
-    :param reason: why the rollback happened; logged at WARNING and returned (templated)
+    :param reason: why the rollback happened, a string; logged at WARNING and returned in the
+        XCom value under ``reason`` (templated)
     """
 
     template_fields: Sequence[str] = (*CanaryTrafficOperator.template_fields, "reason")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from html import escape
@@ -254,7 +254,7 @@ def _steps_table(steps: Sequence[Step]) -> str:
                 )
             rows.append(
                 f'<tr class="check-row"><td></td><td colspan="7">{live}'
-                f"{_checks_table(step.checks, live=step.live)}</td></tr>"
+                f"{_checks_table(step.checks, dict(step.limits), live=step.live)}</td></tr>"
             )
     head = (
         "<tr><th>Step</th><th>Weight</th><th>Set at</th><th>Window</th><th>Verdict</th><th>Reason</th>"
@@ -290,12 +290,16 @@ def _fmt(value: float | None, *, ratio: bool = False) -> str:
     return f"{value:.4g}"
 
 
-def _checks_table(checks: Sequence[CheckResult], *, live: bool = False) -> str:
+def _checks_table(
+    checks: Sequence[CheckResult], limits: Mapping[str, str], *, live: bool = False
+) -> str:
+    """Each check's evidence (both arms' values and requests) beside the limits it is held to."""
     rows = "".join(
-        f'<tr class="check"><td>{escape(check.name)}</td>'
+        f'<tr class="check" data-check="{escape(check.name)}"><td>{escape(check.name)}</td>'
         f'<td class="verdict verdict-{escape(check.status)}">{escape(check.status)}</td>'
-        f'<td class="num">{_fmt(check.canary_value, ratio=True)}</td>'
-        f'<td class="num">{_fmt(check.stable_value, ratio=True)}</td>'
+        f'<td class="num canary-value">{_fmt(check.canary_value, ratio=True)}</td>'
+        f'<td class="num stable-value">{_fmt(check.stable_value, ratio=True)}</td>'
+        f'<td class="limit">{escape(limits.get(check.name) or "—")}</td>'
         f'<td class="num">{_fmt(check.canary_requests)}</td>'
         f'<td class="num">{_fmt(check.stable_requests)}</td>'
         f'<td class="num">{_fmt(check.statistic)}</td>'
@@ -304,8 +308,9 @@ def _checks_table(checks: Sequence[CheckResult], *, live: bool = False) -> str:
         for check in checks
     )
     head = (
-        "<tr><th>Check</th><th>Status</th><th>Canary</th><th>Stable</th><th>Canary req.</th>"
-        "<th>Stable req.</th><th>Statistic</th><th>p-value</th><th>Message</th></tr>"
+        "<tr><th>Check</th><th>Status</th><th>Canary</th><th>Stable</th><th>Limit</th>"
+        "<th>Canary req.</th><th>Stable req.</th><th>Statistic</th><th>p-value</th>"
+        "<th>Message</th></tr>"
     )
     kind = "checks live" if live else "checks"
     return f'<table class="{kind}"><thead>{head}</thead><tbody>{rows}</tbody></table>'

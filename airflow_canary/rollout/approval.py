@@ -48,9 +48,11 @@ class RolloutApprovalOperator(HITLBranchOperator):
     :param rollback_task_id: task followed on "Roll back" (towards the rollback)
     :param plan_task_id: the plan task, whose XCom gives each judged step's weight
     :param approvers: Airflow user ids allowed to answer; None lets anyone who may edit the DAG
-    :param response_timeout: how long to wait for an answer; None waits without limit
+    :param response_timeout: how long to wait for an answer, a positive ``timedelta``; None
+        waits without limit
     :param timeout_choice: what happens at the timeout, "Continue" or "Roll back" (default)
-    :raises RolloutPlanError: on an unknown ``timeout_choice`` or malformed ``approvers``
+    :raises RolloutPlanError: (parse time) on an unknown ``timeout_choice``, a
+        ``response_timeout`` that is not a positive timedelta, or malformed ``approvers``
     """
 
     ui_color = "#fff4d6"

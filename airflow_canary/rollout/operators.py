@@ -49,17 +49,24 @@ class RolloutPlanOperator(BaseOperator):
     missing subset fails here, first). Gateway API: the HTTPRoute, the ReferenceGrants a
     cross-namespace backend needs, and both Services.
 
-    :param steps: the weights, strictly increasing integers in 1..100 (checked at parse time)
-    :param steps_param: name of a DAG param holding the run's weights, or None
-    :param virtual_service: the VirtualService (templated)
+    :param steps: the canary weights in percent, strictly increasing integers in 1..100, e.g.
+        ``[1, 10, 50, 100]`` (checked at parse time)
+    :param steps_param: name of a DAG param holding the run's weights (a list of as many
+        weights as ``steps``, checked when the task runs: a bad list fails the task before any
+        traffic moves), or None to use ``steps``
+    :param virtual_service: the route object: an Istio VirtualService, or the HTTPRoute with
+        ``router="gateway-api"`` (templated)
     :param namespace: its namespace (templated)
-    :param stable_subset: DestinationRule subset of the stable model
-    :param canary_subset: DestinationRule subset of the canary model
-    :param stable_version: metric label of the stable model
-    :param canary_version: metric label of the canary model
+    :param stable_subset: DestinationRule subset of the stable model (Gateway API: its Service)
+    :param canary_subset: DestinationRule subset of the canary model (Gateway API: its Service)
+    :param stable_version: Istio ``destination_version`` label of the stable model, as the
+        analysis queries it
+    :param canary_version: ``destination_version`` label of the canary model
     :param route_name: the routes to manage (a name, ``tcp[0]``, or a list); None = every route
         to the two subsets (templated)
-    :param kubernetes_conn_id: cncf-kubernetes connection id
+    :param kubernetes_conn_id: id of an Airflow connection of type ``kubernetes``
+    :param router: the traffic backend, ``"istio"`` or ``"gateway-api"``; anything else raises
+        ``RoutingError`` at parse time
     :param checks: the analysis checks; with any, the plan reads each count check's traffic
         on the service from Prometheus (last 10 minutes) and says per judged step how likely
         its bake is to catch a canary at twice each limit, warning about thin steps
@@ -69,6 +76,8 @@ class RolloutPlanOperator(BaseOperator):
     :param poll_interval: the analysis poll interval (timedelta or seconds)
     :param prometheus_conn_id: Prometheus connection id
     :raises RolloutPlanError: (parse time) for bad steps or subsets
+    :raises AirflowFailException: (run time) when the route object, the DestinationRule's
+        subsets or the Services a step needs are missing, or ``steps_param`` is malformed
     """
 
     template_fields = ("virtual_service", "namespace", "route_name", "bake_time", "poll_interval")

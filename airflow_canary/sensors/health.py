@@ -34,30 +34,22 @@ ANALYSIS_PARAMS: tuple[str, ...] = tuple(
     inspect.signature(HealthAnalysisConfig.from_params).parameters
 )
 
-#: Analysis parameters that may be Jinja templates; they are checked again after rendering.
-ANALYSIS_TEMPLATE_FIELDS: tuple[str, ...] = (
-    "namespace",
-    "stable_version",
-    "canary_version",
-    "bake_time",
-    "poll_interval",
-    "virtual_service",
-    "stable_subset",
-    "canary_subset",
-    "route_name",
-    "canary_weight",
-)
-#: Stand-ins used to check everything else at parse time while a parameter is still a template.
-_PLACEHOLDERS: dict[str, Any] = {
+#: Analysis parameters that may be Jinja templates (checked again after rendering), each with
+#: the stand-in used to check everything else at parse time while it is still a template.
+#: ``bake_time``'s stand-in is one ``poll_interval`` (see ``check_analysis``).
+_TEMPLATE_STAND_INS: dict[str, Any] = {
     "namespace": "default",
     "stable_version": "stable",
     "canary_version": "canary",
+    "bake_time": None,
+    "poll_interval": 1.0,
     "virtual_service": "virtual-service",
     "stable_subset": "stable",
     "canary_subset": "canary",
     "route_name": None,
     "canary_weight": 10,
 }
+ANALYSIS_TEMPLATE_FIELDS: tuple[str, ...] = tuple(_TEMPLATE_STAND_INS)
 
 #: XCom key of the record an analysis task writes when it starts (before it defers): what it
 #: judges, since when, and until when at the latest. Links and the rollouts page read it while
@@ -160,10 +152,8 @@ class CanaryHealthAnalysisMixin:
         for name in templated:
             if name == "bake_time":
                 probe[name] = max(literal_seconds(params.get("poll_interval"), 15.0), 1.0)
-            elif name == "poll_interval":
-                probe[name] = 1.0
             else:
-                probe[name] = _PLACEHOLDERS[name]
+                probe[name] = _TEMPLATE_STAND_INS[name]
         return cls.build_config(probe, task_id), bool(templated)
 
     def keep_analysis(

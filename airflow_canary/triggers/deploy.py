@@ -32,15 +32,19 @@ class DeploymentReadyTrigger(BaseTrigger):
     refreshed and a dropped connection is re-established; transient API errors (401, 429, 5xx,
     connection failures) are retried at the next poll until the deadline.
 
-    :param deployments: names of the Deployments to wait for
+    :param deployments: names of the Deployments to wait for, a list of strings (all in
+        ``namespace``); a Deployment that does not exist is reported in an ``error`` event
     :param namespace: their namespace
-    :param deadline: when to give up, epoch seconds (UTC); survives a triggerer restart
-    :param poll_interval: seconds between reads of the Deployments' status
-    :param kubernetes_conn_id: cncf-kubernetes connection id
+    :param deadline: when to give up, epoch seconds (UTC, a float); an absolute time, so it
+        survives a triggerer restart; passed, the event is ``timeout``
+    :param poll_interval: seconds between reads of the Deployments' status (a float > 0)
+    :param kubernetes_conn_id: id of an Airflow connection of type ``kubernetes`` (the
+        cncf-kubernetes provider's)
     """
 
     def __init__(
         self,
+        *,
         deployments: list[str],
         namespace: str,
         deadline: float,

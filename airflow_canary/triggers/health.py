@@ -42,8 +42,6 @@ if TYPE_CHECKING:  # the hooks load when the analysis runs, not when a DAG file 
 
 log = logging.getLogger(__name__)
 
-Seconds = Duration
-
 #: How long after a poll's scheduled time its queries run, so the scrape that happened just
 #: before that time has been ingested (the queries are still evaluated at the scheduled time).
 READ_DELAY_SECONDS = 2.0
@@ -53,7 +51,7 @@ READ_DELAY_SECONDS = 2.0
 PROGRESS_XCOM_KEY = "progress"
 
 
-def to_seconds(what: str, value: Seconds) -> float:
+def to_seconds(what: str, value: Duration) -> float:
     """A positive number of seconds (see :func:`airflow_canary.durations.to_seconds`).
 
     :raises AnalysisError: naming ``what`` and the value
@@ -118,11 +116,11 @@ class HealthAnalysisConfig:
         canary_version: str = "v2",
         judge: str = "sequential",
         judge_options: Mapping[str, Any] | None = None,
-        bake_time: Seconds = 300,
-        poll_interval: Seconds = 15,
+        bake_time: Duration = 300,
+        poll_interval: Duration = 15,
         max_inconclusive_polls: int = 3,
         prometheus_conn_id: str = "prometheus_default",
-        timeout: Seconds | None = None,
+        timeout: Duration | None = None,
         rollback_on_failure: bool = False,
         virtual_service: str | None = None,
         stable_subset: str = "v1",
@@ -134,6 +132,11 @@ class HealthAnalysisConfig:
         router: str = "istio",
     ) -> HealthAnalysisConfig:
         """The operator-facing parameters (timedeltas, rollback flags) -> a config.
+
+        This signature is the one list of the analysis parameters: ``CanaryHealthSensor`` and
+        ``BranchCanaryHealthOperator`` declare exactly these (same names, defaults and types,
+        keyword-only, a test holds them to it) and build the config through this method from
+        their attributes (``CanaryHealthAnalysisMixin.analysis_values``).
 
         With ``canary_weight`` (the step's weight) every poll checks that the weight holds
         (``triggers.weight_hold``); ``on_weight_change="reassert"`` writes it back instead of
@@ -250,7 +253,7 @@ class HealthAnalysisRun:
         if prometheus is None:
             from airflow_canary.hooks.prometheus import PrometheusHook
 
-            prometheus = PrometheusHook(config.prometheus_conn_id)
+            prometheus = PrometheusHook(prometheus_conn_id=config.prometheus_conn_id)
         self.prometheus = prometheus
         self.log = logger or log
         self.on_poll = on_poll
@@ -518,20 +521,30 @@ class CanaryHealthTrigger(BaseTrigger):
     With ``rollback`` set, a FAIL verdict sends all traffic to stable before the event fires,
     so the rollback does not wait for a worker slot.
 
-    :param namespace: namespace of both versions' workloads (Istio label)
+    Every value is JSON-able, as the triggerer stores it; the operators build one from a
+    validated :class:`HealthAnalysisConfig` (``config.trigger()``).
+
+    :param namespace: namespace of both versions' workloads (Istio's
+        ``destination_workload_namespace`` label)
     :param stable_version: ``destination_version`` of the stable model
     :param canary_version: ``destination_version`` of the canary model
-    :param checks: the checks in their ``to_dict()`` form
+    :param checks: the checks in their ``to_dict()`` form, a non-empty list of dicts
     :param judge: judge name (``sequential``, ``mann_whitney``, ``threshold``)
-    :param judge_options: the judge's options, or None
-    :param bake_time_seconds: least time before a PASS, seconds
-    :param poll_interval_seconds: time between polls, seconds
-    :param max_inconclusive_polls: inconclusive polls in a row before INCONCLUSIVE
+    :param judge_options: the judge's options (e.g. ``{"alpha": 0.05}``), or None
+    :param bake_time_seconds: least time before a PASS, seconds (float > 0)
+    :param poll_interval_seconds: time between polls, seconds (float > 0)
+    :param max_inconclusive_polls: inconclusive polls in a row before INCONCLUSIVE (int >= 1)
     :param prometheus_conn_id: Airflow connection of type ``prometheus``
     :param started_at: start of the analysis, epoch seconds (UTC)
-    :param timeout_seconds: bound on the analysis from ``started_at``, seconds
+    :param timeout_seconds: bound on the analysis from ``started_at``, seconds; None means
+        ``2 × bake_time_seconds + 10 × poll_interval_seconds``
     :param rollback: the traffic target to roll back on FAIL (``TrafficTarget.to_dict()``), or None
+    :param weight_hold: the step's weight to hold while judging
+        (``WeightHoldSpec.to_dict()``: target, weight 0..100, reassert, alpha), or None
     :param progress_xcom: where to publish each poll (see below), or None
+
+    Parameters that no longer validate (a provider upgrade between deferral and resumption)
+    do not raise: the event is an INCONCLUSIVE verdict whose ``reason`` names the problem.
 
     ``progress_xcom`` (``{"dag_id", "task_id", "run_id", "map_index"}`` of the waiting task)
     makes every poll's verdict-so-far available as that task's XCom ``progress``.
@@ -622,7 +635,7 @@ class CanaryHealthTrigger(BaseTrigger):
     def hook(self) -> PrometheusHook:
         from airflow_canary.hooks.prometheus import PrometheusHook
 
-        return PrometheusHook(self.prometheus_conn_id)
+        return PrometheusHook(prometheus_conn_id=self.prometheus_conn_id)
 
     async def publish_progress(self, progress: dict[str, Any]) -> None:
         """Store the latest poll as the task's XCom ``progress`` (the rollouts page reads it)."""

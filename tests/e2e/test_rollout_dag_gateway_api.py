@@ -41,7 +41,7 @@ def gateway_stack(
             "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
         }
         running = RolloutStack(stack, env)
-        running.add_dag_file(REPO / "dags" / "canary_rollout.py")
+        running.add_example_dags()
         yield running
 
 

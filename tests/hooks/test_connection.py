@@ -48,7 +48,7 @@ def test_in_cluster_extras_in_either_spelling_reach_the_api_server(
     monkeypatch.setenv(
         "AIRFLOW_CONN_POD", json.dumps({"conn_type": "kubernetes", "extra": {in_cluster: True}})
     )
-    hook = IstioHook("pod")
+    hook = IstioHook(kubernetes_conn_id="pod")
     vs = hook.get_virtual_service(VS, seeded.namespace)
     assert vs["metadata"]["name"] == VS
     assert hook.api_client.configuration.host == mesh.api_url
@@ -63,7 +63,7 @@ def test_kubeconfig_extras_in_either_spelling_read_the_same_context(
         f"{prefix}cluster_context": "canary-mesh-viewer",
     }
     monkeypatch.setenv("AIRFLOW_CONN_K", json.dumps({"conn_type": "kubernetes", "extra": extra}))
-    hook = IstioHook("k")
+    hook = IstioHook(kubernetes_conn_id="k")
     assert hook.get_virtual_service(VS, seeded.namespace)["metadata"]["name"] == VS
     # the viewer context was used: its user may read, not write
     with pytest.raises(IstioForbiddenError, match="forbidden: user canary-viewer cannot update"):

@@ -126,7 +126,7 @@ def test_unreachable_api_fails_after_bounded_retries_and_writes_nothing(
         json.dumps({"conn_type": "kubernetes", "extra": {"kube_config_path": str(dead)}}),
     )
     before = seeded.stored()
-    hook = IstioHook("dead_cluster", retry_policy=_fast())
+    hook = IstioHook(kubernetes_conn_id="dead_cluster", retry_policy=_fast())
     with pytest.raises(
         IstioUnavailableError, match=f"127.0.0.1:{closed_port} is unreachable after 3 attempts"
     ):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -138,9 +139,12 @@ def test_continue_promotes_and_the_page_shows_live_evidence_and_the_pending_appr
             card.wait_for(timeout=60_000)
         assert "analysing" in card.locator("td.verdict.live").first.inner_text()
         assert "Limits: error-rate" in card.locator(".live-note").first.inner_text()
+        live_check = card.locator('table.checks.live tr.check[data-check="error-rate"]').first
+        assert "max_increase=0.02" in live_check.locator("td.limit").inner_text()
         page.screenshot(path=str(ARTIFACTS / "rollouts-live-evidence.png"), full_page=True)
 
-        # At the gate: a pending approval with a link to Airflow's form.
+        # At the gate: a pending approval with a link to Airflow's form, and every judged
+        # step's evidence beside the limit it was held to.
         waiting = _wait_for(
             approvals, run, "pending approval", lambda r: r["pending_approvals"], earlier
         )
@@ -150,7 +154,11 @@ def test_continue_promotes_and_the_page_shows_live_evidence_and_the_pending_appr
         link = card.locator("li.pending-approval a")
         link.wait_for(timeout=30_000)
         assert link.get_attribute("href").endswith(f"/tasks/{GATE}/required_actions?map_index=-1")
+        assert "Step 4 (100%) waits for approval" in card.locator(".approvals").inner_text()
+        _assert_judged_steps_show_their_evidence(card)
         page.screenshot(path=str(ARTIFACTS / "rollouts-pending-approval.png"), full_page=True)
+        # The link works: alice follows it to Airflow's form for this very gate.
+        _answer_form_opens_from_the_page(browser, approvals, waiting["run_id"])
 
         run_id = waiting["run_id"]
         with approvals.client("alice") as alice, approvals.client("bob") as bob:
@@ -178,6 +186,49 @@ def test_continue_promotes_and_the_page_shows_live_evidence_and_the_pending_appr
         "alice",
         "looks good",
     )
+
+
+#: a number as the page prints it: 0, 0.0123, 1,234, 1.5e-05
+NUMBER = re.compile(r"^-?[\d,]+(\.\d+)?(e-?\d+)?$")
+
+
+def _assert_judged_steps_show_their_evidence(card: Any) -> None:
+    """Steps 1-3 passed: each shows PASS and its error-rate check's numbers beside its limit."""
+    for index, weight in ((1, 20), (2, 40), (3, 60)):
+        row = card.locator(f'tr.step[data-step="{index}"]')
+        assert row.get_attribute("data-weight") == str(weight)
+        assert row.locator("td.verdict").inner_text() == "PASS"
+        # the check table is in the row right after the step's
+        check = card.locator(
+            f'tr.step[data-step="{index}"] + tr.check-row tr.check[data-check="error-rate"]'
+        )
+        cells = [text.strip() for text in check.locator("td").all_inner_texts()]
+        name, status, canary, stable, limit, canary_requests, stable_requests = cells[:7]
+        assert (name, status) == ("error-rate", "PASS"), cells
+        assert NUMBER.match(canary) and NUMBER.match(stable), cells
+        assert "max_increase=0.02" in limit, cells
+        assert int(canary_requests.replace(",", "")) > 0, cells
+        assert int(stable_requests.replace(",", "")) > 0, cells
+    # the gated 100% step has no analysis and has not run
+    assert "no analysis at 100%" in card.locator('tr.step[data-step="4"] td.verdict').inner_text()
+
+
+def _answer_form_opens_from_the_page(chromium: Any, server: ApiServer, run_id: str) -> None:
+    """As alice: the page's link opens Airflow's required-actions form of the gate."""
+    context = chromium.new_context(viewport={"width": 1280, "height": 1000})
+    page = context.new_page()
+    try:
+        _log_in(page, server, "alice", APPROVAL_USERS["alice"][1])
+        card = page.locator(f'section.rollout[data-run-id="{run_id}"]')
+        card.wait_for(timeout=60_000)
+        card.locator("li.pending-approval a").click()
+        page.wait_for_url(f"**/tasks/{GATE}/required_actions**", timeout=60_000)
+        page.get_by_text("Continue the canary rollout to 100%?").first.wait_for(timeout=60_000)
+        for option in ("Continue", "Roll back"):
+            page.get_by_role("button", name=option, exact=True).first.wait_for(timeout=30_000)
+        page.screenshot(path=str(ARTIFACTS / "approval-form.png"), full_page=True)
+    finally:
+        context.close()
 
 
 def test_roll_back_answer_rolls_back_with_the_approver_in_the_reason(

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import re
 from datetime import datetime, timezone
+from html import unescape
 from typing import Any
 
 from airflow_canary.plugins.model import (
@@ -299,7 +301,20 @@ def test_a_running_analysis_shows_its_latest_poll_against_the_checks_limits() ->
     html = render_page([rollout], PageContext("viewer", T0, 25))
     assert "analysing… poll 4" in html and 'table class="checks live"' in html
     assert "Limits: error-rate: max_increase=0.02" in html
-    # a finished analysis shows its verdict, not its last poll
+    # the check's row: both arms' values beside the limit they are judged against
+    assert _check_row(html, "error-rate") == [
+        "error-rate",
+        "PASS",
+        "0.004",
+        "0.003",
+        "max_increase=0.02",
+        "410",
+        "7,900",
+        "—",
+        "—",
+        "canary 0.4% vs stable 0.3% + 2%",
+    ]
+    # a finished analysis shows its verdict, not its last poll, and keeps the limits
     done = {**xcoms["canary.step_1.analyze"], "verdict": {**progress, "verdict": "PASS"}}
     finished = assemble(
         RUN,
@@ -309,6 +324,16 @@ def test_a_running_analysis_shows_its_latest_poll_against_the_checks_limits() ->
         UiLinks("/airflow/"),
     )
     assert not finished.steps[0].live and finished.steps[0].verdict == "PASS"
+    html = render_page([finished], PageContext("viewer", T0, 25))
+    assert 'table class="checks live"' not in html
+    assert _check_row(html, "error-rate")[2:5] == ["0.004", "0.003", "max_increase=0.02"]
+
+
+def _check_row(html: str, name: str) -> list[str]:
+    """The cells of a check's row in the page, as text."""
+    row = re.search(rf'<tr class="check" data-check="{re.escape(name)}">(.*?)</tr>', html)
+    assert row is not None, html
+    return [unescape(cell) for cell in re.findall(r"<td[^>]*>(.*?)</td>", row.group(1))]
 
 
 def test_a_pending_approval_links_to_airflows_form_and_an_answer_is_shown() -> None:

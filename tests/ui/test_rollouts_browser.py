@@ -39,12 +39,12 @@ def browser() -> Iterator[Any]:
             chromium.close()
 
 
-def _log_in(page: Any, api_server: ApiServer, user: str) -> None:
+def _log_in(page: Any, api_server: ApiServer, user: str, password: str | None = None) -> None:
     page.goto(f"{api_server.url}/canary-rollouts/", timeout=60_000)
     # No session yet: the page sends the browser to Airflow's own login form.
     page.wait_for_url("**/auth/login**", timeout=60_000)
     page.get_by_label("Username").fill(user)
-    page.get_by_label("Password").fill(USERS[user][1])
+    page.get_by_label("Password").fill(password or USERS[user][1])
     page.get_by_role("button", name="Sign in").click()
     page.wait_for_url("**/canary-rollouts/**", timeout=60_000)
 

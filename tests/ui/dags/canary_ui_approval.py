@@ -1,6 +1,8 @@
 """A rollout that waits for approval before its 100% step; the tests answer it through the REST API.
 
-Only ``alice`` may answer. The model is trained once and reused by later runs.
+Only ``alice`` may answer. The model is trained once and reused by later runs. model-v2 and
+the params that shape it are the example rollout's (``dags/canary_model.py``, copied beside
+this file with the example DAG).
 """
 
 from __future__ import annotations
@@ -11,46 +13,11 @@ from pathlib import Path
 
 import pendulum
 from airflow.sdk import DAG, task
+from canary_model import MODEL_PARAMS, MODEL_V2_MANIFEST
 
 from airflow_canary.analysis import ErrorRateCheck
 from airflow_canary.operators.deploy import DeployModelVersionOperator
 from airflow_canary.rollout import canary_rollout
-
-MODEL_V2 = {
-    "apiVersion": "apps/v1",
-    "kind": "Deployment",
-    "metadata": {"name": "model-v2", "labels": {"app": "model", "version": "v2"}},
-    "spec": {
-        "replicas": 2,
-        "selector": {"matchLabels": {"app": "model", "version": "v2"}},
-        "template": {
-            "metadata": {
-                "labels": {"app": "model", "version": "v2"},
-                "annotations": {"prometheus.io/scrape": "true"},
-            },
-            "spec": {
-                "containers": [
-                    {
-                        "name": "model-server",
-                        "image": "your-docker-repo/model-runner:v2",
-                        "ports": [{"containerPort": 8080}],
-                        "env": [
-                            {"name": "MODEL_VERSION", "value": "v2"},
-                            {
-                                "name": "MODEL_PATH",
-                                "value": "{{ ti.xcom_pull(task_ids='train')['path'] }}",
-                            },
-                        ],
-                        "readinessProbe": {
-                            "httpGet": {"path": "/healthz", "port": 8080},
-                            "periodSeconds": 1,
-                        },
-                    }
-                ]
-            },
-        },
-    },
-}
 
 
 @task
@@ -69,10 +36,14 @@ with DAG(
     start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
     schedule=None,
     catchup=False,
-    params={"bake_time_seconds": 5},
+    params={
+        "bake_time_seconds": 5,
+        "v2_error_rate": MODEL_PARAMS["v2_error_rate"],
+        "v2_extra_latency_ms": MODEL_PARAMS["v2_extra_latency_ms"],
+    },
 ) as dag:
     deploy_v2 = DeployModelVersionOperator(
-        task_id="deploy_v2", manifest=MODEL_V2, timeout=120, poll_interval=1
+        task_id="deploy_v2", manifest=MODEL_V2_MANIFEST, timeout=120, poll_interval=1
     )
     (
         train()

@@ -1,0 +1,70 @@
+"""The candidate model of the example rollout: model-v2's Deployment and the params that shape it.
+
+A plain module beside the DAG files (it defines no DAG), so that every DAG rolling out this
+model deploys the same model-v2 and offers the same trigger-form params: Airflow puts the DAGs
+folder on ``sys.path`` when it parses and runs DAG files. The manifest's templates read the
+DAG's params, so a DAG using it offers ``v2_error_rate`` and ``v2_extra_latency_ms``.
+"""
+
+from __future__ import annotations
+
+from airflow.sdk import Param
+
+#: model-v2's Deployment; the MODEL_PATH template reads the ``train`` task's XCom
+MODEL_V2_MANIFEST = {
+    "apiVersion": "apps/v1",
+    "kind": "Deployment",
+    "metadata": {"name": "model-v2", "labels": {"app": "model", "version": "v2"}},
+    "spec": {
+        "replicas": 2,
+        "selector": {"matchLabels": {"app": "model", "version": "v2"}},
+        "template": {
+            "metadata": {
+                "labels": {"app": "model", "version": "v2"},
+                "annotations": {"prometheus.io/scrape": "true"},
+            },
+            "spec": {
+                "containers": [
+                    {
+                        "name": "model-server",
+                        "image": "your-docker-repo/model-runner:v2",
+                        "ports": [{"containerPort": 8080}],
+                        "env": [
+                            {"name": "MODEL_VERSION", "value": "v2"},
+                            {
+                                "name": "MODEL_PATH",
+                                "value": "{{ ti.xcom_pull(task_ids='train')['path'] }}",
+                            },
+                            {"name": "MODEL_ERROR_RATE", "value": "{{ params.v2_error_rate }}"},
+                            {
+                                "name": "MODEL_EXTRA_LATENCY_MS",
+                                "value": "{{ params.v2_extra_latency_ms }}",
+                            },
+                        ],
+                        "readinessProbe": {
+                            "httpGet": {"path": "/healthz", "port": 8080},
+                            "periodSeconds": 1,
+                        },
+                    }
+                ]
+            },
+        },
+    },
+}
+
+#: the params the manifest and the training read: which model, and faults injected into v2
+MODEL_PARAMS = {
+    "model_quality": Param(
+        "good", enum=["good", "bad"], description="'bad' trains a deliberately worse model"
+    ),
+    "v2_error_rate": Param(
+        0.0,
+        type="number",
+        minimum=0,
+        maximum=1,
+        description="share of v2 requests answered with HTTP 500",
+    ),
+    "v2_extra_latency_ms": Param(
+        0, type="integer", minimum=0, description="latency added to every v2 answer"
+    ),
+}
