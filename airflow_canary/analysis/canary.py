@@ -110,6 +110,11 @@ class CanaryAnalysis:
 
     # -- state -------------------------------------------------------------------------
 
+    def judged_as(self) -> list[str]:
+        """One sentence per check saying how the judge decides it (counts at every poll, or a
+        value once at the end of the bake), for task docs shown at DAG parse time."""
+        return [self.judge.judged_as(check) for check in self.checks]
+
     def _load_state(self, state: dict[str, Any] | None) -> dict[str, Any]:
         if state is None:
             return {

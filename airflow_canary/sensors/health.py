@@ -124,6 +124,7 @@ class CanaryHealthAnalysisMixin:
 
     analysis: HealthAnalysisConfig
     analysis_templated: bool = False
+    doc_md: str | None
     deferrable: bool
     dashboard_url_template: str | None
     task_id: str
@@ -170,6 +171,12 @@ class CanaryHealthAnalysisMixin:
             setattr(self, _attr(name), value)
         self.analysis = config
         self.analysis_templated = templated
+        if not getattr(self, "doc_md", None):
+            # Airflow shows a task's doc_md in the UI: how each check is judged, from parse time.
+            judged = config.build_analysis().judged_as()
+            self.doc_md = "How this step's checks are judged:\n\n" + "\n".join(
+                f"- {line}" for line in judged
+            )
         self.deferrable = default_deferrable() if deferrable is None else deferrable
         self.dashboard_url_template = validate_dashboard_template(dashboard_url_template)
 

@@ -11,7 +11,7 @@ import pendulum
 import pytest
 from airflow.sdk import DAG
 
-from airflow_canary.analysis import ErrorRateCheck
+from airflow_canary.analysis import ErrorRateCheck, PredictionDriftCheck
 from airflow_canary.rollout import canary_rollout
 from tests.conftest import REPO
 
@@ -145,6 +145,20 @@ def test_each_judged_step_spends_an_equal_share_of_the_error_budget():
         if t.task_id.endswith(".analyze")
     ]
     assert all(t.analysis.judge_options == {"alpha": 0.05, "budget_share": 0.5} for t in own)
+
+
+def test_each_analysis_task_says_at_parse_time_how_its_checks_are_judged():
+    """Airflow shows a task's doc_md: counts are judged at every poll, values once at the end."""
+    checks = [ErrorRateCheck(max_increase=0.02), PredictionDriftCheck(max_psi=0.2)]
+    with DAG("t", start_date=pendulum.datetime(2026, 1, 1), schedule=None) as dag:
+        canary_rollout(virtual_service="vs", checks=checks, bake_time=10, poll_interval=1)
+    analyze = dag.task_dict["canary.step_1.analyze"]
+    assert analyze.doc_md.splitlines()[0] == "How this step's checks are judged:"
+    assert "- error-rate: sequential on counts of bad events, every poll" in analyze.doc_md
+    assert (
+        "- prediction-drift: not a count, so judged once on its value when the bake time is "
+        "over, outside the sequential error budget" in analyze.doc_md
+    )
 
 
 def test_an_approval_gate_stands_before_each_named_step():
