@@ -18,8 +18,8 @@ KUBERNETES_CONN_ID = "kubernetes_default"
 class TrafficTarget:
     """Where a rollout moves traffic: the object every traffic task, the analysis and the rollback share.
 
-    :param virtual_service: name of the route object carrying the split (may be a template): the
-        Istio VirtualService, or with ``router="gateway-api"`` the Gateway API HTTPRoute
+    :param route: name of the route object carrying the split (may be a template): the Istio
+        VirtualService, or with ``router="gateway-api"`` the Gateway API HTTPRoute
     :param namespace: its namespace (may be a template)
     :param stable_subset: what serves the current model: a DestinationRule subset (Istio) or a
         Service name (Gateway API)
@@ -34,7 +34,7 @@ class TrafficTarget:
     task that renders them. Raises :class:`~airflow_canary.routing.RoutingError` naming the value.
     """
 
-    virtual_service: str
+    route: str
     namespace: str = "default"
     stable_subset: str = "v1"
     canary_subset: str = "v2"
@@ -43,7 +43,7 @@ class TrafficTarget:
     router: str = RouterKind.ISTIO.value
 
     def __post_init__(self) -> None:
-        for what in ("virtual_service", "namespace", "kubernetes_conn_id"):
+        for what in ("route", "namespace", "kubernetes_conn_id"):
             value = getattr(self, what)
             if not isinstance(value, str) or not value.strip():
                 raise RoutingError(f"{what} must be a non-empty string, got {value!r}")
@@ -79,11 +79,17 @@ class TrafficTarget:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> TrafficTarget:
-        return cls(**dict(data))
+        fields = dict(data)
+        # Triggers serialised before the route object had a router-neutral name.
+        if "virtual_service" in fields:
+            fields["route"] = fields.pop("virtual_service")
+        return cls(**fields)
 
     def operator_kwargs(self) -> dict[str, Any]:
         """The keyword arguments of every ``CanaryTrafficOperator`` (templated fields there)."""
-        return self.to_dict()
+        kwargs = self.to_dict()
+        kwargs["virtual_service"] = kwargs.pop("route")
+        return kwargs
 
 
 __all__ = ["KUBERNETES_CONN_ID", "TrafficTarget"]

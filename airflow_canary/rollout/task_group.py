@@ -142,7 +142,7 @@ def canary_rollout(
         )
 
     target = TrafficTarget(
-        virtual_service=virtual_service,
+        route=virtual_service,
         namespace=namespace,
         stable_subset=plan.stable_subset,
         canary_subset=plan.canary_subset,

@@ -151,7 +151,7 @@ class HealthAnalysisConfig:
                     "rollback_on_failure=True needs virtual_service, the VirtualService to roll back"
                 )
             rollback = TrafficTarget(
-                virtual_service=virtual_service,
+                route=virtual_service,
                 namespace=namespace,
                 stable_subset=stable_subset,
                 canary_subset=canary_subset,
@@ -389,12 +389,12 @@ class HealthAnalysisRun:
         """Read the VirtualService once up front: a missing one is reported now, not at FAIL, and
         the hook has its connection and the served Istio API version ready for a fast rollback."""
         try:
-            await self.istio.aget_route(spec.traffic_router(), spec.virtual_service, spec.namespace)
+            await self.istio.aget_route(spec.traffic_router(), spec.route, spec.namespace)
         except Exception as err:  # the analysis still runs; the rollback will retry and report
             self.log.warning(
                 "Rollback target %s/%s is not readable now: %s",
                 spec.namespace,
-                spec.virtual_service,
+                spec.route,
                 err,
             )
 
@@ -405,20 +405,18 @@ class HealthAnalysisRun:
         try:
             result = await self.istio.rollback_route(
                 spec.traffic_router(),
-                spec.virtual_service,
+                spec.route,
                 spec.namespace,
                 reason=f"canary analysis FAIL: {reason}",
             )
         except Exception as err:  # the verdict must still reach the task, with why rollback failed
-            self.log.error(
-                "Rollback of %s/%s failed: %s", spec.namespace, spec.virtual_service, err
-            )
+            self.log.error("Rollback of %s/%s failed: %s", spec.namespace, spec.route, err)
             return {"rollback_error": f"{type(err).__name__}: {err}"}
         done = time.time()
         self.log.warning(
             "Rolled back %s/%s to 100%% %s in %.3fs",
             spec.namespace,
-            spec.virtual_service,
+            spec.route,
             spec.stable_subset,
             done - decided_at,
         )

@@ -101,12 +101,12 @@ class WeightWatch:
         target = self.spec.target
         router = target.traffic_router()
         try:
-            vs = await self.hook.aget_route(router, target.virtual_service, target.namespace)
+            vs = await self.hook.aget_route(router, target.route, target.namespace)
         except Exception as err:  # judged on the share alone this poll; the next read may work
             self.log.warning(
                 "Weight hold: cannot re-read %s/%s: %s",
                 target.namespace,
-                target.virtual_service,
+                target.route,
                 err,
             )
             vs = None
@@ -139,7 +139,7 @@ class WeightWatch:
         router = target.traffic_router()
         update = await self.hook.aupdate_route(
             router,
-            target.virtual_service,
+            target.route,
             target.namespace,
             lambda doc: router.set_weight(doc, self.spec.weight),
         )

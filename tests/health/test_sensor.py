@@ -107,7 +107,7 @@ def test_sensor_keeps_the_config_it_was_given() -> None:
     )
     kwargs = task.analysis.trigger_kwargs(started_at=0.0)
     assert kwargs["rollback"] == {
-        "virtual_service": "model-virtual-service",
+        "route": "model-virtual-service",
         "namespace": "default",
         "stable_subset": "v1",
         "canary_subset": "v2",

@@ -147,11 +147,15 @@ def test_serialize_mirrors_init_and_is_json() -> None:
     classpath, kwargs = trigger.serialize()
     assert classpath == "airflow_canary.triggers.health.CanaryHealthTrigger"
     assert json.loads(json.dumps(kwargs)) == kwargs
-    assert kwargs["rollback"]["virtual_service"] == "model-virtual-service"
+    assert kwargs["rollback"]["route"] == "model-virtual-service"
     assert kwargs["started_at"] == 1_700_000_000.0
     rebuilt = CanaryHealthTrigger(**kwargs)
     assert rebuilt.serialize() == (classpath, kwargs)
     assert rebuilt.config == config
+    # A trigger stored before the route object's key was router-neutral still resumes.
+    stored = {**kwargs["rollback"]}
+    stored["virtual_service"] = stored.pop("route")
+    assert CanaryHealthTrigger(**{**kwargs, "rollback": stored}).config == config
 
 
 def test_invalid_parameters_fail_at_construction() -> None:

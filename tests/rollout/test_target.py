@@ -25,9 +25,9 @@ def test_round_trips_through_its_json_form() -> None:
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"virtual_service": ""}, "virtual_service must be a non-empty string, got ''"),
-        ({"virtual_service": "vs", "namespace": " "}, "namespace must be a non-empty string"),
-        ({"virtual_service": "vs", "canary_subset": "v1"}, "must differ, both are 'v1'"),
+        ({"route": ""}, "route must be a non-empty string, got ''"),
+        ({"route": "vs", "namespace": " "}, "namespace must be a non-empty string"),
+        ({"route": "vs", "canary_subset": "v1"}, "must differ, both are 'v1'"),
     ],
 )
 def test_literal_mistakes_fail_when_built(kwargs: dict, message: str) -> None:

@@ -24,7 +24,7 @@ def test_each_analysis_holds_its_own_steps_weight() -> None:
         analysis = dag.task_dict[f"canary.step_{step}.analyze"].analysis  # type: ignore[attr-defined]
         hold = analysis.weight_hold
         assert hold is not None and hold.weight == weight and hold.reassert is False
-        assert hold.target.virtual_service == "vs"
+        assert hold.target.route == "vs"
         assert hold.target.route_target().route_names == ("primary", "tcp[0]")
     reasserting = _dag(on_weight_change="reassert")
     assert reasserting.task_dict["canary.step_1.analyze"].analysis.weight_hold.reassert  # type: ignore[attr-defined]
