@@ -6,7 +6,13 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from airflow_canary.routing.router import Router, RouterKind, router_for, router_kind
+from airflow_canary.routing.router import (
+    Router,
+    RouterKind,
+    route_parameter,
+    router_for,
+    router_kind,
+)
 from airflow_canary.routing.values import RouteTarget, RoutingError
 from airflow_canary.templating import is_template
 
@@ -86,9 +92,10 @@ class TrafficTarget:
         return cls(**fields)
 
     def operator_kwargs(self) -> dict[str, Any]:
-        """The keyword arguments of every ``CanaryTrafficOperator`` (templated fields there)."""
+        """The keyword arguments of every ``CanaryTrafficOperator`` (templated fields there): the
+        route object under its router's parameter, ``virtual_service`` or ``http_route``."""
         kwargs = self.to_dict()
-        kwargs["virtual_service"] = kwargs.pop("route")
+        kwargs[route_parameter(self.router)] = kwargs.pop("route")
         return kwargs
 
 

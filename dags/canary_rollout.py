@@ -26,6 +26,7 @@ from airflow_canary.assets.canary import promotion_asset
 from airflow_canary.notifications.rollout import RolloutNotifier
 from airflow_canary.operators.deploy import DeployModelVersionOperator
 from airflow_canary.rollout import canary_rollout
+from airflow_canary.routing.router import route_parameter
 
 #: the candidate model; the weekly retrain publishes it, the rollout consumes it
 MODEL_ASSET = Asset(name="canary_model", uri="file:///canary/models/candidate")
@@ -45,6 +46,9 @@ ROUTE_TARGETS: dict[str, dict[str, str]] = {
     "gateway-api": {"route": "model-route", "stable": "model-v1", "canary": "model-v2"},
 }
 ROUTE_TARGET = ROUTE_TARGETS.get(ROUTER, ROUTE_TARGETS["istio"])
+#: the param (and canary_rollout() argument) naming the route object: ``virtual_service`` for
+#: Istio, ``http_route`` for Gateway API
+ROUTE_PARAM = route_parameter(ROUTER)
 #: the model's route object; a promotion there emits an event on this asset
 PROMOTED_MODEL = promotion_asset("default", ROUTE_TARGET["route"])
 NOTIFY_EMAIL = os.environ.get("CANARY_NOTIFY_EMAIL")
@@ -60,7 +64,7 @@ def notifiers() -> list[RolloutNotifier]:
 
 
 PARAMS = {
-    "virtual_service": Param(
+    ROUTE_PARAM: Param(
         ROUTE_TARGET["route"],
         type="string",
         description="route object to shift (VirtualService, or HTTPRoute with Gateway API)",
@@ -144,7 +148,9 @@ with DAG(
         poll_interval=1,
     )
     rollout = canary_rollout(
-        virtual_service="{{ params.virtual_service }}",
+        # The route object, named in its router's term: an Istio VirtualService, or an HTTPRoute.
+        virtual_service="{{ params.virtual_service }}" if ROUTER == "istio" else None,
+        http_route="{{ params.http_route }}" if ROUTER == "gateway-api" else None,
         namespace="{{ params.namespace }}",
         steps=STEPS,
         steps_param="steps",
@@ -171,7 +177,8 @@ def announce_promotion(**context) -> dict:
             verdicts = {t: v["verdict"] for t, v in (promoted.get("verdicts") or {}).items()}
             print(
                 f"{promoted.get('version')} now serves {promoted.get('namespace')}/"
-                f"{promoted.get('virtual_service')} (rollout {promoted.get('rollout')}, "
+                f"{promoted.get('virtual_service') or promoted.get('http_route')} "
+                f"(rollout {promoted.get('rollout')}, "
                 f"trained by {promoted.get('trained_by')}, verdicts {verdicts})"
             )
     return promoted

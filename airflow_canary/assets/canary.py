@@ -1,10 +1,11 @@
-"""``canary://<namespace>/<virtual_service>``: the asset a rollout updates when it promotes (or rolls back).
+"""``canary://<namespace>/<route>``: the asset a rollout updates when it promotes (or rolls back).
 
-A promotion emits an asset event on ``canary://<namespace>/<virtual_service>``; a rollback on
-``canary://<namespace>/<virtual_service>/rollback``. A DAG scheduled on the first starts when a
-model is promoted behind that VirtualService. The event's ``extra`` (see
-:func:`promotion_extra`) carries the versions, the training run that produced the model when
-the rollout was started by an asset event, and every step's verdict.
+``<route>`` is the route object carrying the split: the Istio VirtualService, or the Gateway API
+HTTPRoute. A promotion emits an asset event on ``canary://<namespace>/<route>``; a rollback on
+``canary://<namespace>/<route>/rollback``. A DAG scheduled on the first starts when a model is
+promoted behind that route object. The event's ``extra`` (see :func:`promotion_extra`) carries
+the versions, the training run that produced the model when the rollout was started by an asset
+event, and every step's verdict.
 """
 
 from __future__ import annotations
@@ -14,9 +15,11 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 from urllib.parse import SplitResult
 
+from airflow_canary.routing.router import route_parameter, router_kind
+
 SCHEME = "canary"
 #: Asset aliases the rollout's promote and rollback tasks emit through: the target's asset is
-#: known only once the task has rendered its VirtualService and namespace.
+#: known only once the task has rendered its route object and namespace.
 PROMOTIONS_ALIAS = "canary-promotions"
 ROLLBACKS_ALIAS = "canary-rollbacks"
 ROLLBACK_SUFFIX = "rollback"
@@ -26,61 +29,103 @@ _LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 
 
-def promotion_uri(namespace: str, virtual_service: str) -> str:
-    """``canary://<namespace>/<virtual_service>``; raises ValueError naming a bad part."""
-    _check(namespace, virtual_service)
-    return f"{SCHEME}://{namespace}/{virtual_service}"
+def _route(route: str | None, virtual_service: str | None, http_route: str | None) -> str:
+    """The route object's name, given positionally or under its router's parameter name."""
+    given = [v for v in (route, virtual_service, http_route) if v is not None]
+    if len(given) != 1:
+        raise ValueError(
+            "name the route object once: promotion_asset(namespace, route), or "
+            f"virtual_service=/http_route=; got route={route!r}, "
+            f"virtual_service={virtual_service!r}, http_route={http_route!r}"
+        )
+    return given[0]
 
 
-def rollback_uri(namespace: str, virtual_service: str) -> str:
-    """``canary://<namespace>/<virtual_service>/rollback``."""
-    return f"{promotion_uri(namespace, virtual_service)}/{ROLLBACK_SUFFIX}"
+def promotion_uri(
+    namespace: str,
+    route: str | None = None,
+    *,
+    virtual_service: str | None = None,
+    http_route: str | None = None,
+) -> str:
+    """``canary://<namespace>/<route>``; raises ValueError naming a bad part.
+
+    ``route`` is the VirtualService's or HTTPRoute's name; ``virtual_service=`` or
+    ``http_route=`` may name it instead.
+    """
+    name = _route(route, virtual_service, http_route)
+    _check(namespace, name)
+    return f"{SCHEME}://{namespace}/{name}"
 
 
-def promotion_asset(namespace: str, virtual_service: str) -> Any:
-    """The Airflow ``Asset`` a DAG schedules on to start after each promotion."""
+def rollback_uri(
+    namespace: str,
+    route: str | None = None,
+    *,
+    virtual_service: str | None = None,
+    http_route: str | None = None,
+) -> str:
+    """``canary://<namespace>/<route>/rollback``."""
+    name = _route(route, virtual_service, http_route)
+    return f"{promotion_uri(namespace, name)}/{ROLLBACK_SUFFIX}"
+
+
+def promotion_asset(
+    namespace: str,
+    route: str | None = None,
+    *,
+    virtual_service: str | None = None,
+    http_route: str | None = None,
+) -> Any:
+    """The Airflow ``Asset`` a DAG schedules on to start after each promotion.
+
+    ``route`` is the name of the rollout's VirtualService or HTTPRoute (or pass it as
+    ``virtual_service=`` / ``http_route=``).
+    """
     from airflow.sdk import Asset
 
-    uri = promotion_uri(namespace, virtual_service)
+    uri = promotion_uri(namespace, _route(route, virtual_service, http_route))
     return Asset(uri=uri, name=uri)
 
 
-def rollback_asset(namespace: str, virtual_service: str) -> Any:
+def rollback_asset(
+    namespace: str,
+    route: str | None = None,
+    *,
+    virtual_service: str | None = None,
+    http_route: str | None = None,
+) -> Any:
+    """The Airflow ``Asset`` of the rollout's rollbacks (``canary://<namespace>/<route>/rollback``)."""
     from airflow.sdk import Asset
 
-    uri = rollback_uri(namespace, virtual_service)
+    uri = rollback_uri(namespace, _route(route, virtual_service, http_route))
     return Asset(uri=uri, name=uri)
 
 
 def sanitize_uri(uri: SplitResult) -> SplitResult:
     """Airflow's URI handler for the ``canary`` scheme (provider info ``asset-uris``).
 
-    :raises ValueError: when the namespace or the VirtualService name is not a valid
-        Kubernetes name, or the path has more than ``/<virtual_service>[/rollback]``
+    :raises ValueError: when the namespace or the route object's name is not a valid
+        Kubernetes name, or the path has more than ``/<route>[/rollback]``
     """
     parts = [p for p in uri.path.split("/") if p]
     if not parts or len(parts) > 2 or (len(parts) == 2 and parts[1] != ROLLBACK_SUFFIX):
         raise ValueError(
-            f"a canary asset URI is canary://<namespace>/<virtual_service>[/rollback], got "
-            f"{uri.geturl()!r}"
+            f"a canary asset URI is canary://<namespace>/<route>[/rollback], got {uri.geturl()!r}"
         )
     _check(uri.netloc, parts[0])
     return uri._replace(path="/" + "/".join(parts), query="", fragment="")
 
 
-def _check(namespace: str, virtual_service: str) -> None:
+def _check(namespace: str, route: str) -> None:
     if not isinstance(namespace, str) or not _LABEL.match(namespace) or len(namespace) > 63:
         raise ValueError(
             f"namespace must be a Kubernetes namespace name (RFC 1123 label), got {namespace!r}"
         )
-    if (
-        not isinstance(virtual_service, str)
-        or not _SUBDOMAIN.match(virtual_service)
-        or len(virtual_service) > 253
-    ):
+    if not isinstance(route, str) or not _SUBDOMAIN.match(route) or len(route) > 253:
         raise ValueError(
-            f"virtual_service must be a Kubernetes object name (RFC 1123 subdomain), "
-            f"got {virtual_service!r}"
+            f"the route object's name must be a Kubernetes object name (RFC 1123 subdomain), "
+            f"got {route!r}"
         )
 
 
@@ -112,7 +157,8 @@ def promotion_extra(
     *,
     outcome: str,
     namespace: str,
-    virtual_service: str,
+    route: str,
+    router: str = "istio",
     stable_version: str | None,
     canary_version: str | None,
     dag_id: str,
@@ -123,6 +169,9 @@ def promotion_extra(
 ) -> dict[str, Any]:
     """The ``extra`` of a promotion or rollback asset event (JSON-able).
 
+    The route object is under its router's parameter name (``virtual_service`` for Istio,
+    ``http_route`` for Gateway API), with ``router``.
+
     ``version`` is the version now serving: the canary after a promotion, stable after a
     rollback. ``verdicts`` maps each analysis task id to its verdict's status, reason and
     per-check numbers.
@@ -130,7 +179,8 @@ def promotion_extra(
     extra: dict[str, Any] = {
         "outcome": outcome,
         "namespace": namespace,
-        "virtual_service": virtual_service,
+        route_parameter(router): route,
+        "router": router_kind(router).value,
         "version": canary_version if outcome == "promoted" else stable_version,
         "canary_version": canary_version,
         "stable_version": stable_version,

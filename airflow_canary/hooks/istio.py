@@ -35,7 +35,7 @@ from airflow_canary.routing import (
     read_split,
     rollback,
 )
-from airflow_canary.routing.router import IstioRouter, Router, RouterKind
+from airflow_canary.routing.router import IstioRouter, Router, RouterKind, route_parameter
 
 _log = logging.getLogger(__name__)
 
@@ -439,13 +439,14 @@ def route_result(
 ) -> dict[str, Any]:
     """The XCom value of a traffic step on either router.
 
-    Istio: exactly ``traffic_result``. Gateway API: the same keys, with ``route`` (the
-    HTTPRoute) and ``router`` in place of ``virtual_service``, and the split keyed by Service.
+    Istio: exactly ``traffic_result``. Gateway API: the same keys, with ``http_route`` (the
+    HTTPRoute's name) and ``router`` in place of ``virtual_service``, and the split keyed by
+    Service.
     """
     if isinstance(router, IstioRouter):
         return traffic_result(namespace, router.target, update, **extra)
     return {
-        "route": name,
+        route_parameter(router.kind): name,
         "router": router.kind.value,
         "namespace": namespace,
         "split": router.read_split(update.after).as_dict(),

@@ -71,6 +71,7 @@ class BranchCanaryHealthOperator(CanaryHealthAnalysisMixin, BaseOperator, Branch
         timeout: Duration | None = None,
         rollback_on_failure: bool = False,
         virtual_service: str | None = None,
+        http_route: str | None = None,
         stable_subset: str = "v1",
         canary_subset: str = "v2",
         route_name: str | Sequence[str] | None = None,

@@ -28,6 +28,7 @@ from airflow_canary.routing.router import (
     GatewayAPIRouter,
     Router,
     RouterKind,
+    route_object_name,
     router_for,
     router_kind,
 )
@@ -48,7 +49,7 @@ def _literal(*values: object) -> bool:
 
 
 class CanaryTrafficOperator(BaseOperator):
-    """Common base: one VirtualService, a stable and a canary subset, one pure transformation.
+    """Common base: one route object, a stable and a canary backend, one pure transformation.
 
     Subclasses supply ``transform`` (a function from ``airflow_canary.routing``), name the
     subsets they send traffic to in ``subsets_receiving`` and may check their own parameters in
@@ -59,8 +60,11 @@ class CanaryTrafficOperator(BaseOperator):
 
     Every subclass takes these parameters, and its own:
 
-    :param virtual_service: name of the VirtualService carrying the split, a non-empty string
-        (templated)
+    :param virtual_service: name of the VirtualService carrying the split, with
+        ``router="istio"``, a non-empty string (templated)
+    :param http_route: name of the HTTPRoute carrying the split, with ``router="gateway-api"``,
+        a non-empty string (templated); exactly one of ``virtual_service`` and ``http_route`` is
+        given, the one of ``router`` (RoutingError at parse time otherwise)
     :param namespace: its namespace, a non-empty string (templated)
     :param stable_subset: DestinationRule subset serving the current model (templated)
     :param canary_subset: DestinationRule subset serving the new model; must differ from
@@ -71,19 +75,19 @@ class CanaryTrafficOperator(BaseOperator):
     :param kubernetes_conn_id: id of an Airflow connection of type ``kubernetes`` (the
         cncf-kubernetes provider's) (templated)
     :param router: ``"istio"`` (default) or ``"gateway-api"``; with Gateway API,
-        ``virtual_service`` names the HTTPRoute, ``stable_subset``/``canary_subset`` the two
-        Services its rules send to, ``route_name`` the rule to manage (default: every rule of the
-        two Services)
-    :raises RoutingError: at DAG parse time for literal values (an empty name, equal subsets, a
-        malformed ``route_name``, an unknown ``router``), else when the task runs; at run time
-        also when the route object has no route to the subsets or would leave one unmanaged.
-        Nothing is written then.
-    :raises LookupError: (run time, an ``IstioNotFoundError``) when the VirtualService, the
+        ``stable_subset``/``canary_subset`` name the two Services the HTTPRoute's rules send to,
+        ``route_name`` the rule to manage (default: every rule of the two Services)
+    :raises RoutingError: at DAG parse time for literal values (an empty name, the route object
+        named by the other router's parameter, equal subsets, a malformed ``route_name``, an
+        unknown ``router``), else when the task runs; at run time also when the route object has
+        no route to the subsets or would leave one unmanaged. Nothing is written then.
+    :raises LookupError: (run time, an ``IstioNotFoundError``) when the route object, the
         DestinationRule defining a receiving subset, or a Gateway API backend Service is missing
     """
 
     template_fields: Sequence[str] = (
         "virtual_service",
+        "http_route",
         "namespace",
         "stable_subset",
         "canary_subset",
@@ -95,7 +99,8 @@ class CanaryTrafficOperator(BaseOperator):
     def __init__(
         self,
         *,
-        virtual_service: str,
+        virtual_service: str | None = None,
+        http_route: str | None = None,
         namespace: str = "default",
         stable_subset: str = "v1",
         canary_subset: str = "v2",
@@ -107,17 +112,28 @@ class CanaryTrafficOperator(BaseOperator):
         super().__init__(**kwargs)
         self.router = router_kind(router).value
         self.virtual_service = virtual_service
+        self.http_route = http_route
         self.namespace = namespace
         self.stable_subset = stable_subset
         self.canary_subset = canary_subset
         self.route_name = route_name
         self.kubernetes_conn_id = kubernetes_conn_id
         # Fail at DAG parse time for literal mistakes; templated values are checked in execute.
-        for what, value in (("virtual_service", virtual_service), ("namespace", namespace)):
-            if not isinstance(value, str) or not value.strip():
-                raise RoutingError(f"{what} must be a non-empty string, got {value!r}")
+        route_object_name(self.router, virtual_service=virtual_service, http_route=http_route)
+        if not isinstance(namespace, str) or not namespace.strip():
+            raise RoutingError(f"namespace must be a non-empty string, got {namespace!r}")
         if _literal(stable_subset, canary_subset, route_name):
             self.traffic_router()
+
+    @property
+    def route(self) -> str:
+        """The route object's name: ``virtual_service`` (Istio) or ``http_route`` (Gateway API).
+
+        Raises RoutingError unless exactly the router's own parameter is a non-empty string.
+        """
+        return route_object_name(
+            self.router, virtual_service=self.virtual_service, http_route=self.http_route
+        )
 
     def route_target(self) -> RouteTarget:
         return RouteTarget(
@@ -164,16 +180,16 @@ class CanaryTrafficOperator(BaseOperator):
         from airflow_canary.hooks.istio import IstioHook, route_result
 
         hook = IstioHook(kubernetes_conn_id=self.kubernetes_conn_id)
-        current = hook.get_route(router, self.virtual_service, self.namespace)
+        current = hook.get_route(router, self.route, self.namespace)
         self.check_backends(hook, router, current)
         update = hook.update_route(
-            router, self.virtual_service, self.namespace, lambda doc: self.change(router, doc)
+            router, self.route, self.namespace, lambda doc: self.change(router, doc)
         )
-        result = route_result(router, self.virtual_service, self.namespace, update)
+        result = route_result(router, self.route, self.namespace, update)
         self.log.info(
             "%s %r in %r: split %s, header routes %s (%s after %d attempt(s))",
             router.route_object.kind,
-            self.virtual_service,
+            self.route,
             self.namespace,
             result["split"],
             [r["name"] for r in result["header_routes"]],
@@ -211,15 +227,15 @@ class CanaryTrafficOperator(BaseOperator):
         from airflow_canary.hooks.istio import IstioHook
 
         hook = IstioHook(kubernetes_conn_id=self.kubernetes_conn_id)
-        current = hook.get_virtual_service(self.virtual_service, self.namespace)
+        current = hook.get_virtual_service(self.route, self.namespace)
         self.check_subsets(hook, current, target)
         update = hook.update_virtual_service(
-            self.virtual_service, self.namespace, lambda vs: self.transform(vs, target)
+            self.route, self.namespace, lambda vs: self.transform(vs, target)
         )
         result = self.result(update, target)
         self.log.info(
             "VirtualService %r in %r: %s; header routes %s (%s after %d attempt(s))",
-            self.virtual_service,
+            self.route,
             self.namespace,
             read_split(update.after, target).describe(),
             [r["name"] for r in result["header_routes"]],
@@ -398,18 +414,20 @@ class RollbackCanaryOperator(CanaryTrafficOperator):
             raise RollbackFailedError(self._failure(err)) from err
 
     def _failure(self, err: Exception) -> str:
-        """Why the rollback could not write, with the split the VirtualService has now."""
+        """Why the rollback could not write, with the split the route object has now."""
         from airflow_canary.hooks.istio import IstioHook
         from airflow_canary.routing import gateway_api
 
         router = self.traffic_router()
+        # As given: the name itself may be what was wrong.
+        name = self.http_route if router.kind is RouterKind.GATEWAY_API else self.virtual_service
         message = (
-            f"rollback of {router.route_object.kind} {self.virtual_service!r} in "
+            f"rollback of {router.route_object.kind} {name!r} in "
             f"{self.namespace!r} could not write: {type(err).__name__}: {err}"
         )
         try:
             route = IstioHook(kubernetes_conn_id=self.kubernetes_conn_id).get_route(
-                router, self.virtual_service, self.namespace
+                router, self.route, self.namespace
             )
             if isinstance(router, GatewayAPIRouter):
                 current = gateway_api.read_split(route, router.target).describe()
@@ -430,7 +448,7 @@ class RollbackCanaryOperator(CanaryTrafficOperator):
         self.log.warning(
             "Rolled back %s %r in %r to %s. Reason: %s",
             router.route_object.kind,
-            self.virtual_service,
+            self.route,
             self.namespace,
             result["split"],
             self.reason,
@@ -442,7 +460,7 @@ class RollbackCanaryOperator(CanaryTrafficOperator):
         after = read_split(update.after, target)
         self.log.warning(
             "Rolling back VirtualService %r in %r: %s -> %s. Reason: %s",
-            self.virtual_service,
+            self.route,
             self.namespace,
             before.describe(),
             after.describe(),

@@ -464,7 +464,7 @@ class Plan:
                 canary_subset=subsets["canary_subset"],
                 stable_version=_text(value.get("stable_version")),
                 canary_version=_text(value.get("canary_version")),
-                virtual_service=_text(value.get("virtual_service")),
+                virtual_service=_text(value.get("virtual_service") or value.get("http_route")),
                 namespace=_text(value.get("namespace")),
             ),
             problems,

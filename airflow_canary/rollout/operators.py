@@ -54,8 +54,9 @@ class RolloutPlanOperator(BaseOperator):
     :param steps_param: name of a DAG param holding the run's weights (a list of as many
         weights as ``steps``, checked when the task runs: a bad list fails the task before any
         traffic moves), or None to use ``steps``
-    :param virtual_service: the route object: an Istio VirtualService, or the HTTPRoute with
-        ``router="gateway-api"`` (templated)
+    :param virtual_service: the VirtualService, with ``router="istio"`` (templated)
+    :param http_route: the HTTPRoute, with ``router="gateway-api"`` (templated); exactly one of
+        the two, the router's own
     :param namespace: its namespace (templated)
     :param stable_subset: DestinationRule subset of the stable model (Gateway API: its Service)
     :param canary_subset: DestinationRule subset of the canary model (Gateway API: its Service)
@@ -78,9 +79,20 @@ class RolloutPlanOperator(BaseOperator):
     :raises RolloutPlanError: (parse time) for bad steps or subsets
     :raises AirflowFailException: (run time) when the route object, the DestinationRule's
         subsets or the Services a step needs are missing, or ``steps_param`` is malformed
+    :raises RoutingError: (parse time) for a route object not named by the router's parameter
+
+    Its XCom names the route object under the router's parameter (``virtual_service`` or
+    ``http_route``), with ``router``.
     """
 
-    template_fields = ("virtual_service", "namespace", "route_name", "bake_time", "poll_interval")
+    template_fields = (
+        "virtual_service",
+        "http_route",
+        "namespace",
+        "route_name",
+        "bake_time",
+        "poll_interval",
+    )
     ui_color = "#e8f1fb"
 
     def __init__(
@@ -88,7 +100,6 @@ class RolloutPlanOperator(BaseOperator):
         *,
         steps: Sequence[int],
         steps_param: str | None,
-        virtual_service: str,
         namespace: str,
         stable_subset: str,
         canary_subset: str,
@@ -103,10 +114,12 @@ class RolloutPlanOperator(BaseOperator):
         bake_time: Duration = 300,
         poll_interval: Duration = 15,
         prometheus_conn_id: str = "prometheus_default",
+        virtual_service: str | None = None,
+        http_route: str | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        from airflow_canary.routing.router import router_kind
+        from airflow_canary.routing.router import route_object_name, router_kind
 
         self.checks = list(checks)
         self.judge = judge
@@ -116,6 +129,7 @@ class RolloutPlanOperator(BaseOperator):
         self.prometheus_conn_id = prometheus_conn_id
 
         self.router = router_kind(router).value
+        route_object_name(self.router, virtual_service=virtual_service, http_route=http_route)
         self.route_name = route_name
         self.kubernetes_conn_id = kubernetes_conn_id
         self.plan = RolloutPlan(
@@ -127,7 +141,17 @@ class RolloutPlanOperator(BaseOperator):
         )
         self.steps_param = steps_param
         self.virtual_service = virtual_service
+        self.http_route = http_route
         self.namespace = namespace
+
+    @property
+    def route(self) -> str:
+        """The route object's name (``virtual_service`` or ``http_route``, the router's)."""
+        from airflow_canary.routing.router import route_object_name
+
+        return route_object_name(
+            self.router, virtual_service=self.virtual_service, http_route=self.http_route
+        )
 
     def execute(self, context: Any) -> dict[str, Any]:
         steps = self.plan.steps
@@ -146,17 +170,19 @@ class RolloutPlanOperator(BaseOperator):
                 raise AirflowFailException(f"param {self.steps_param!r}: {err}") from None
         split = self.check_traffic_target()
         power = self.assess_power(steps)
+        from airflow_canary.routing.router import route_parameter
+
         self.log.info(
             "Rollout of %s/%s (now %s): %s -> %s in steps %s",
             self.namespace,
-            self.virtual_service,
+            self.route,
             split.describe(),
             self.plan.stable_subset,
             self.plan.canary_subset,
             " -> ".join(f"{w}%" for w in steps),
         )
         return {
-            "virtual_service": self.virtual_service,
+            route_parameter(self.router): self.route,
             "router": self.router,
             "namespace": self.namespace,
             "steps": list(steps),
@@ -213,7 +239,7 @@ class RolloutPlanOperator(BaseOperator):
         try:
             target = RouteTarget(self.plan.stable_subset, self.plan.canary_subset, self.route_name)
             hook = IstioHook(kubernetes_conn_id=self.kubernetes_conn_id)
-            vs = hook.get_virtual_service(self.virtual_service, self.namespace)
+            vs = hook.get_virtual_service(self.route, self.namespace)
             split = check_target(vs, target)
             hook.find_destination_rule(rollout_host(vs, target), self.namespace).require(
                 (target.stable_subset, target.canary_subset)
@@ -241,7 +267,7 @@ class RolloutPlanOperator(BaseOperator):
         hook = IstioHook(kubernetes_conn_id=self.kubernetes_conn_id)
         backend_ns = target.namespace or self.namespace
         try:
-            route = hook.get_route(router, self.virtual_service, self.namespace)
+            route = hook.get_route(router, self.route, self.namespace)
             grants = (
                 hook.list_reference_grants(backend_ns) if backend_ns != self.namespace else None
             )
@@ -311,7 +337,8 @@ class _EmitsRolloutAsset:
     alias_name: str
     outcome: str
     namespace: str
-    virtual_service: str
+    route: str
+    router: str
     analysis_task_ids: list[str]
     plan_task_id: str | None
     log: Any
@@ -323,11 +350,12 @@ class _EmitsRolloutAsset:
         plan = ti.xcom_pull(task_ids=self.plan_task_id) if self.plan_task_id else None
         plan = plan if isinstance(plan, Mapping) else {}
         make = promotion_asset if self.outcome == "promoted" else rollback_asset
-        asset = make(self.namespace, self.virtual_service)
+        asset = make(self.namespace, self.route)
         extra = promotion_extra(
             outcome=self.outcome,
             namespace=self.namespace,
-            virtual_service=self.virtual_service,
+            route=self.route,
+            router=self.router,
             stable_version=plan.get("stable_version"),
             canary_version=plan.get("canary_version"),
             dag_id=ti.dag_id,
@@ -341,7 +369,7 @@ class _EmitsRolloutAsset:
 
 
 class RolloutPromoteOperator(_EmitsRolloutAsset, PromoteCanaryOperator):
-    """Promote the canary and emit an asset event on ``canary://<namespace>/<virtual_service>``.
+    """Promote the canary and emit an asset event on ``canary://<namespace>/<route>``.
 
     The event's ``extra`` carries the promoted version, the training run behind it (when the
     rollout was started by an asset event) and every step's verdict; see
@@ -427,12 +455,14 @@ class RolloutRollbackOperator(_EmitsRolloutAsset, RollbackCanaryOperator):
         except RollbackFailedError as err:
             if not isinstance(err.__cause__, IstioNotFoundError):
                 raise
-            # No VirtualService (the plan could not find it): no route of it sends anywhere.
+            # No route object (the plan could not find it): no route of it sends anywhere.
+            from airflow_canary.routing.router import route_parameter
+
             self.log.warning("Nothing to roll back (%s); reason: %s", err.__cause__, self.reason)
             return {
                 "rolled_back": False,
                 "reason": self.reason,
-                "virtual_service": self.virtual_service,
+                route_parameter(self.router): self.route,
             }
         # The canary may already be off traffic (the analysis rolled back in its trigger, or
         # another writer): the rollout still rolled back if its traffic had moved.
@@ -548,7 +578,7 @@ class NotifyRolloutOperator(BaseOperator):
             dag_id=ti.dag_id,
             run_id=ti.run_id,
             namespace=plan.get("namespace"),
-            virtual_service=plan.get("virtual_service"),
+            route=plan.get("virtual_service") or plan.get("http_route"),
             stable_version=plan.get("stable_version"),
             canary_version=plan.get("canary_version"),
             reason=reason,

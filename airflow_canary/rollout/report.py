@@ -104,8 +104,9 @@ class RolloutReport:
     :param outcome: promoted or rolled back
     :param dag_id: the rollout's DAG
     :param run_id: its run
-    :param namespace: namespace of the VirtualService
-    :param virtual_service: the VirtualService whose traffic moved
+    :param namespace: namespace of the route object
+    :param route: the route object whose traffic moved (a VirtualService, or an HTTPRoute with
+        Gateway API)
     :param stable_version: version that served before (metric label)
     :param canary_version: version rolled out
     :param reason: why it ended so (the rollback's reason; for a promotion, the last verdict)
@@ -117,7 +118,7 @@ class RolloutReport:
     dag_id: str
     run_id: str
     namespace: str | None
-    virtual_service: str | None
+    route: str | None
     stable_version: str | None
     canary_version: str | None
     reason: str
@@ -127,7 +128,7 @@ class RolloutReport:
     @property
     def subject(self) -> str:
         what = "promoted" if self.outcome is RolloutOutcome.PROMOTED else "rolled back"
-        target = "/".join(p for p in (self.namespace, self.virtual_service) if p) or self.dag_id
+        target = "/".join(p for p in (self.namespace, self.route) if p) or self.dag_id
         return f"Canary {self.canary_version or '?'} {what} on {target} ({self.dag_id})"
 
     def text(self) -> str:

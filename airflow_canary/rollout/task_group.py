@@ -17,8 +17,9 @@ PROMETHEUS_CONN_ID = "prometheus_default"
 
 def canary_rollout(
     *,
-    virtual_service: str,
     checks: Sequence[Any],
+    virtual_service: str | None = None,
+    http_route: str | None = None,
     group_id: str = "canary",
     namespace: str = "default",
     stable_subset: str = "v1",
@@ -65,6 +66,10 @@ def canary_rollout(
     from :mod:`airflow_canary.analysis`. After a rollback the run ends failed (``fail_rollout``)
     so failure callbacks and alerts fire; a healthy rollout ends with ``promote``. A 100% step
     has no stable traffic to compare with, so it is followed by ``promote`` directly.
+    The route object is named in its router's own term: ``virtual_service=`` (the Istio
+    VirtualService, ``router="istio"``, the default) or ``http_route=`` (the Gateway API
+    HTTPRoute, ``router="gateway-api"``); exactly one, the router's (RoutingError at parse time
+    naming the value otherwise). Either may be a template.
     The rollout moves every http, tcp and tls route of ``virtual_service`` that sends to its two
     subsets; ``route_name`` (a name or a list, ``tcp[0]`` for unnamed routes) lists them
     explicitly, and ``plan`` fails naming any route to the subsets it leaves out.
@@ -73,10 +78,11 @@ def canary_rollout(
     INCONCLUSIVE saying so (``on_weight_change="end_step"``), or the weight is written back and
     each correction logged (``"reassert"``).
 
-    ``router`` picks the traffic backend: ``"istio"`` (``virtual_service`` is a VirtualService,
-    the subsets are DestinationRule subsets) or ``"gateway-api"`` (``virtual_service`` is an
-    HTTPRoute, ``stable_subset``/``canary_subset`` are the Services its rules send to; set
-    ``stable_version``/``canary_version`` to the pods' ``version`` labels for the analysis).
+    ``router`` picks the traffic backend: ``"istio"`` (``virtual_service`` names a
+    VirtualService, the subsets are DestinationRule subsets) or ``"gateway-api"``
+    (``http_route`` names an HTTPRoute, ``stable_subset``/``canary_subset`` are the Services its
+    rules send to, ``route_name`` its rule names; set ``stable_version``/``canary_version`` to
+    the pods' ``version`` labels for the analysis).
 
     With the sequential judge each judged step gets ``budget_share = 1/judged steps`` of the
     judge's ``alpha`` unless ``judge_options`` sets it: one error budget for the rollout.
@@ -86,10 +92,10 @@ def canary_rollout(
     ``deferrable`` (default ``[operators] default_deferrable``) makes the analyses wait in the
     triggerer, which also rolls back (``rollback_in_trigger``) the moment a step fails.
 
-    ``promote`` emits an asset event on ``canary://<namespace>/<virtual_service>``, ``rollback``
-    one on ``canary://<namespace>/<virtual_service>/rollback`` (see
-    :mod:`airflow_canary.assets.canary`): schedule a DAG on
-    ``promotion_asset(namespace, virtual_service)`` to run after each promotion.
+    ``promote`` emits an asset event on ``canary://<namespace>/<route>`` (``<route>`` the
+    VirtualService or HTTPRoute), ``rollback`` one on ``canary://<namespace>/<route>/rollback``
+    (see :mod:`airflow_canary.assets.canary`): schedule a DAG on
+    ``promotion_asset(namespace, route)`` to run after each promotion.
 
     ``notifiers`` (Airflow ``BaseNotifier`` instances, e.g.
     ``RolloutNotifier(SmtpNotifier(to=...))``) are called by a ``notify`` task after the
@@ -118,7 +124,9 @@ def canary_rollout(
         RolloutPromoteOperator,
         RolloutRollbackOperator,
     )
+    from airflow_canary.routing.router import route_object_name
 
+    route = route_object_name(router, virtual_service=virtual_service, http_route=http_route)
     plan = RolloutPlan(
         steps=tuple(steps),  # type: ignore[arg-type]
         stable_subset=stable_subset,
@@ -142,7 +150,7 @@ def canary_rollout(
         )
 
     target = TrafficTarget(
-        route=virtual_service,
+        route=route,
         namespace=namespace,
         stable_subset=plan.stable_subset,
         canary_subset=plan.canary_subset,
@@ -175,7 +183,7 @@ def canary_rollout(
     if analysis_timeout is not None:
         analysis["timeout"] = analysis_timeout
 
-    with TaskGroup(group_id=group_id, tooltip=f"Canary rollout of {virtual_service}") as group:
+    with TaskGroup(group_id=group_id, tooltip=f"Canary rollout of {route}") as group:
         plan_task = RolloutPlanOperator(
             task_id="plan",
             steps=list(plan.steps),

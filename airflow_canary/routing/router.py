@@ -109,6 +109,11 @@ VIRTUAL_SERVICE = RouteObject(
     "networking.istio.io", ("v1", "v1beta1", "v1alpha3"), "virtualservices", "VirtualService"
 )
 HTTP_ROUTE = RouteObject(gateway_api.GROUP, ("v1",), "httproutes", "HTTPRoute")
+#: The route object each router writes.
+ROUTE_OBJECTS: dict[RouterKind, RouteObject] = {
+    RouterKind.ISTIO: VIRTUAL_SERVICE,
+    RouterKind.GATEWAY_API: HTTP_ROUTE,
+}
 
 
 @dataclass(frozen=True)
@@ -240,6 +245,58 @@ def router_kind(value: object) -> RouterKind:
         raise RoutingError(f"router must be one of {choices}, got {value!r}") from None
 
 
+#: Each router's route object: its kind and the parameter naming it, in the field's own terms.
+ROUTE_PARAMETERS: dict[RouterKind, tuple[str, str]] = {
+    RouterKind.ISTIO: ("virtual_service", "a VirtualService"),
+    RouterKind.GATEWAY_API: ("http_route", "an HTTPRoute"),
+}
+
+
+def route_parameter(router: object) -> str:
+    """The parameter naming ``router``'s route object: ``virtual_service`` or ``http_route``."""
+    return ROUTE_PARAMETERS[router_kind(router)][0]
+
+
+def route_object_name(
+    router: object, *, virtual_service: object = None, http_route: object = None
+) -> str:
+    """The route object's name, given under the parameter of ``router``'s own term.
+
+    Istio's route object is a VirtualService (``virtual_service=``), Gateway API's an HTTPRoute
+    (``http_route=``): exactly one must be given and it must be ``router``'s. The name may be a
+    template (checked as given; a template renders later). Raises RoutingError naming the value
+    and the parameter expected, e.g. ``router='gateway-api' manages an HTTPRoute: pass
+    http_route='model-route' instead of virtual_service=...``.
+    """
+    kind = router_kind(router)
+    expected, article_kind = ROUTE_PARAMETERS[kind]
+    given = {
+        name: value
+        for name, value in (("virtual_service", virtual_service), ("http_route", http_route))
+        if value is not None
+    }
+    if len(given) == 2:
+        raise RoutingError(
+            f"router={kind.value!r} manages {article_kind}: pass only {expected}=, got "
+            f"virtual_service={virtual_service!r} and http_route={http_route!r}"
+        )
+    if not given:
+        raise RoutingError(
+            f"router={kind.value!r} manages {article_kind}: pass its name as {expected}="
+        )
+    ((name, value),) = given.items()
+    if name != expected:
+        other = next(k for k, (param, _) in ROUTE_PARAMETERS.items() if param == name)
+        raise RoutingError(
+            f"router={kind.value!r} manages {article_kind}: pass {expected}={value!r} instead "
+            f"of {name}=... ({name} names {ROUTE_PARAMETERS[other][1]}, with "
+            f"router={other.value!r})"
+        )
+    if not isinstance(value, str) or not value.strip():
+        raise RoutingError(f"{name} must be a non-empty string, got {value!r}")
+    return value
+
+
 def router_for(
     kind: object,
     *,
@@ -277,10 +334,14 @@ __all__ = [
     "VIRTUAL_SERVICE",
     "GatewayAPIRouter",
     "IstioRouter",
+    "ROUTE_OBJECTS",
+    "ROUTE_PARAMETERS",
     "RouteObject",
     "Router",
     "RouterKind",
     "Split",
+    "route_object_name",
+    "route_parameter",
     "router_for",
     "router_kind",
 ]

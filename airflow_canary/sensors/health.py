@@ -44,6 +44,7 @@ _TEMPLATE_STAND_INS: dict[str, Any] = {
     "bake_time": None,
     "poll_interval": 1.0,
     "virtual_service": "virtual-service",
+    "http_route": "http-route",
     "stable_subset": "stable",
     "canary_subset": "canary",
     "route_name": None,
@@ -84,19 +85,24 @@ ANALYSIS_PARAMS_DOC = """
     :param timeout: bound on the whole analysis (timedelta or seconds); default
         ``2 × bake_time + 10 × poll_interval``; the verdict is INCONCLUSIVE when reached
     :param rollback_on_failure: on FAIL, send all traffic to stable from the loop itself
-        (the triggerer when deferred) before the task resumes; needs ``virtual_service``
-    :param virtual_service: the VirtualService to roll back (templated)
-    :param stable_subset: DestinationRule subset of the stable model (templated)
-    :param canary_subset: DestinationRule subset of the canary model (templated)
+        (the triggerer when deferred) before the task resumes; needs the route object
+    :param virtual_service: the VirtualService to roll back and watch, with ``router="istio"``
+        (templated)
+    :param http_route: the HTTPRoute to roll back and watch, with ``router="gateway-api"``
+        (templated); at most one of the two, the router's
+    :param stable_subset: DestinationRule subset (Istio) or Service (Gateway API) of the stable
+        model (templated)
+    :param canary_subset: DestinationRule subset (Istio) or Service (Gateway API) of the canary
+        model (templated)
     :param route_name: the routes to manage (an http route name, ``tcp[0]``, or a list); default
         every route of the two subsets (templated)
     :param kubernetes_conn_id: cncf-kubernetes connection used for the rollback
     :param canary_weight: the step's canary weight (integer 0..100); with it every poll re-reads
-        the VirtualService and tests the canary's observed share of requests (templated)
+        the route object and tests the canary's observed share of requests (templated)
     :param on_weight_change: when another writer changed the weight: ``"end_step"`` (the step
         ends INCONCLUSIVE saying so) or ``"reassert"`` (write it back, log each correction)
-    :param router: the traffic backend of ``virtual_service``: ``"istio"`` (a VirtualService)
-        or ``"gateway-api"`` (an HTTPRoute)
+    :param router: the traffic backend: ``"istio"`` (a VirtualService, ``virtual_service``)
+        or ``"gateway-api"`` (an HTTPRoute, ``http_route``)
     :param deferrable: wait in the triggerer (default ``[operators] default_deferrable``,
         true when unset); ``False`` runs the same loop in the worker
     :param dashboard_url_template: URL of a dashboard with ``{namespace}``,
@@ -342,6 +348,7 @@ class CanaryHealthSensor(CanaryHealthAnalysisMixin, BaseSensorOperator):
         timeout: Duration | None = None,
         rollback_on_failure: bool = False,
         virtual_service: str | None = None,
+        http_route: str | None = None,
         stable_subset: str = "v1",
         canary_subset: str = "v2",
         route_name: str | Sequence[str] | None = None,

@@ -26,7 +26,13 @@ from airflow_canary.analysis import (
     check_from_dict,
 )
 from airflow_canary.durations import Duration, DurationError
-from airflow_canary.routing.values import validate_weight
+from airflow_canary.routing.router import (
+    ROUTE_OBJECTS,
+    route_object_name,
+    route_parameter,
+    router_kind,
+)
+from airflow_canary.routing.values import RoutingError, validate_weight
 from airflow_canary.target import TrafficTarget
 from airflow_canary.triggers.weight_hold import (
     WeightHoldSpec,
@@ -123,6 +129,7 @@ class HealthAnalysisConfig:
         timeout: Duration | None = None,
         rollback_on_failure: bool = False,
         virtual_service: str | None = None,
+        http_route: str | None = None,
         stable_subset: str = "v1",
         canary_subset: str = "v2",
         route_name: str | Sequence[str] | None = None,
@@ -144,14 +151,29 @@ class HealthAnalysisConfig:
         """
         if not checks:
             raise AnalysisError("checks must name at least one check, got an empty list")
-        rollback = None
-        if rollback_on_failure:
-            if not virtual_service:
-                raise AnalysisError(
-                    "rollback_on_failure=True needs virtual_service, the VirtualService to roll back"
+        route = None
+        if virtual_service is not None or http_route is not None:
+            try:
+                route = route_object_name(
+                    router, virtual_service=virtual_service, http_route=http_route
                 )
+            except RoutingError as err:
+                raise AnalysisError(str(err)) from None
+        if route is None and (rollback_on_failure or canary_weight is not None):
+            needs, verb = (
+                ("rollback_on_failure=True", "roll back")
+                if rollback_on_failure
+                else ("canary_weight", "watch")
+            )
+            kind = router_kind(router)
+            raise AnalysisError(
+                f"{needs} needs {route_parameter(kind)}, the name of the "
+                f"{ROUTE_OBJECTS[kind].kind} to {verb}"
+            )
+        rollback = None
+        if rollback_on_failure and route is not None:
             rollback = TrafficTarget(
-                route=virtual_service,
+                route=route,
                 namespace=namespace,
                 stable_subset=stable_subset,
                 canary_subset=canary_subset,
@@ -160,14 +182,10 @@ class HealthAnalysisConfig:
                 router=router,
             )
         weight_hold = None
-        if canary_weight is not None:
-            if not virtual_service:
-                raise AnalysisError(
-                    "canary_weight needs virtual_service, the VirtualService to watch"
-                )
+        if canary_weight is not None and route is not None:
             weight_hold = WeightHoldSpec(
                 TrafficTarget(
-                    virtual_service,
+                    route,
                     namespace,
                     stable_subset,
                     canary_subset,

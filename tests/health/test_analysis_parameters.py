@@ -77,14 +77,25 @@ VALUES: dict[str, Any] = {
     "prometheus_conn_id": "prom",
     "timeout": 300,
     "rollback_on_failure": True,
-    "virtual_service": "model-vs",
-    "stable_subset": "blue-subset",
-    "canary_subset": "green-subset",
+    "virtual_service": None,  # Gateway API's route object is http_route; see ISTIO_VALUES
+    "http_route": "model-route",
+    "stable_subset": "blue-service",
+    "canary_subset": "green-service",
     "route_name": ["primary"],
     "kubernetes_conn_id": "k8s",
     "canary_weight": 25,
     "on_weight_change": "reassert",
     "router": "gateway-api",
+}
+#: The same with Istio: virtual_service names the route object (it and http_route exclude each
+#: other, so one of them is at its default in each set).
+ISTIO_VALUES: dict[str, Any] = {
+    **VALUES,
+    "virtual_service": "model-vs",
+    "http_route": None,
+    "stable_subset": "blue-subset",
+    "canary_subset": "green-subset",
+    "router": "istio",
 }
 EXTRA: dict[type, dict[str, Any]] = {
     CanaryHealthSensor: {},
@@ -96,17 +107,22 @@ EXTRA: dict[type, dict[str, Any]] = {
 
 
 def test_the_values_cover_every_parameter_with_a_non_default() -> None:
-    assert set(VALUES) == set(SOURCE)
-    assert all(VALUES[name] != p.default for name, p in SOURCE.items())
+    assert set(VALUES) == set(ISTIO_VALUES) == set(SOURCE)
+    assert all(
+        VALUES[name] != p.default or ISTIO_VALUES[name] != p.default for name, p in SOURCE.items()
+    )
 
 
+@pytest.mark.parametrize("values", [VALUES, ISTIO_VALUES], ids=["gateway-api", "istio"])
 @pytest.mark.parametrize("cls", OPERATORS, ids=lambda cls: cls.__name__)
-def test_the_operator_keeps_every_parameter_and_builds_the_same_config(cls: type) -> None:
-    operator = cls(task_id="judge", deferrable=True, **EXTRA[cls], **VALUES)
+def test_the_operator_keeps_every_parameter_and_builds_the_same_config(
+    cls: type, values: dict[str, Any]
+) -> None:
+    operator = cls(task_id="judge", deferrable=True, **EXTRA[cls], **values)
     # one helper reads the parameters back from the attributes (the rendered values at run time)
-    assert operator.analysis_values() == VALUES
-    assert operator.analysis == HealthAnalysisConfig.from_params(**VALUES)
-    assert operator.resolve_analysis() == HealthAnalysisConfig.from_params(**VALUES)
+    assert operator.analysis_values() == values
+    assert operator.analysis == HealthAnalysisConfig.from_params(**values)
+    assert operator.resolve_analysis() == HealthAnalysisConfig.from_params(**values)
     for name in ANALYSIS_TEMPLATE_FIELDS:
         assert name in cls.template_fields
 

@@ -62,7 +62,7 @@ def namespace(gateway_mesh: Mesh, monkeypatch: pytest.MonkeyPatch) -> Iterator[s
 
 def common(namespace: str) -> dict[str, Any]:
     return {
-        "virtual_service": ROUTE,
+        "http_route": ROUTE,
         "namespace": namespace,
         "stable_subset": "model-v1",
         "canary_subset": "model-v2",
@@ -96,7 +96,7 @@ def test_operators_roll_out_and_back_on_an_httproute(gateway_mesh: Mesh, namespa
     assert plan["router"] == "gateway-api" and plan["steps"] == [10, 50, 100]
 
     header = SetHeaderRouteOperator(task_id="h", value="v2", **kw).execute({})  # type: ignore[arg-type]
-    assert header["route"] == ROUTE and header["router"] == "gateway-api"
+    assert header["http_route"] == ROUTE and header["router"] == "gateway-api"
     assert [r["name"] for r in header["header_routes"]] == [
         "airflow-canary-header-x-canary-version"
     ]
@@ -162,5 +162,5 @@ def test_bad_router_and_gateway_api_header_match_fail_at_parse_time() -> None:
         SetCanaryWeightOperator(task_id="w", weight=1, virtual_service="r", router="nginx")
     with pytest.raises(RoutingError, match="stable_service must be a Service name"):
         SetCanaryWeightOperator(
-            task_id="w", weight=1, virtual_service="r", router="gateway-api", stable_subset="V_1"
+            task_id="w", weight=1, http_route="r", router="gateway-api", stable_subset="V_1"
         )

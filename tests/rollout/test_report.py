@@ -56,7 +56,7 @@ def _report() -> RolloutReport:
         dag_id="canary_rollout",
         run_id="manual__1",
         namespace="default",
-        virtual_service="model-virtual-service",
+        route="model-virtual-service",
         stable_version="v1",
         canary_version="v2",
         reason="canary.step_1.analyze: health analysis FAIL: error rate too high",
@@ -148,13 +148,18 @@ def test_canary_asset_uris() -> None:
             sanitize_uri(urlsplit(bad))
     with pytest.raises(ValueError, match="namespace must be a Kubernetes namespace name"):
         promotion_uri("{{ params.ns }}", "vs")
+    # The route object may be named in its router's term (Istio users' keyword calls still work).
+    assert promotion_uri("ml", virtual_service="vs") == promotion_uri("ml", "vs")
+    assert rollback_uri("ml", http_route="model-route") == "canary://ml/model-route/rollback"
+    with pytest.raises(ValueError, match="name the route object once"):
+        promotion_uri("ml", "vs", http_route="model-route")
 
 
 def test_promotion_extra_names_the_version_the_training_run_and_the_verdicts() -> None:
     extra = promotion_extra(
         outcome="promoted",
         namespace="default",
-        virtual_service="vs",
+        route="vs",
         stable_version="v1",
         canary_version="v2",
         dag_id="canary_rollout",
@@ -164,6 +169,20 @@ def test_promotion_extra_names_the_version_the_training_run_and_the_verdicts() -
     )
     assert extra["version"] == "v2" and extra["trained_by"][0]["dag_id"] == "retrain_model_weekly"
     assert extra["verdicts"]["canary.step_1.analyze"]["verdict"] == "PASS"
+    assert (extra["virtual_service"], extra["router"]) == ("vs", "istio")
+    on_gateway_api = promotion_extra(
+        outcome="rolled_back",
+        namespace="default",
+        route="model-route",
+        router="gateway-api",
+        stable_version="v1",
+        canary_version="v2",
+        dag_id="canary_rollout",
+        run_id="r1",
+        verdicts={},
+        trained_by=[],
+    )
+    assert on_gateway_api["http_route"] == "model-route" and "virtual_service" not in on_gateway_api
 
 
 def test_each_judged_step_takes_its_weight_from_the_plan() -> None:

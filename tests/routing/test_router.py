@@ -24,6 +24,8 @@ from airflow_canary.routing.router import (
     IstioRouter,
     Router,
     RouterKind,
+    route_object_name,
+    route_parameter,
     router_for,
     router_kind,
 )
@@ -144,3 +146,51 @@ def test_router_for_chooses_by_name_and_names_bad_values() -> None:
         router_for("istio", backend_namespace="models")
     with pytest.raises(RoutingError, match="stable_service and canary_service must differ"):
         router_for("gateway-api", stable="m", canary="m")
+
+
+def test_the_route_object_is_named_in_its_routers_own_term() -> None:
+    assert route_object_name("istio", virtual_service="model-vs") == "model-vs"
+    assert route_object_name("gateway-api", http_route="{{ params.r }}") == "{{ params.r }}"
+    assert (route_parameter("istio"), route_parameter("gateway-api")) == (
+        "virtual_service",
+        "http_route",
+    )
+
+
+@pytest.mark.parametrize(
+    ("router", "given", "message"),
+    [
+        (
+            "gateway-api",
+            {"virtual_service": "model-route"},
+            "router='gateway-api' manages an HTTPRoute: pass http_route='model-route' instead of "
+            "virtual_service=... (virtual_service names a VirtualService, with router='istio')",
+        ),
+        (
+            "istio",
+            {"http_route": "model-route"},
+            "router='istio' manages a VirtualService: pass virtual_service='model-route' instead "
+            "of http_route=... (http_route names an HTTPRoute, with router='gateway-api')",
+        ),
+        (
+            "istio",
+            {"virtual_service": "vs", "http_route": "r"},
+            "router='istio' manages a VirtualService: pass only virtual_service=, got "
+            "virtual_service='vs' and http_route='r'",
+        ),
+        (
+            "gateway-api",
+            {},
+            "router='gateway-api' manages an HTTPRoute: pass its name as http_route=",
+        ),
+        ("istio", {}, "router='istio' manages a VirtualService: pass its name as virtual_service="),
+        ("gateway-api", {"http_route": " "}, "http_route must be a non-empty string, got ' '"),
+        ("istio", {"virtual_service": 7}, "virtual_service must be a non-empty string, got 7"),
+    ],
+)
+def test_a_route_object_not_named_by_its_routers_parameter_is_refused(
+    router: str, given: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(RoutingError) as err:
+        route_object_name(router, **given)
+    assert str(err.value) == message
