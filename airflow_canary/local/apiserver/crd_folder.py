@@ -17,6 +17,10 @@ import yaml
 
 _CRDS_PATH = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions"
 
+#: The mesh's built-in Gateway API CRDs (v1.6.1, standard channel: Gateway, HTTPRoute,
+#: ReferenceGrant), copied unchanged from the Gateway API project; see the folder's README.
+GATEWAY_API_CRDS = Path(__file__).resolve().parent / "crds" / "gateway-api"
+
 
 class CRDFolderError(Exception):
     """A CRD folder that cannot be read or applied; the message names the file and the reason."""
