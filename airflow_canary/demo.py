@@ -5,8 +5,9 @@ Starts the local stack (mesh, Istio CRDs, model-v1, Prometheus, steady load), ru
 it goes: the canary weight, requests, error rate and p99 per version from Prometheus, and each
 step's verdict. ``--canary bad`` (and its variants) deploys a worse model-v2 and shows the
 detection and the rollback with its reason. ``--router gateway-api`` runs the same DAG on a
-Gateway API HTTPRoute (Services model-v1 and model-v2) instead of an Istio VirtualService; it
-needs ``$CANARY_GATEWAY_API_CRDS``. Every process stops on exit and on Ctrl-C.
+Gateway API HTTPRoute (Services model-v1 and model-v2) instead of an Istio VirtualService, with
+the mesh's built-in Gateway API CRDs (or those of ``$CANARY_GATEWAY_API_CRDS``). Every process
+stops on exit and on Ctrl-C.
 """
 
 from __future__ import annotations

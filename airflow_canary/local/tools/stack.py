@@ -53,10 +53,13 @@ def free_port() -> int:
         return port
 
 
-def default_gateway_api_crds_dir() -> Path | None:
-    """Gateway API CRDs to apply at start: the folder named by ``$CANARY_GATEWAY_API_CRDS``, if set."""
+def default_gateway_api_crds_dir() -> Path:
+    """Gateway API CRDs to apply with ``router="gateway-api"``: the folder named by
+    ``$CANARY_GATEWAY_API_CRDS`` when set, else the mesh's built-in ones (v1.6.1, standard)."""
+    from airflow_canary.local.apiserver.crd_folder import GATEWAY_API_CRDS
+
     value = os.environ.get("CANARY_GATEWAY_API_CRDS")
-    return Path(value) if value else None
+    return Path(value) if value else GATEWAY_API_CRDS
 
 
 def default_crds_dir() -> Path | None:
@@ -122,6 +125,7 @@ class StackConfig:
     namespace: str = "default"
     #: "istio" or "gateway-api": which route object the model's traffic goes through
     router: str = "istio"
+    #: Gateway API CRDs applied with router "gateway-api" (None: the mesh's built-in ones)
     gateway_api_crds_dir: Path | None = field(default_factory=default_gateway_api_crds_dir)
 
 
@@ -217,15 +221,18 @@ class LocalStack:
     # -- parts -----------------------------------------------------------------------------
 
     def _apply_gateway_api_crds(self, api: Any) -> None:
-        from airflow_canary.local.apiserver.crd_folder import read_crd_folder
+        from airflow_canary.local.apiserver.crd_folder import (
+            GATEWAY_API_CRDS,
+            CRDFolderError,
+            read_crd_folder,
+        )
 
-        directory = self.config.gateway_api_crds_dir
-        if directory is None:
-            raise StackError(
-                "router 'gateway-api' needs the Gateway API CRDs: set CANARY_GATEWAY_API_CRDS to "
-                "a folder of their YAML (e.g. the standard channel of a Gateway API release)"
-            )
-        self.apply(api, [crd for _path, crd in read_crd_folder(directory)])
+        directory = self.config.gateway_api_crds_dir or GATEWAY_API_CRDS
+        try:
+            crds = read_crd_folder(directory)
+        except CRDFolderError as exc:
+            raise StackError(f"the Gateway API CRDs cannot be read: {exc}") from None
+        self.apply(api, [crd for _path, crd in crds])
 
     def route(self) -> dict[str, Any]:
         """The model's route object: the VirtualService, or the HTTPRoute with Gateway API."""
