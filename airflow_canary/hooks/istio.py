@@ -35,7 +35,13 @@ from airflow_canary.routing import (
     read_split,
     rollback,
 )
-from airflow_canary.routing.router import IstioRouter, Router, RouterKind, route_parameter
+from airflow_canary.routing.router import (
+    IstioRouter,
+    RouteObject,
+    Router,
+    RouterKind,
+    route_parameter,
+)
 
 _log = logging.getLogger(__name__)
 
@@ -310,6 +316,25 @@ def _status_message(exc: Any) -> str:
 
 def _not_found(kind: str, name: str, namespace: str) -> IstioNotFoundError:
     return IstioNotFoundError(f"{kind} {name!r} not found in namespace {namespace!r}")
+
+
+def _route_not_found(
+    obj: RouteObject, name: str, namespace: str, exc: Any
+) -> IstioNotFoundError | IstioApiError:
+    """A 404 on a route object: the object is missing, or the API serves no such kind at all.
+
+    kube-apiserver tells them apart in the Status body: a missing object's ``details`` name it,
+    a path no API serves has none ("the server could not find the requested resource").
+    """
+    details = _status_body(exc).get("details") or {}
+    if details.get("name") or not _status_body(exc):
+        return _not_found(obj.kind, name, namespace)
+    return IstioApiError(
+        f"the Kubernetes API serves no {obj.kind} in {obj.group}/{obj.versions[0]} "
+        f"({_status_message(exc)}), so {obj.kind} {name!r} in namespace {namespace!r} cannot "
+        f"exist: apply the CRD {obj.plural}.{obj.group} (for Gateway API, its standard channel)",
+        404,
+    )
 
 
 _RBAC_DENIAL = re.compile(
@@ -709,7 +734,7 @@ class IstioHook(BaseHook):
             )
         except ApiException as exc:
             if exc.status == 404:
-                raise _not_found(obj.kind, name, namespace) from exc
+                raise _route_not_found(obj, name, namespace, exc) from exc
             raise _api_error(f"read {obj.kind} {name!r} in {namespace!r}", exc) from exc
         return found
 
@@ -737,7 +762,7 @@ class IstioHook(BaseHook):
                 )
             except ApiException as exc:
                 if exc.status == 404:
-                    raise _not_found(obj.kind, name, namespace) from exc
+                    raise _route_not_found(obj, name, namespace, exc) from exc
                 if exc.status == 409:
                     raise
                 raise _api_error(f"replace {obj.kind} {name!r} in {namespace!r}", exc) from exc
@@ -1112,7 +1137,7 @@ class AsyncIstioHook:
             )
         except AsyncApiException as exc:
             if exc.status == 404:
-                raise _not_found(obj.kind, name, namespace) from exc
+                raise _route_not_found(obj, name, namespace, exc) from exc
             raise _api_error(f"read {obj.kind} {name!r} in {namespace!r}", exc) from exc
         return found
 
