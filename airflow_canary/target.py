@@ -35,6 +35,8 @@ class TrafficTarget:
         subsets); Gateway API: rule names (``None`` = every rule of the two Services)
     :param kubernetes_conn_id: cncf-kubernetes connection id reaching the cluster
     :param router: the traffic backend, ``"istio"`` or ``"gateway-api"``
+    :param backend_namespace: Gateway API only: the Services' namespace when it is not the
+        HTTPRoute's (a ReferenceGrant there must allow the reference); ``None`` = the HTTPRoute's
 
     Literal values are checked when the target is built (DAG parse time), templated ones by the
     task that renders them. Raises :class:`~airflow_canary.routing.RoutingError` naming the value.
@@ -47,6 +49,7 @@ class TrafficTarget:
     route_name: str | Sequence[str] | None = None
     kubernetes_conn_id: str = KUBERNETES_CONN_ID
     router: str = RouterKind.ISTIO.value
+    backend_namespace: str | None = None
 
     def __post_init__(self) -> None:
         for what in ("route", "namespace", "kubernetes_conn_id"):
@@ -57,7 +60,13 @@ class TrafficTarget:
             object.__setattr__(self, "route_name", tuple(self.route_name))
         object.__setattr__(self, "router", router_kind(self.router).value)
         if not any(
-            is_template(v) for v in (self.stable_subset, self.canary_subset, self.route_name)
+            is_template(v)
+            for v in (
+                self.stable_subset,
+                self.canary_subset,
+                self.route_name,
+                self.backend_namespace,
+            )
         ):
             self.traffic_router()
 
@@ -74,6 +83,8 @@ class TrafficTarget:
             stable=self.stable_subset,
             canary=self.canary_subset,
             routes=None if self.route_name == "" else self.route_name,
+            # A template rendered to "" means the HTTPRoute's own namespace.
+            backend_namespace=self.backend_namespace or None,
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -81,6 +92,8 @@ class TrafficTarget:
         data = asdict(self)
         if isinstance(self.route_name, tuple):
             data["route_name"] = list(self.route_name)
+        if self.backend_namespace is None:
+            del data["backend_namespace"]  # Gateway API only: Istio targets never carry it
         return data
 
     @classmethod

@@ -79,6 +79,7 @@ class BranchCanaryHealthOperator(CanaryHealthAnalysisMixin, BaseOperator, Branch
         canary_weight: int | str | None = None,
         on_weight_change: str = "end_step",
         router: str = "istio",
+        backend_namespace: str | None = None,
         deferrable: bool | None = None,
         dashboard_url_template: str | None = None,
         **kwargs: Any,

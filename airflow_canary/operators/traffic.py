@@ -77,6 +77,8 @@ class CanaryTrafficOperator(BaseOperator):
     :param router: ``"istio"`` (default) or ``"gateway-api"``; with Gateway API,
         ``stable_subset``/``canary_subset`` name the two Services the HTTPRoute's rules send to,
         ``route_name`` the rule to manage (default: every rule of the two Services)
+    :param backend_namespace: Gateway API only: the two Services' namespace when it is not the
+        HTTPRoute's; a ReferenceGrant there must allow the reference (templated)
     :raises RoutingError: at DAG parse time for literal values (an empty name, the route object
         named by the other router's parameter, equal subsets, a malformed ``route_name``, an
         unknown ``router``), else when the task runs; at run time also when the route object has
@@ -93,6 +95,7 @@ class CanaryTrafficOperator(BaseOperator):
         "canary_subset",
         "route_name",
         "kubernetes_conn_id",
+        "backend_namespace",
     )
     ui_color = "#e8f4fd"
 
@@ -107,10 +110,12 @@ class CanaryTrafficOperator(BaseOperator):
         route_name: str | Sequence[str] | None = None,
         kubernetes_conn_id: str = "kubernetes_default",
         router: str = RouterKind.ISTIO.value,
+        backend_namespace: str | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.router = router_kind(router).value
+        self.backend_namespace = backend_namespace
         self.virtual_service = virtual_service
         self.http_route = http_route
         self.namespace = namespace
@@ -122,7 +127,7 @@ class CanaryTrafficOperator(BaseOperator):
         route_object_name(self.router, virtual_service=virtual_service, http_route=http_route)
         if not isinstance(namespace, str) or not namespace.strip():
             raise RoutingError(f"namespace must be a non-empty string, got {namespace!r}")
-        if _literal(stable_subset, canary_subset, route_name):
+        if _literal(stable_subset, canary_subset, route_name, backend_namespace):
             self.traffic_router()
 
     @property
@@ -150,6 +155,7 @@ class CanaryTrafficOperator(BaseOperator):
             stable=self.stable_subset,
             canary=self.canary_subset,
             routes=None if self.route_name == "" else self.route_name,
+            backend_namespace=self.backend_namespace or None,
         )
 
     def validate(self) -> None:

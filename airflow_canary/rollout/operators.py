@@ -76,6 +76,8 @@ class RolloutPlanOperator(BaseOperator):
     :param bake_time: each step's bake time (timedelta or seconds)
     :param poll_interval: the analysis poll interval (timedelta or seconds)
     :param prometheus_conn_id: Prometheus connection id
+    :param backend_namespace: Gateway API only: the Services' namespace when not the HTTPRoute's
+        (templated)
     :raises RolloutPlanError: (parse time) for bad steps or subsets
     :raises AirflowFailException: (run time) when the route object, the DestinationRule's
         subsets or the Services a step needs are missing, or ``steps_param`` is malformed
@@ -92,6 +94,7 @@ class RolloutPlanOperator(BaseOperator):
         "route_name",
         "bake_time",
         "poll_interval",
+        "backend_namespace",
     )
     ui_color = "#e8f1fb"
 
@@ -116,6 +119,7 @@ class RolloutPlanOperator(BaseOperator):
         prometheus_conn_id: str = "prometheus_default",
         virtual_service: str | None = None,
         http_route: str | None = None,
+        backend_namespace: str | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -142,6 +146,7 @@ class RolloutPlanOperator(BaseOperator):
         self.steps_param = steps_param
         self.virtual_service = virtual_service
         self.http_route = http_route
+        self.backend_namespace = backend_namespace
         self.namespace = namespace
 
     @property
@@ -262,6 +267,7 @@ class RolloutPlanOperator(BaseOperator):
             stable=self.plan.stable_subset,
             canary=self.plan.canary_subset,
             routes=None if self.route_name == "" else self.route_name,
+            backend_namespace=self.backend_namespace or None,
         )
         target = router.target  # type: ignore[attr-defined]
         hook = IstioHook(kubernetes_conn_id=self.kubernetes_conn_id)

@@ -45,6 +45,7 @@ def canary_rollout(
     deferrable: bool | None = None,
     dashboard_url_template: str | None = None,
     router: str = "istio",
+    backend_namespace: str | None = None,
     notifiers: Sequence[Any] = (),
     approve_before: Sequence[int] = (),
     approvers: Sequence[str] | None = None,
@@ -81,8 +82,9 @@ def canary_rollout(
     ``router`` picks the traffic backend: ``"istio"`` (``virtual_service`` names a
     VirtualService, the subsets are DestinationRule subsets) or ``"gateway-api"``
     (``http_route`` names an HTTPRoute, ``stable_subset``/``canary_subset`` are the Services its
-    rules send to, ``route_name`` its rule names; set ``stable_version``/``canary_version`` to
-    the pods' ``version`` labels for the analysis).
+    rules send to, ``route_name`` its rule names, ``backend_namespace`` the Services' namespace
+    when not the HTTPRoute's (a ReferenceGrant there must allow it); set
+    ``stable_version``/``canary_version`` to the pods' ``version`` labels for the analysis).
 
     With the sequential judge each judged step gets ``budget_share = 1/judged steps`` of the
     judge's ``alpha`` unless ``judge_options`` sets it: one error budget for the rollout.
@@ -157,6 +159,7 @@ def canary_rollout(
         route_name=route_name,
         kubernetes_conn_id=kubernetes_conn_id,
         router=router,
+        backend_namespace=backend_namespace,
     )
     traffic = target.operator_kwargs()
     judged_steps = sum(1 for weight in plan.steps if weight != 100)

@@ -574,10 +574,27 @@ def _checked_rules(
     ns = _namespace(route)
     rollout = _rollout_rules(route, target)
     if not rollout:
+        services = [_ref_service(ref, ns) for rule in _all_rules(route) for ref in rule.refs()]
+        elsewhere = sorted(
+            {
+                found[0]
+                for found in services
+                if found is not None
+                and found[1] in (target.stable_service, target.canary_service)
+                and found[0] != (target.namespace or ns)
+            }
+        )
+        hint = (
+            f" (the rules send to those Services in namespace {elsewhere[0]!r}: pass "
+            f"backend_namespace={elsewhere[0]!r})"
+            if elsewhere
+            else ""
+        )
         raise RoutingError(
             f"HTTPRoute {_route_name(route)!r} has no rule with a backendRef to Service "
-            f"{target.stable_service!r} or {target.canary_service!r}; its rules: "
-            f"{_describe_rules(route)}. Reference both Services in the rule to roll out"
+            f"{target.stable_service!r} or {target.canary_service!r} in namespace "
+            f"{target.namespace or ns!r}; its rules: {_describe_rules(route)}{hint}. Reference "
+            f"both Services in the rule to roll out"
         )
     if target.rule_names is None:
         managed = rollout

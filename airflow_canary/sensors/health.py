@@ -49,6 +49,7 @@ _TEMPLATE_STAND_INS: dict[str, Any] = {
     "canary_subset": "canary",
     "route_name": None,
     "canary_weight": 10,
+    "backend_namespace": "backends",
 }
 ANALYSIS_TEMPLATE_FIELDS: tuple[str, ...] = tuple(_TEMPLATE_STAND_INS)
 
@@ -103,6 +104,8 @@ ANALYSIS_PARAMS_DOC = """
         ends INCONCLUSIVE saying so) or ``"reassert"`` (write it back, log each correction)
     :param router: the traffic backend: ``"istio"`` (a VirtualService, ``virtual_service``)
         or ``"gateway-api"`` (an HTTPRoute, ``http_route``)
+    :param backend_namespace: Gateway API only: the Services' namespace when not the HTTPRoute's
+        (templated)
     :param deferrable: wait in the triggerer (default ``[operators] default_deferrable``,
         true when unset); ``False`` runs the same loop in the worker
     :param dashboard_url_template: URL of a dashboard with ``{namespace}``,
@@ -356,6 +359,7 @@ class CanaryHealthSensor(CanaryHealthAnalysisMixin, BaseSensorOperator):
         canary_weight: int | str | None = None,
         on_weight_change: str = "end_step",
         router: str = "istio",
+        backend_namespace: str | None = None,
         deferrable: bool | None = None,
         dashboard_url_template: str | None = None,
         **kwargs: Any,

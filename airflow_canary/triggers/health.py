@@ -137,6 +137,7 @@ class HealthAnalysisConfig:
         canary_weight: int | str | None = None,
         on_weight_change: str = "end_step",
         router: str = "istio",
+        backend_namespace: str | None = None,
     ) -> HealthAnalysisConfig:
         """The operator-facing parameters (timedeltas, rollback flags) -> a config.
 
@@ -180,6 +181,7 @@ class HealthAnalysisConfig:
                 route_name=route_name,
                 kubernetes_conn_id=kubernetes_conn_id,
                 router=router,
+                backend_namespace=backend_namespace,
             )
         weight_hold = None
         if canary_weight is not None and route is not None:
@@ -192,6 +194,7 @@ class HealthAnalysisConfig:
                     route_name,
                     kubernetes_conn_id,
                     router,
+                    backend_namespace,
                 ),
                 validate_weight(canary_weight),
                 reassert=on_weight_change_reasserts(on_weight_change),

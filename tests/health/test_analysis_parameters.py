@@ -86,6 +86,7 @@ VALUES: dict[str, Any] = {
     "canary_weight": 25,
     "on_weight_change": "reassert",
     "router": "gateway-api",
+    "backend_namespace": "model-backends",
 }
 #: The same with Istio: virtual_service names the route object (it and http_route exclude each
 #: other, so one of them is at its default in each set).
@@ -93,6 +94,7 @@ ISTIO_VALUES: dict[str, Any] = {
     **VALUES,
     "virtual_service": "model-vs",
     "http_route": None,
+    "backend_namespace": None,
     "stable_subset": "blue-subset",
     "canary_subset": "green-subset",
     "router": "istio",

@@ -164,3 +164,77 @@ def test_bad_router_and_gateway_api_header_match_fail_at_parse_time() -> None:
         SetCanaryWeightOperator(
             task_id="w", weight=1, http_route="r", router="gateway-api", stable_subset="V_1"
         )
+
+
+def test_a_cross_namespace_backend_needs_a_reference_grant_before_the_plan_passes(
+    gateway_mesh: Mesh, namespace: str
+) -> None:
+    """ReferenceGrant (gateway-api ``apis/v1beta1/referencegrant_types.go``): a backendRef to a
+    Service in another namespace is valid only when a ReferenceGrant in that namespace allows
+    HTTPRoutes from the route's namespace. The plan refuses it, naming the Service, before any
+    traffic moves; once granted, the steps move the weights."""
+    backends = f"{namespace}-models"
+    gateway_mesh.create_namespace(backends)
+    for name in ("service-model-v1.yaml", "service-model-v2.yaml"):
+        result = gateway_mesh.kubectl("apply", "-n", backends, "-f", str(GATEWAY_API / name))
+        assert result.returncode == 0, result.stderr
+    route = stored(gateway_mesh, namespace)
+    for backend in route["spec"]["rules"][0]["backendRefs"]:
+        backend["namespace"] = backends
+    result = gateway_mesh.kubectl("replace", "-n", namespace, "-f", "-", input=json.dumps(route))
+    assert result.returncode == 0, result.stderr
+
+    def plan(**extra: Any) -> dict[str, Any]:
+        return RolloutPlanOperator(  # type: ignore[no-any-return]
+            task_id="plan",
+            steps=[10, 100],
+            steps_param=None,
+            stable_version="v1",
+            canary_version="v2",
+            **common(namespace),
+            **extra,
+        ).execute({})
+
+    # Without backend_namespace the Services are looked for beside the route: the error says where
+    # the rules send instead.
+    with pytest.raises(AirflowFailException) as err:
+        plan()
+    assert f"pass backend_namespace={backends!r}" in str(err.value)
+    with pytest.raises(AirflowFailException) as err:
+        plan(backend_namespace=backends)
+    assert str(err.value) == (
+        f"the rollout cannot start, no traffic was moved: rule 'primary' of HTTPRoute {ROUTE!r} "
+        f"references Service {backends}/model-v1 in another namespace, and no ReferenceGrant in "
+        f"{backends!r} allows HTTPRoutes from {namespace!r} to reference it; create one (from: "
+        f"HTTPRoute in {namespace}, to: Service)"
+    )
+    before = stored(gateway_mesh, namespace)["metadata"]["resourceVersion"]
+    step = SetCanaryWeightOperator(
+        task_id="w", weight=10, backend_namespace=backends, **common(namespace)
+    )
+    with pytest.raises(RoutingError, match="no ReferenceGrant in"):
+        step.execute({})  # type: ignore[arg-type]
+    assert stored(gateway_mesh, namespace)["metadata"]["resourceVersion"] == before
+
+    grant = {
+        "apiVersion": "gateway.networking.k8s.io/v1",
+        "kind": "ReferenceGrant",
+        "metadata": {"name": "routes-from-app", "namespace": backends},
+        "spec": {
+            "from": [
+                {"group": "gateway.networking.k8s.io", "kind": "HTTPRoute", "namespace": namespace}
+            ],
+            "to": [{"group": "", "kind": "Service"}],
+        },
+    }
+    result = gateway_mesh.kubectl("apply", "-f", "-", input=json.dumps(grant))
+    assert result.returncode == 0, result.stderr
+    assert plan(backend_namespace=backends)["routes"]
+    assert step.execute({})["split"] == {"model-v1": 90, "model-v2": 10}  # type: ignore[arg-type]
+    rolled = RollbackCanaryOperator(task_id="rb", backend_namespace=backends, **common(namespace))
+    assert rolled.execute({})["split"] == {"model-v1": 100, "model-v2": 0}  # type: ignore[arg-type]
+
+
+def test_backend_namespace_is_a_gateway_api_setting() -> None:
+    with pytest.raises(RoutingError, match="backend_namespace is a Gateway API setting"):
+        SetCanaryWeightOperator(task_id="w", weight=1, virtual_service="vs", backend_namespace="m")

@@ -200,3 +200,34 @@ def test_the_traffic_target_passes_the_route_object_under_its_routers_parameter(
     assert target.operator_kwargs()["http_route"] == "model-route"
     assert "virtual_service" not in target.operator_kwargs()
     assert TrafficTarget("vs").operator_kwargs()["virtual_service"] == "vs"
+
+
+def test_backend_namespace_reaches_every_traffic_task_and_the_analysis() -> None:
+    with _dag() as dag:
+        canary_rollout(
+            http_route="model-route",
+            backend_namespace="models",
+            checks=CHECKS,
+            bake_time=10,
+            poll_interval=1,
+            **GATEWAY,
+        )
+    for task_id in (
+        "canary.plan",
+        "canary.header_route",
+        "canary.step_1.set_weight",
+        "canary.rollback",
+    ):
+        assert dag.task_dict[task_id].backend_namespace == "models", task_id
+    analysis = dag.task_dict["canary.step_1.analyze"].analysis
+    assert analysis.rollback.backend_namespace == "models"
+    assert analysis.rollback.traffic_router().target.namespace == "models"
+    with pytest.raises(RoutingError, match="backend_namespace is a Gateway API setting"):
+        with _dag():
+            canary_rollout(
+                virtual_service="vs",
+                backend_namespace="models",
+                checks=CHECKS,
+                bake_time=10,
+                poll_interval=1,
+            )

@@ -149,6 +149,18 @@ def test_no_rule_for_the_services_lists_the_rules() -> None:
         gw.check_target(route, TARGET)
 
 
+def test_services_in_another_namespace_name_backend_namespace() -> None:
+    route = seed_route()
+    for backend in route["spec"]["rules"][0]["backendRefs"]:
+        backend["namespace"] = "models"
+    with pytest.raises(RoutingError) as err:
+        gw.check_target(route, TARGET)
+    message = str(err.value)
+    assert "no rule with a backendRef to Service 'model-v1' or 'model-v2' in namespace" in message
+    assert "models/model-v1 (weight 100)" in message
+    assert "pass backend_namespace='models'" in message
+
+
 @pytest.mark.parametrize("weight", [1_000_001, -1, "ten", 2.5, True])
 def test_weights_outside_the_crd_range_are_refused_naming_them(weight: object) -> None:
     route = seed_route()
