@@ -386,6 +386,31 @@ def test_header_matches_exact_and_regular_expression(schemas: CRDSchemas) -> Non
     assert served_by(first_route(routes, request(headers={"x-tester": "team-ml!"}))) == "model-v1"
 
 
+def test_a_route_with_an_invalid_regular_expression_is_not_served_at_all(
+    schemas: CRDSchemas,
+) -> None:
+    """The CRD does not check RegularExpression values; an implementation that cannot compile one
+    does not accept the route (``Accepted: False``), so none of its rules serve: the mesh does not
+    serve the rules before the bad match either, and names the error."""
+    routes = mesh_routes(
+        *valid(
+            schemas,
+            httproute(
+                "bad-regex",
+                [
+                    {"backendRefs": [backend("model-v2")]},
+                    rule(
+                        "model-shadow",
+                        headers=[{"type": "RegularExpression", "name": "x-tester", "value": "("}],
+                    ),
+                ],
+            ),
+        )
+    )
+    assert routes.routes_for("model-service.default.svc.cluster.local", "model-service") is None
+    assert "invalid regular expression '('" in routes.errors["default/bad-regex"]
+
+
 # -- backends --------------------------------------------------------------------------------------
 
 

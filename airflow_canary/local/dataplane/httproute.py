@@ -284,6 +284,9 @@ class GatewayRoutes:
                 accepted = self._attach(parent, parent_ns, ns, spec.get("hostnames") or [])
                 if accepted is not None:
                     gateway_hostnames = (gateway_hostnames or []) + accepted
+        # Compiled whole before any of it serves: a route with one bad match is not served at all.
+        mesh_entries: list[tuple[str, _Entry]] = []
+        gateway_entries: list[_Entry] = []
         for rule_index, rule in enumerate(spec.get("rules") or []):
             compiled = self._compile_rule(rule, ns, f"{ns}/{name}", rule_index)
             matches = rule.get("matches") or [{}]
@@ -302,12 +305,13 @@ class GatewayRoutes:
                     no_backend_status=500,
                 )
                 for fqdn in mesh_parents:
-                    self._mesh_entries.setdefault(fqdn, []).append(
-                        _Entry(single, parsed, None, tie)
-                    )
+                    mesh_entries.append((fqdn, _Entry(single, parsed, None, tie)))
                 if gateway_hostnames is not None:
                     hostnames = tuple(dict.fromkeys(gateway_hostnames))
-                    self._gateway_entries.append(_Entry(single, parsed, hostnames, tie))
+                    gateway_entries.append(_Entry(single, parsed, hostnames, tie))
+        for fqdn, entry in mesh_entries:
+            self._mesh_entries.setdefault(fqdn, []).append(entry)
+        self._gateway_entries += gateway_entries
 
     def _attach(
         self, parent: Mapping[str, Any], gateway_ns: str, route_ns: str, hostnames: list[str]
