@@ -407,8 +407,8 @@ class HealthAnalysisRun:
         return {query.id: result for query, result in zip(queries, results, strict=True)}
 
     async def prepare_rollback(self, spec: TrafficTarget) -> None:
-        """Read the VirtualService once up front: a missing one is reported now, not at FAIL, and
-        the hook has its connection and the served Istio API version ready for a fast rollback."""
+        """Read the route object once up front: a missing one is reported now, not at FAIL, and
+        the hook has its connection (and Istio's served API version) ready for a fast rollback."""
         try:
             await self.istio.aget_route(spec.traffic_router(), spec.route, spec.namespace)
         except Exception as err:  # the analysis still runs; the rollback will retry and report

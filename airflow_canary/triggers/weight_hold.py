@@ -1,4 +1,4 @@
-"""Holding a step's canary weight while it is judged: re-read the VirtualService each poll, test the share.
+"""Holding a step's canary weight while it is judged: re-read the route object each poll, test the share.
 
 The statistics and the wording live in ``airflow_canary.analysis.weight_hold`` (pure); this
 module reads the VirtualService through the async Istio hook and, when asked to, writes the
@@ -97,7 +97,7 @@ class WeightWatch:
         return AsyncIstioHook(kubernetes_conn_id=self.spec.target.kubernetes_conn_id)
 
     async def poll(self, elapsed: float, verdict: Mapping[str, Any]) -> str | None:
-        """Check the VirtualService (when its resourceVersion moved) and the observed share."""
+        """Check the route object (when its resourceVersion moved) and the observed share."""
         target = self.spec.target
         router = target.traffic_router()
         try:
