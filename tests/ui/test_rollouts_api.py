@@ -100,9 +100,15 @@ def test_rolled_back_rollout(api_server: ApiServer, rollout_runs: UiRuns) -> Non
     verdict = run.xcom("canary.step_1.analyze", "verdict")
     assert steps[0]["verdict"] == "FAIL"
     assert steps[0]["reason"] == verdict["reason"]
-    failing = [check for check in steps[0]["checks"] if check["status"] == "FAIL"]
-    assert [check["name"] for check in failing] == ["error-rate"]
-    assert failing[0]["canary_value"] > 0.05
+    # The page shows the verdict's own checks. The 10%-error canary FAILs error-rate; another
+    # check may share the FAIL when its own evidence is within 1/n of the top one (on a loaded
+    # machine a freshly started canary can also be slower at its tail), so the test pins the
+    # page to the verdict rather than to one machine's latency.
+    shown = [(c["name"], c["status"], c["canary_value"]) for c in steps[0]["checks"]]
+    assert shown == [(c["name"], c["status"], c["canary_value"]) for c in verdict["checks"]]
+    failing = {check["name"]: check for check in steps[0]["checks"] if check["status"] == "FAIL"}
+    assert "error-rate" in failing, steps[0]["checks"]
+    assert failing["error-rate"]["canary_value"] > 0.05
     for later in steps[1:3]:
         assert later["verdict"] is None
         assert later["set_weight"]["state"] == "skipped"
