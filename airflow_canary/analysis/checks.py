@@ -65,6 +65,20 @@ def _ratio(check: str, what: str, value: float | None) -> None:
         )
 
 
+def _proportion_limits(
+    check: str, max_rate: float | None, max_increase: float | None, max_ratio: float | None
+) -> None:
+    """Validate a proportion check's limits: each well-formed, at least one given."""
+    _fraction(check, "max_rate", max_rate)
+    _fraction(check, "max_increase", max_increase)
+    _ratio(check, "max_ratio", max_ratio)
+    if max_rate is None and max_increase is None and max_ratio is None:
+        raise AnalysisError(
+            f"{check}: give at least one limit: max_rate (e.g. 0.01), "
+            "max_increase (e.g. 0.005) or max_ratio (e.g. 1.5)"
+        )
+
+
 def _positive(check: str, what: str, value: float | None) -> None:
     if value is None:
         return
@@ -279,15 +293,8 @@ class ErrorRateCheck(Check):
                 f"{self.name}: grpc_error_codes must be gRPC status codes 1..16 (0 is OK), "
                 f"got {self.grpc_error_codes!r}"
             )
-        _fraction(self.name, "max_rate", self.max_rate)
-        _fraction(self.name, "max_increase", self.max_increase)
-        _ratio(self.name, "max_ratio", self.max_ratio)
+        _proportion_limits(self.name, self.max_rate, self.max_increase, self.max_ratio)
         _count(self.name, "min_requests", self.min_requests)
-        if self.max_rate is None and self.max_increase is None and self.max_ratio is None:
-            raise AnalysisError(
-                f"{self.name}: give at least one limit: max_rate (e.g. 0.01), "
-                "max_increase (e.g. 0.005) or max_ratio (e.g. 1.5)"
-            )
 
     def _error_selectors(self, arms: Arms, arm: Arm, reporter: str) -> list[str]:
         out = [_traffic_selector(arms, arm, extra='response_code=~"5.."', reporter=reporter)]
@@ -820,15 +827,8 @@ class PromQLRatioCheck(Check):
                     f"({{{{ interval }}}}); the analysis subtracts the step's first reading: "
                     f"{query!r}"
                 )
-        _fraction(self.name, "max_rate", self.max_rate)
-        _fraction(self.name, "max_increase", self.max_increase)
-        _ratio(self.name, "max_ratio", self.max_ratio)
+        _proportion_limits(self.name, self.max_rate, self.max_increase, self.max_ratio)
         _count(self.name, "min_events", self.min_events)
-        if self.max_rate is None and self.max_increase is None and self.max_ratio is None:
-            raise AnalysisError(
-                f"{self.name}: give at least one limit: max_rate (e.g. 0.01), "
-                "max_increase (e.g. 0.005) or max_ratio (e.g. 1.5)"
-            )
 
     @property
     def min_requests(self) -> int:
