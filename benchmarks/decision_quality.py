@@ -357,6 +357,9 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--judges", nargs="*", help="labels to run (default: all)")
+    parser.add_argument(
+        "--aa-only", action="store_true", help="only the A/A table (false rollbacks)"
+    )
     args = parser.parse_args()
     if args.quick:
         args.runs, args.detect_runs = 40, 20
@@ -392,7 +395,7 @@ def main() -> None:
         print()
         print("| judge | " + " | ".join(s.name for s in DETECT) + " |")
         print("|---|" + "---|" * len(DETECT))
-        for label in labels:
+        for label in [] if args.aa_only else labels:
             cells = []
             for k, scenario in enumerate(DETECT):
                 jobs = [
