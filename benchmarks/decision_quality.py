@@ -91,9 +91,13 @@ def errors_in(rng: np.random.Generator, requests: np.ndarray, rate: float, clust
     return np.minimum(sizes, requests)
 
 
-def simulate_arm(rng, share, error, factor, cluster, tail_share=0.0, tail_factor=1.0):
-    requests = rng.poisson(RPM / 4 * share, SLICES)
-    errors = errors_in(rng, requests, error, cluster)
+def simulate_arm(rng, share, error, factor, cluster, tail_share=0.0, tail_factor=1.0, counted=None):
+    """One arm's per-slice counts; ``counted`` gives (requests, errors) made elsewhere."""
+    if counted is None:
+        requests = rng.poisson(RPM / 4 * share, SLICES)
+        errors = errors_in(rng, requests, error, cluster)
+    else:
+        requests, errors = counted
     probs = np.diff(
         np.concatenate([[0.0], bucket_probabilities(factor, tail_share, tail_factor), [1.0]])
     )
@@ -117,6 +121,42 @@ def simulate_step(rng, scenario: Scenario, weight: float, regress: bool):
     )
     stable = simulate_arm(rng, 1 - weight, STABLE_ERROR, 1.0, s.cluster)
     return canary, stable
+
+
+#: A/A with a burst of errors both arms see (a shared dependency failing for 20 s), read
+#: with each arm's counters scraped at its own time (``reporter="destination"``: the canary's
+#: and stable's pods are different scrape targets) or at one time (``reporter="source"``:
+#: each caller's sidecar exports both arms' series in one scrape).
+BURST_SECONDS = 20
+SHARED_BURSTS = (0.2, 0.5)
+
+
+def shared_burst_step(rng, weight: float, burst_rate: float, aligned: bool):
+    """Both arms of an A/A step with one shared error burst, as Prometheus would read them.
+
+    Requests and errors are drawn per second; a burst of ``BURST_SECONDS`` at a random time
+    raises both arms' error rate to ``burst_rate``. Each arm's counter at poll k is its
+    cumulative count at its last scrape, ``k * POLL - offset``; the offsets are independent
+    uniform draws in [0, POLL) unless ``aligned``.
+    """
+    seconds = int(BAKE) + int(POLL)
+    start = rng.integers(int(POLL), int(BAKE) - BURST_SECONDS)
+    rate = np.full(seconds, STABLE_ERROR)
+    rate[start : start + BURST_SECONDS] = burst_rate
+    offsets = rng.uniform(0, POLL, 2)
+    if aligned:
+        offsets[1] = offsets[0]
+    arms = []
+    for share, offset in ((weight, offsets[0]), (1 - weight, offsets[1])):
+        per_second = rng.poisson(RPM / 60 * share, seconds)
+        bad = rng.binomial(per_second, rate)
+        # cumulative count at each poll's last scrape (offset seconds before the poll)
+        at = np.clip((np.arange(SLICES) * POLL - offset).astype(int), 0, seconds)
+        cum_requests = np.concatenate([[0], np.cumsum(per_second)])[at]
+        cum_bad = np.concatenate([[0], np.cumsum(bad)])[at]
+        counted = (np.diff(cum_requests, prepend=0), np.diff(cum_bad, prepend=0))
+        arms.append(simulate_arm(rng, share, STABLE_ERROR, 1.0, 1.0, counted=counted))
+    return arms[0], arms[1]
 
 
 # -- judges on the product's analysis --------------------------------------------------
@@ -312,6 +352,21 @@ def aa_rollouts(args: tuple[str, float, int, int]) -> list[list[bool]]:
     return out
 
 
+def shared_burst_rollouts(args: tuple[str, float, bool, int, int]) -> list[bool]:
+    """Per A/A rollout with one shared error burst per step: did any step FAIL?"""
+    label, burst_rate, aligned, runs, seed = args
+    run = runner(label)
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(runs):
+        failed = False
+        for weight in STEPS:
+            c, s = shared_burst_step(rng, weight, burst_rate, aligned)
+            failed = failed or run(c, s, False, 1 / len(STEPS)) is not None
+        out.append(failed)
+    return out
+
+
 def detections(args: tuple[str, Scenario, int, int]) -> list[float | None]:
     label, scenario, runs, seed = args
     run = runner(label)
@@ -392,6 +447,33 @@ def main() -> None:
                     n = len(results)
                     per_step = " / ".join(f"{sum(r[i] for r in results) / n:.1%}" for i in range(2))
             print(f"| {label} | {cells[0]} | {cells[1]} | {per_step} |", flush=True)
+        print()
+        bursts = [(rate, aligned) for rate in SHARED_BURSTS for aligned in (False, True)]
+        print(
+            f"| judge (A/A, one shared {BURST_SECONDS} s error burst per step) | "
+            + " | ".join(
+                f"{rate:.0%} errors, arms scraped {'together' if aligned else 'apart'}"
+                for rate, aligned in bursts
+            )
+            + " |"
+        )
+        print("|---|" + "---|" * len(bursts))
+        for label in labels:
+            cells = []
+            for rate, aligned in bursts:
+                jobs = [
+                    (
+                        label,
+                        rate,
+                        aligned,
+                        args.runs // chunks + (i < args.runs % chunks),
+                        args.seed * 1000 + i,
+                    )
+                    for i in range(chunks)
+                ]
+                results = [r for part in pool.map(shared_burst_rollouts, jobs) for r in part]
+                cells.append(rate_cell(sum(results), len(results)))
+            print(f"| {label} | " + " | ".join(cells) + " |", flush=True)
         print()
         print("| judge | " + " | ".join(s.name for s in DETECT) + " |")
         print("|---|" + "---|" * len(DETECT))
