@@ -22,6 +22,7 @@ os.environ.setdefault("AIRFLOW__CORE__UNIT_TEST_MODE", "False")
 pytest_plugins = [
     "tests.fixtures.airflow_env",
     "tests.fixtures.crds",
+    "tests.fixtures.example_runs",
     "tests.fixtures.mesh",
     "tests.fixtures.prometheus",
     "tests.fixtures.stack",

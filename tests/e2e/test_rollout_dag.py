@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from tests.e2e.conftest import E2E
+from tests.fixtures.example_runs import PromotedRun, RolledBackRun
 from tests.fixtures.stack import FAST, FAST_FAIL
 
 ALL_V2 = [{"route": [{"destination": {"host": "model-service", "subset": "v2"}, "weight": 100}]}]
@@ -17,11 +18,9 @@ def e2e_clean(e2e: E2E) -> E2E:
     return e2e
 
 
-def test_good_canary_is_promoted_and_retries_change_nothing(e2e_clean: E2E) -> None:
-    run = e2e_clean.run_dag("canary_rollout", FAST)
-    assert run.state == "success", run.log[-4000:]
-    vs = e2e_clean.stack.virtual_service()
-    assert vs["spec"]["http"] == ALL_V2  # header route removed, all traffic on v2
+def test_good_canary_is_promoted_and_retries_change_nothing(promoted_run: PromotedRun) -> None:
+    run = promoted_run.run
+    assert promoted_run.http == ALL_V2  # header route removed, all traffic on v2
     plan = run.xcom("canary.plan")
     assert plan["steps"] == [20, 40, 60, 100]
     # The plan's power statement, from the stack's own traffic in Prometheus: 5-second bakes
@@ -40,30 +39,27 @@ def test_good_canary_is_promoted_and_retries_change_nothing(e2e_clean: E2E) -> N
     assert states["canary.rollback"] == "skipped" and states["canary.promote"] == "success"
 
     # A retry of a finished task writes nothing: the VirtualService and model-v2 keep their versions.
-    before = vs["metadata"]["resourceVersion"]
-    output = e2e_clean.run_task("canary_rollout", "canary.promote", run.run_id)
-    assert e2e_clean.stack.virtual_service()["metadata"]["resourceVersion"] == before, output[
-        -2000:
-    ]
-    output = e2e_clean.run_task("canary_rollout", "deploy_v2", run.run_id)
-    assert "unchanged" in output
+    assert promoted_run.resource_version_after_retry == promoted_run.resource_version, (
+        promoted_run.promote_retry_output[-2000:]
+    )
+    assert "unchanged" in promoted_run.deploy_retry_output
 
 
-def test_canary_with_errors_is_rolled_back_with_a_reason(e2e_clean: E2E) -> None:
-    run = e2e_clean.run_dag("canary_rollout", {**FAST_FAIL, "v2_error_rate": 0.1})
-    assert run.state == "failed"
-    assert e2e_clean.stack.virtual_service()["spec"]["http"] == ALL_V1
+def test_canary_with_errors_is_rolled_back_with_a_reason(rolled_back_run: RolledBackRun) -> None:
+    run = rolled_back_run.run
+    assert rolled_back_run.http == ALL_V1
     verdict = run.xcom("canary.step_1.analyze", "verdict")
     assert verdict["verdict"] == "FAIL", verdict
-    failing = [c for c in verdict["checks"] if c["status"] == "FAIL"]
-    assert [c["name"] for c in failing] == ["error-rate"], verdict
-    assert failing[0]["canary_value"] > 0.05 and failing[0]["stable_value"] < 0.01
-    reason = run.xcom("canary.rollback")["reason"]
-    assert "error rate" in reason and "canary" in reason and "stable" in reason, reason
-    states = run.task_states()
-    assert states["canary.fail_rollout"] == "failed"
-    assert states["canary.step_2.set_weight"] == "skipped" and states["canary.promote"] == "skipped"
-    assert "Canary rolled back to stable" in run.log
+    # Error rate FAILs; another check shares the FAIL only on evidence of its own (its e-value
+    # within 1/n of the top one), e.g. a freshly started canary slower at its tail on a loaded
+    # machine, so the test does not pin that.
+    failing = {c["name"]: c for c in verdict["checks"] if c["status"] == "FAIL"}
+    assert "error-rate" in failing, verdict
+    assert failing["error-rate"]["canary_value"] > 0.05
+    assert failing["error-rate"]["stable_value"] < 0.01
+    assert run.xcom("canary.rollback")["reason"].startswith(
+        "canary.step_1.analyze: health analysis FAIL: error rate"
+    )
 
 
 def test_worse_model_is_rolled_back_on_accuracy(e2e_clean: E2E) -> None:

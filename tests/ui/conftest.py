@@ -10,7 +10,8 @@ import pytest
 
 from tests.conftest import REPO
 from tests.fixtures.api_server import ApiServer, running_api_server
-from tests.fixtures.stack import FAST, FAST_FAIL, DagRun, RolloutStack
+from tests.fixtures.example_runs import PromotedRun, RolledBackRun
+from tests.fixtures.stack import DagRun, RolloutStack
 
 DAG_FILE = Path(__file__).parent / "dags" / "canary_ui_runs.py"
 #: user -> (role, password); "nobody" has no role and so may read no DAG.
@@ -33,21 +34,19 @@ class UiRuns:
 
 
 @pytest.fixture(scope="session")
-def rollout_runs(rollout_stack: RolloutStack) -> UiRuns:
-    """A promoted and a rolled-back run of the example ``canary_rollout`` DAG on the local stack."""
+def rollout_runs(
+    rollout_stack: RolloutStack, promoted_run: PromotedRun, rolled_back_run: RolledBackRun
+) -> UiRuns:
+    """The session's promoted and rolled-back runs of ``canary_rollout``, and two odd DAGs' runs."""
     rollout_stack.add_dag_file(DAG_FILE)
-    # The odd DAGs first, so the real rollouts are the newest runs (top of the page).
     # A malformed run ends as it ends; only what the page makes of it matters.
     malformed = rollout_stack.run_dag("canary_ui_malformed")
     unrelated = rollout_stack.run_dag("canary_ui_unrelated")
-    rollout_stack.reset_traffic()
-    rolled_back = rollout_stack.run_dag("canary_rollout", {**FAST_FAIL, "v2_error_rate": 0.1})
-    assert rolled_back.state == "failed", rolled_back.log[-4000:]
-    rollout_stack.reset_traffic()
-    healthy = rollout_stack.run_dag("canary_rollout", FAST)
-    assert healthy.state == "success", healthy.log[-4000:]
     return UiRuns(
-        healthy=healthy, rolled_back=rolled_back, malformed=malformed, unrelated=unrelated
+        healthy=promoted_run.run,
+        rolled_back=rolled_back_run.run,
+        malformed=malformed,
+        unrelated=unrelated,
     )
 
 
