@@ -413,7 +413,11 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--judges", nargs="*", help="labels to run (default: all)")
     parser.add_argument(
-        "--aa-only", action="store_true", help="only the A/A table (false rollbacks)"
+        "--tables",
+        nargs="*",
+        choices=("aa", "burst", "detect"),
+        default=("aa", "burst", "detect"),
+        help="which tables: A/A false rollbacks, A/A with a shared burst, time to detect",
     )
     args = parser.parse_args()
     if args.quick:
@@ -433,7 +437,7 @@ def main() -> None:
             "| judge | A/A rollback per rollout, independent errors | bursty errors (clusters of 3) | A/A per step 1% / 10% (bursty) |"
         )
         print("|---|---|---|---|")
-        for label in labels:
+        for label in labels if "aa" in args.tables else []:
             cells = []
             per_step = ""
             for cluster in (1.0, 3.0):
@@ -458,7 +462,7 @@ def main() -> None:
             + " |"
         )
         print("|---|" + "---|" * len(bursts))
-        for label in labels:
+        for label in labels if "burst" in args.tables else []:
             cells = []
             for rate, aligned in bursts:
                 jobs = [
@@ -477,7 +481,7 @@ def main() -> None:
         print()
         print("| judge | " + " | ".join(s.name for s in DETECT) + " |")
         print("|---|" + "---|" * len(DETECT))
-        for label in [] if args.aa_only else labels:
+        for label in labels if "detect" in args.tables else []:
             cells = []
             for k, scenario in enumerate(DETECT):
                 jobs = [
