@@ -88,6 +88,7 @@ def test_canary_with_errors_is_rolled_back_on_an_httproute(gateway_stack: Rollou
     assert _rules(gateway_stack.stack.route()) == [STABLE_ONLY]
     verdict = run.xcom("canary.step_1.analyze", "verdict")
     assert verdict["verdict"] == "FAIL", verdict
-    assert [c["name"] for c in verdict["checks"] if c["status"] == "FAIL"] == ["error-rate"]
+    # error-rate FAILs; another check may share the FAIL on evidence of its own
+    assert "error-rate" in [c["name"] for c in verdict["checks"] if c["status"] == "FAIL"]
     assert "error rate" in run.xcom("canary.rollback")["reason"]
     assert "Canary rolled back to stable" in run.log
