@@ -179,6 +179,45 @@ def test_bursty_errors_are_weighed_by_their_dispersion() -> None:
     assert "dispersion" not in off.reason
 
 
+def test_a_burst_in_the_first_poll_is_not_judged_as_independent_errors() -> None:
+    """A/A at 10% weight: one cluster of 15 errors lands in the canary's first interval.
+
+    Before any per-poll increments exist, phi cannot be estimated; judged as independent
+    errors (phi = 1) this first poll reached an e-value of 4.95e4 (a false FAIL); the
+    dispersion prior weighs it as bursty until the step's own increments say otherwise.
+    """
+    data = {
+        **errors("error-rate", (250, 0), (2250, 22)),
+        "error-rate/canary.bad": lambda i: 15 if i == 1 else (0 if i % 3 else 6),
+        "error-rate/stable.bad": lambda i: 9 if i == 1 else (15 if i % 3 else 30),
+    }
+    verdicts = run([ErrorRateCheck(max_ratio=1.5)], data, polls=3)
+    first = verdicts[1]
+    assert first.status is Status.INCONCLUSIVE, first.reason
+    assert "dispersion 5 (bursty counts weigh 1/5; no per-poll data yet, shrunk toward 5)" in (
+        first.reason
+    )
+    off = run([ErrorRateCheck(max_ratio=1.5)], data, polls=3, options={"dispersion": False})
+    assert off[1].status is Status.FAIL
+
+
+def test_the_dispersion_prior_gives_way_to_independent_data() -> None:
+    """Independent errors: the estimate moves from the prior toward 1 as increments accrue."""
+    rng = np.random.default_rng(3)
+    c_bad = rng.binomial(2500, 0.01, 41)
+    s_bad = rng.binomial(22500, 0.01, 41)
+    data = {
+        **errors("error-rate", (2500, 0), (22500, 0)),
+        "error-rate/canary.bad": lambda i: c_bad[i],
+        "error-rate/stable.bad": lambda i: s_bad[i],
+    }
+    verdicts = run([ErrorRateCheck(max_ratio=1.5)], data)
+    assert verdicts[-1].status is Status.PASS
+    early = [v.reason for v in verdicts[1:3]]
+    assert all("dispersion" in reason for reason in early), early
+    assert "dispersion" not in verdicts[-1].reason or "dispersion 1.1" in verdicts[-1].reason
+
+
 def test_pass_states_what_it_could_have_caught() -> None:
     verdict = run([ErrorRateCheck(max_ratio=1.5)], errors("error-rate", (250, 2), (2250, 22)))[-1]
     assert verdict.status is Status.PASS

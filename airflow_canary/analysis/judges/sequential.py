@@ -67,6 +67,13 @@ from airflow_canary.analysis.values import AnalysisError, Status
 #: Pearson's dispersion uses arm-polls that expect at least this many bad events; below
 #: it X^2 is too skewed to say anything (Cochran's rule of thumb asks for about 5).
 DISPERSION_MIN_EXPECTED = 2.0
+#: Before a step has per-poll increments to estimate it from, phi is unknown, and a first
+#: poll with a burst in the canary would be judged as independent errors. The estimate is
+#: shrunk toward DISPERSION_PRIOR as if it came with DISPERSION_PRIOR_DF degrees of freedom:
+#: phi = (X^2 + k * phi0) / (df + k), a conjugate-style pseudo-count; phi0 = 5 is the
+#: dispersion of errors in geometric clusters of mean 3 (E[S^2]/E[S] = 15/3).
+DISPERSION_PRIOR = 5.0
+DISPERSION_PRIOR_DF = 2.0
 #: Requests slower than the stable callers' 503s needed before a missing canary FAILs.
 UNREACHABLE_MIN = 5
 #: Alternatives for the power statement: the limit doubled.
@@ -390,8 +397,10 @@ class SequentialJudge(Judge):
                 continue
             x2 += sum((k - n * rate) ** 2 / (n * rate * (1 - rate)) for n, k in used)
             df += len(used) - 1
-        phi = max(1.0, x2 / df) if df >= 1 else 1.0
+        k = DISPERSION_PRIOR_DF
+        phi = max(1.0, (x2 + k * DISPERSION_PRIOR) / (df + k))
         state["phi"] = phi
+        state["phi_df"] = df
         return phi
 
     # -- classify and combine ------------------------------------------------------------
@@ -421,8 +430,13 @@ class SequentialJudge(Judge):
         log_e = log_mean_exp(logs)
         state["log_e"] = log_e if math.isfinite(log_e) else (1e300 if log_e > 0 else -1e300)
         state["why"] = max(zip(logs, [t.why for t in tests], strict=True))[1] if tests else ""
-        if phi > 1:
-            text += f"; dispersion {phi:.2g} (bursty counts weigh 1/{phi:.2g})"
+        if phi > 1 and (tests and any(t.bad > 0 for t in tests)):
+            df = int(state.get("phi_df", 0))
+            basis = f"{df} degrees of freedom" if df else "no per-poll data yet"
+            text += (
+                f"; dispersion {phi:.2g} (bursty counts weigh 1/{phi:.2g}; {basis}, "
+                f"shrunk toward {DISPERSION_PRIOR:g})"
+            )
         statistic = log_e if math.isfinite(log_e) else None
         p_value = (
             min(1.0, math.exp(-log_e))
