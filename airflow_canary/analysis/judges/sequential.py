@@ -73,7 +73,7 @@ DISPERSION_MIN_EXPECTED = 2.0
 #: phi = (X^2 + k * phi0) / (df + k), a conjugate-style pseudo-count; phi0 = 5 is the
 #: dispersion of errors in geometric clusters of mean 3 (E[S^2]/E[S] = 15/3).
 DISPERSION_PRIOR = 5.0
-DISPERSION_PRIOR_DF = 2.0
+DISPERSION_PRIOR_DF = 1.0
 #: Requests slower than the stable callers' 503s needed before a missing canary FAILs.
 UNREACHABLE_MIN = 5
 #: Alternatives for the power statement: the limit doubled.
