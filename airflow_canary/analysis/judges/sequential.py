@@ -34,10 +34,12 @@ often it is polled (union bound over steps).
 bursts) make counts overdispersed and the binomial evidence too strong. The judge estimates
 the dispersion phi from the per-poll increments with Pearson's statistic, phi = X^2/df
 (McCullagh & Nelder 1989, "Generalized Linear Models", 2nd ed., section 4.5.2), over the
-arm-polls expecting at least 2 bad events, and divides the counts by max(1, phi) (the
-quasi-likelihood's effective sample size) before the test; the verdict reports phi when
-it is above 1. This is an approximation, not an exact guarantee; see docs/decision-quality.md
-for what it measures to.
+arm-polls expecting at least 2 bad events, shrunk toward a prior phi0 = 5 worth one degree
+of freedom, phi = (X^2 + phi0) / (df + 1), so that the first polls of a step, before any
+increments say how bursty the errors are, are not judged as independent errors. It divides
+the counts by max(1, phi) (the quasi-likelihood's effective sample size) before the test;
+the verdict reports phi when it is above 1. This is an approximation, not an exact
+guarantee; see docs/decision-quality.md for what it measures to.
 
 Within one weight step the traffic share n_c/(n_c+n_s) is steady and known to a fraction
 of a percent from the counters, which the ratio test assumes.
