@@ -20,6 +20,7 @@ from airflow_canary.routing.values import (
     product_route_name,
     validate_header_name,
     validate_header_route,
+    validate_mirror_percent,
     validate_subset_name,
     validate_weight,
 )
@@ -67,6 +68,7 @@ __all__ = [
     "set_header_route",
     "validate_header_name",
     "validate_header_route",
+    "validate_mirror_percent",
     "validate_subset_name",
     "validate_subsets",
     "validate_weight",

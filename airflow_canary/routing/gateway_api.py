@@ -11,7 +11,8 @@ Semantics follow ``apis/v1/httproute_types.go`` and ``shared_types.go`` of
 kubernetes-sigs/gateway-api (v1.6): backend weights are relative (``weight / sum``), default
 1, integers 0..1,000,000; weight 0 sends nothing; a rule's matches are ranked by specificity,
 not by position, so the product's header rule copies each managed match and adds its header
-(one more header match wins); ``RequestMirror`` filters take ``percent`` 0..100.
+(one more header match wins); a ``RequestMirror`` filter takes an integer ``percent`` 0..100 or a
+``fraction`` (``numerator``/``denominator``, default 100), never both; neither means 100%.
 
 Every function takes the whole object as returned by the Kubernetes API and returns a new one;
 the input is never mutated. Rollback needs nothing but the route: it moves every rule's canary
@@ -34,10 +35,14 @@ from airflow_canary.routing.values import (
     MatchType,
     RoutingError,
     product_route_name,
+    validate_mirror_percent,
     validate_weight,
 )
 
 Document = dict[str, Any]
+# A fraction's numerator and denominator are int32; a millionth of a percent is finer than any
+# mirror needs and keeps both far inside that range.
+_MAX_FRACTION_DENOMINATOR = 10**6
 
 GROUP = "gateway.networking.k8s.io"
 #: The largest backendRef weight the HTTPRoute CRD admits.
@@ -392,17 +397,20 @@ def set_canary_weight(route: Mapping[str, Any], target: ServiceTarget, weight: o
 
 
 def promote(route: Mapping[str, Any], target: ServiceTarget) -> Document:
-    """Everything of every managed rule to the canary; product header rules and stable mirrors removed.
+    """Everything of every managed rule to the canary; product header rules and mirrors removed.
 
     The stable backendRef stays with weight 0 (it sends nothing), so the rule still names both
-    Services for the next rollout.
+    Services for the next rollout. RequestMirror filters to either Service go; others stay.
     """
     out = set_canary_weight(remove_product_routes(route), target, 100)
-    return _without_mirrors_to(out, target, target.stable_service)
+    out = _without_mirrors_to(out, target, target.stable_service)
+    return _without_mirrors_to(out, target, target.canary_service)
 
 
 def rollback(route: Mapping[str, Any], target: ServiceTarget) -> Document:
-    """Every rule's canary weight moved onto the stable Service; product rules and canary mirrors removed.
+    """Every rule's canary weight moved onto the stable Service; product rules and mirrors removed.
+
+    RequestMirror filters to the canary or the stable Service go; others stay.
 
     Lenient on purpose: needs only the route, touches rules outside ``rule_names`` and rules
     mixing other backends (their weights are kept, so their shares are too). A rule sending only
@@ -444,6 +452,7 @@ def rollback(route: Mapping[str, Any], target: ServiceTarget) -> Document:
         for ref, weight in zip(refs, weights, strict=True):
             if isinstance(ref, dict):
                 ref["weight"] = weight
+    out = _without_mirrors_to(out, target, target.stable_service)
     return _without_mirrors_to(out, target, target.canary_service)
 
 
@@ -536,14 +545,24 @@ def remove_product_routes(route: Mapping[str, Any]) -> Document:
 
 
 def set_mirror(route: Mapping[str, Any], target: ServiceTarget, percent: object = 100) -> Document:
-    """Mirror ``percent`` (integer 0..100) of every managed rule's requests to the canary Service.
+    """Mirror ``percent`` (a number 0..100, e.g. 100 or 12.5) of every managed rule to the canary.
 
-    A ``RequestMirror`` filter on each managed rule; an existing mirror to the canary is
-    replaced, other filters are kept.
+    A ``RequestMirror`` filter on each managed rule whose ``backendRef`` is the rule's canary
+    backendRef (its port and namespace kept); an integer percentage is written as ``percent``,
+    any other as the exact ``fraction`` (12.5 -> 1/8). An existing mirror to the canary is
+    replaced, 0 removes it, other filters are kept. RoutingError names a bad ``percent``.
     """
-    value = validate_weight(percent)
+    value = validate_mirror_percent(percent)
     out = _without_mirrors_to(copy.deepcopy(dict(route)), target, target.canary_service)
+    if value == 0:
+        return out
     ns = _namespace(out)
+    share: dict[str, Any]
+    if value.is_integer():
+        share = {"percent": int(value)}
+    else:
+        exact = Fraction(value).limit_denominator(_MAX_FRACTION_DENOMINATOR) / 100
+        share = {"fraction": {"numerator": exact.numerator, "denominator": exact.denominator}}
     for rule in _checked_rules(out, target):
         body = out["spec"]["rules"][rule.index]
         canary = next(r for r in rule.refs() if _is(r, ns, target, target.canary_service))
@@ -553,7 +572,7 @@ def set_mirror(route: Mapping[str, Any], target: ServiceTarget, percent: object 
             if k in ("group", "kind", "name", "namespace", "port")
         }
         body.setdefault("filters", []).append(
-            {"type": "RequestMirror", "requestMirror": {"backendRef": backend, "percent": value}}
+            {"type": "RequestMirror", "requestMirror": {"backendRef": backend, **share}}
         )
     return out
 
@@ -561,6 +580,32 @@ def set_mirror(route: Mapping[str, Any], target: ServiceTarget, percent: object 
 def remove_mirror(route: Mapping[str, Any], target: ServiceTarget) -> Document:
     """Remove every RequestMirror filter that mirrors to the canary Service."""
     return _without_mirrors_to(copy.deepcopy(dict(route)), target, target.canary_service)
+
+
+def mirror_percent(route: Mapping[str, Any], target: ServiceTarget) -> float:
+    """The largest percentage any managed rule mirrors to the canary Service (0.0 when none).
+
+    ``percent`` as given, ``fraction`` as ``100 * numerator / denominator`` (denominator
+    default 100), neither as 100 (the Gateway API defaults).
+    """
+    ns = _namespace(route)
+    found = 0.0
+    for rule in _checked_rules(route, target):
+        for f in rule.body.get("filters") or []:
+            if not isinstance(f, Mapping) or f.get("type") != "RequestMirror":
+                continue
+            mirror = f.get("requestMirror")
+            if not isinstance(mirror, Mapping):
+                continue
+            if not _is(mirror.get("backendRef"), ns, target, target.canary_service):
+                continue
+            fraction = mirror.get("fraction")
+            if isinstance(fraction, Mapping):
+                share = 100 * fraction.get("numerator", 0) / fraction.get("denominator", 100)
+            else:
+                share = mirror.get("percent", 100)
+            found = max(found, float(share))
+    return found
 
 
 # ---- checks -----------------------------------------------------------------------------------

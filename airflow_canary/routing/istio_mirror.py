@@ -1,9 +1,13 @@
 """Traffic mirroring on Istio VirtualServices: shadow a percentage of the rollout's requests to the canary.
 
-Istio's ``HTTPRoute.mirror`` (a Destination) with ``mirrorPercentage.value`` (a double, 0..100)
-sends a copy of that share of the route's requests to the mirror destination and drops its
-answers (Istio ``VirtualService`` reference). The product sets it on the routes it manages and
-removes only mirrors that target the canary subset; every other field is kept verbatim.
+Istio's ``HTTPRoute.mirror`` (a Destination) with ``mirrorPercentage.value`` (a double, 0..100;
+absent means 100) sends a copy of that share of the route's requests to the mirror destination
+and drops its answers; ``HTTPRoute.mirrors`` (a list of ``{destination, percentage}``) does the
+same for several destinations, and a route may hold one form or the other, never both (Istio
+``VirtualService`` reference; ``validateHTTPRoute``: "HTTP route cannot contain both mirror and
+mirrors"). The product mirrors the routes it manages (never its own header routes, whose
+requests go to the canary already) and removes only mirrors that target the canary subset;
+every other field is kept verbatim.
 """
 
 from __future__ import annotations
@@ -12,7 +16,8 @@ import copy
 from collections.abc import Mapping
 from typing import Any
 
-from airflow_canary.routing.values import RouteTarget, RoutingError, validate_weight
+from airflow_canary.routing.hosts import fqdn
+from airflow_canary.routing.values import RouteTarget, RoutingError, validate_mirror_percent
 from airflow_canary.routing.virtual_service import (
     _checked_routes,
     _rollout_host,
@@ -24,26 +29,38 @@ Document = dict[str, Any]
 
 
 def set_mirror(vs: Mapping[str, Any], target: RouteTarget, percent: object = 100) -> Document:
-    """Mirror ``percent`` (integer 0..100) of every managed http route to the canary subset.
+    """Mirror ``percent`` (a number 0..100, e.g. 100 or 12.5) of every managed http route to the canary.
 
-    An existing mirror to the canary is replaced; a route that already mirrors elsewhere is
-    refused with RoutingError (Istio allows one ``mirror`` per route, and it is the user's).
+    An existing mirror to the canary is replaced; 0 removes it (as ``remove_mirror``). A route
+    with a ``mirrors`` list gets the canary as one more entry; a route whose single ``mirror``
+    goes elsewhere is refused with RoutingError (Istio allows ``mirror`` or ``mirrors``, not
+    both, and that mirror is the user's). tcp and tls routes cannot mirror and are left alone.
     """
-    value = validate_weight(percent)
+    value = validate_mirror_percent(percent)
     out = remove_mirror(vs, target)
+    if value == 0:
+        return out
     host = rollout_host(out, target)
+    destination = {"host": _short(host, out), "subset": target.canary_subset}
     for route in _checked_routes(out, target):
         if route.protocol != "http":
             continue
         body = out["spec"]["http"][route.index]
+        if isinstance(body.get("mirrors"), list) and body["mirrors"]:
+            body["mirrors"].append(
+                {"destination": dict(destination), "percentage": {"value": value}}
+            )
+            continue
         if isinstance(body.get("mirror"), Mapping):
             raise RoutingError(
                 f"http route {route.label!r} of VirtualService "
                 f"{(out.get('metadata') or {}).get('name')!r} already mirrors to "
-                f"{body['mirror']!r}; Istio allows one mirror per route: remove it first"
+                f"{body['mirror']!r}; Istio allows one mirror per route (or a 'mirrors' list): "
+                f"move that mirror into 'mirrors' or remove it first"
             )
-        body["mirror"] = {"host": _short(host, out), "subset": target.canary_subset}
-        body["mirrorPercentage"] = {"value": float(value)}
+        body.pop("mirrors", None)  # an empty list: Istio refuses mirror beside mirrors
+        body["mirror"] = dict(destination)
+        body["mirrorPercentage"] = {"value": value}
     return out
 
 
@@ -57,29 +74,36 @@ def remove_mirror(vs: Mapping[str, Any], target: RouteTarget) -> Document:
 
 
 def mirror_percent(vs: Mapping[str, Any], target: RouteTarget) -> float:
-    """The largest percentage any managed http route mirrors to the canary (0 when none)."""
+    """The largest percentage any managed http route mirrors to the canary (0.0 when none).
+
+    Reads both forms: ``mirror`` with ``mirrorPercentage`` (absent: 100) and ``mirrors``
+    entries with ``percentage`` (absent: 100).
+    """
     host = rollout_host(vs, target)
+    namespace = _namespace(vs)
     found = 0.0
     for route in _checked_routes(vs, target):
-        mirror = route.body.get("mirror")
-        if (
-            route.protocol == "http"
-            and isinstance(mirror, Mapping)
-            and mirror.get("subset") == target.canary_subset
-            and _fqdn_of(mirror, vs) == host
-        ):
-            found = max(found, float((route.body.get("mirrorPercentage") or {}).get("value", 100)))
+        if route.protocol != "http":
+            continue
+        policies: list[tuple[Any, Any]] = [(route.body.get("mirror"), route.body)]
+        policies += [
+            (m.get("destination"), {"mirrorPercentage": m.get("percentage")})
+            for m in route.body.get("mirrors") or []
+            if isinstance(m, Mapping)
+        ]
+        for mirror, holder in policies:
+            if (
+                isinstance(mirror, Mapping)
+                and mirror.get("subset") == target.canary_subset
+                and fqdn(str(mirror.get("host", "")), namespace) == host
+            ):
+                share = (holder.get("mirrorPercentage") or {}).get("value", 100)
+                found = max(found, float(share))
     return found
 
 
 def _namespace(vs: Mapping[str, Any]) -> str:
     return str((vs.get("metadata") or {}).get("namespace") or "default")
-
-
-def _fqdn_of(destination: Mapping[str, Any], vs: Mapping[str, Any]) -> str:
-    from airflow_canary.routing.hosts import fqdn
-
-    return fqdn(str(destination.get("host", "")), _namespace(vs))
 
 
 def _short(host: str, vs: Mapping[str, Any]) -> str:

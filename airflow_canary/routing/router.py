@@ -2,7 +2,7 @@
 
 A ``Router`` holds where a rollout's traffic goes (its stable and canary backends) and turns a
 route document into a new one: read the split, set the canary weight, add or remove a header
-route, mirror on or off, promote, roll back, and list the routes it manages. Like Flagger's
+route, mirror on or off (and read it), promote, roll back, and list the routes it manages. Like Flagger's
 ``pkg/router`` interface, everything mesh-specific stays in one module per mesh
 (``virtual_service.py`` for Istio, ``gateway_api.py`` for Gateway API); the Airflow layer asks
 ``router_for(kind, ...)`` for one and never learns which it talks to.
@@ -98,6 +98,8 @@ class Router(Protocol):
 
     def remove_mirror(self, route: Mapping[str, Any]) -> Document: ...
 
+    def mirror_percent(self, route: Mapping[str, Any]) -> float: ...
+
     def promote(self, route: Mapping[str, Any]) -> Document: ...
 
     def rollback(self, route: Mapping[str, Any]) -> Document: ...
@@ -166,6 +168,9 @@ class IstioRouter:
     def remove_mirror(self, route: Mapping[str, Any]) -> Document:
         return istio_mirror.remove_mirror(route, self.target)
 
+    def mirror_percent(self, route: Mapping[str, Any]) -> float:
+        return istio_mirror.mirror_percent(route, self.target)
+
     def promote(self, route: Mapping[str, Any]) -> Document:
         return virtual_service.promote(route, self.target)
 
@@ -223,6 +228,9 @@ class GatewayAPIRouter:
 
     def remove_mirror(self, route: Mapping[str, Any]) -> Document:
         return gateway_api.remove_mirror(route, self.target)
+
+    def mirror_percent(self, route: Mapping[str, Any]) -> float:
+        return gateway_api.mirror_percent(route, self.target)
 
     def promote(self, route: Mapping[str, Any]) -> Document:
         return gateway_api.promote(route, self.target)

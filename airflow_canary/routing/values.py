@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -232,6 +233,25 @@ def validate_weight(weight: object) -> int:
         value = int(weight)
     if value is None or not 0 <= value <= 100:
         raise RoutingError(f"weight must be an integer 0..100, got {weight!r}")
+    return value
+
+
+def validate_mirror_percent(percent: object) -> float:
+    """Return ``percent`` as a float in 0..100: the share of requests a mirror copies.
+
+    Istio's ``mirrorPercentage.value`` is a double (``12.5`` mirrors one request in eight);
+    Gateway API's ``RequestMirror`` takes an integer ``percent`` or a ``fraction``. Ints and
+    finite floats are accepted; a bool, a string, NaN, an infinity or a value outside 0..100
+    raises RoutingError naming the value.
+    """
+    if isinstance(percent, bool) or not isinstance(percent, (int, float)):
+        raise RoutingError(
+            f"mirror percent must be a number 0..100 (e.g. 100 or 12.5), got {percent!r} "
+            f"({type(percent).__name__})"
+        )
+    value = float(percent)
+    if not math.isfinite(value) or not 0 <= value <= 100:
+        raise RoutingError(f"mirror percent must be a number 0..100, got {percent!r}")
     return value
 
 

@@ -142,23 +142,31 @@ def set_canary_weight(vs: Mapping[str, Any], target: RouteTarget, weight: int) -
 
 
 def promote(vs: Mapping[str, Any], target: RouteTarget) -> Document:
-    """All traffic of every managed route to the canary subset; header routes and stable mirrors removed.
+    """All traffic of every managed route to the canary subset; header routes and mirrors removed.
+
+    Mirrors to the stable and to the canary subset go (after a promotion a mirror to either
+    would copy live requests to a version that serves them already or no longer exists);
+    mirrors elsewhere are kept.
 
     Raises like ``check_target`` when a route sending to the stable subset is not managed, so
     that after a promotion no route sends to stable.
     """
     out = set_canary_weight(remove_product_routes(vs), target, 100)
     host = rollout_host(out, target)
-    return _without_mirrors_to(out, host, target.stable_subset)
+    out = _without_mirrors_to(out, host, target.stable_subset)
+    return _without_mirrors_to(out, host, target.canary_subset)
 
 
 def rollback(vs: Mapping[str, Any], target: RouteTarget) -> Document:
-    """Every route's canary share moved to the stable subset; header routes and canary mirrors removed.
+    """Every route's canary share moved to the stable subset; header routes and mirrors removed.
+
+    Mirrors to the canary and to the stable subset go (a mirror to stable on a route that
+    sends everything to stable would serve every such request twice); mirrors elsewhere stay.
 
     Works on any document a rollout could have left behind: routes outside ``route_name``,
     routes mixing other destinations (their shares are kept), a canary-only route (it becomes
     stable-only). A VirtualService that sends nothing to the canary is returned unchanged apart
-    from the product's header routes. Raises RoutingError only when the rollout's host cannot
+    from the product's header routes and mirrors to the two subsets. Raises RoutingError only when the rollout's host cannot
     be told or a route's weights cannot be read.
     """
     out = remove_product_routes(vs)
@@ -180,6 +188,7 @@ def rollback(vs: Mapping[str, Any], target: RouteTarget) -> Document:
         out["spec"][route.protocol][route.index]["route"] = _rolled_back_entries(
             entries, weights, host, namespace, target
         )
+    out = _without_mirrors_to(out, host, target.stable_subset)
     return _without_mirrors_to(out, host, target.canary_subset)
 
 

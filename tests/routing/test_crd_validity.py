@@ -23,6 +23,7 @@ from airflow_canary.routing import (
     set_canary_weight,
     set_header_route,
 )
+from airflow_canary.routing.istio_mirror import remove_mirror, set_mirror
 from tests.routing.documents import load, virtual_services
 from tests.schemas import assert_valid_istio, istio_model_violations
 
@@ -73,6 +74,10 @@ def _outputs(vs: dict[str, Any]) -> list[dict[str, Any]]:
         stacked = set_header_route(stacked, TARGET, route)
     out += [stacked, set_canary_weight(stacked, TARGET, 25), remove_product_routes(stacked)]
     out += [promote(stacked, TARGET), rollback(stacked, TARGET)]
+    # The shadow phase: a mirror beside the weights and header routes, changed and removed.
+    mirrored = [set_mirror(stacked, TARGET, p) for p in (100, 12.5, 0.1)]
+    out += mirrored + [remove_mirror(mirrored[0], TARGET)]
+    out += [promote(mirrored[0], TARGET), rollback(mirrored[0], TARGET)]
     return out
 
 
@@ -122,6 +127,10 @@ def test_outputs_from_generated_documents_are_valid(
     _assert_valid(with_header)
     _assert_valid(promote(with_header, TARGET))
     _assert_valid(rollback(with_header, TARGET))
+    if not any("mirror" in r for r in with_header["spec"].get("http") or []):
+        mirrored = set_mirror(with_header, TARGET, 50)
+        _assert_valid(mirrored)
+        _assert_valid(rollback(mirrored, TARGET))
 
 
 @pytest.mark.parametrize("case", ["01-tcp-tls-routes.yaml", "14-dr-namespace-rollback.yaml"])

@@ -8,6 +8,7 @@ HTTPRoute precedence (the same ranking Gateway API implementations apply).
 from __future__ import annotations
 
 import copy
+import math
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -293,9 +294,57 @@ def test_mirror_on_and_off(schemas: CRDSchemas) -> None:
         ]
     assert "filters" not in out["spec"]["rules"][1]
     assert gw.set_mirror(out, TARGET, 20) == out
+    assert gw.mirror_percent(out, TARGET) == 20.0
     assert gw.remove_mirror(out, TARGET) == route
-    with pytest.raises(RoutingError, match="0..100"):
-        gw.set_mirror(route, TARGET, 150)
+    assert gw.set_mirror(out, TARGET, 0) == route
+
+
+def test_a_fractional_percentage_is_written_as_the_exact_fraction(schemas: CRDSchemas) -> None:
+    # RequestMirror's `percent` is an integer (int32, 0..100); any other share is a `fraction`
+    # with numerator <= denominator, and the two never together (the CRD's CEL rules).
+    out = valid(schemas, gw.set_mirror(two_rule_route(), TARGET, 12.5))
+    mirror = out["spec"]["rules"][0]["filters"][0]["requestMirror"]
+    assert mirror == {
+        "backendRef": {"name": "model-v2", "port": 80},
+        "fraction": {"numerator": 1, "denominator": 8},
+    }
+    assert gw.mirror_percent(out, TARGET) == 12.5
+    tiny = valid(schemas, gw.set_mirror(two_rule_route(), TARGET, 0.001))
+    assert gw.mirror_percent(tiny, TARGET) == pytest.approx(0.001)
+
+
+def test_the_mirror_is_on_managed_rules_never_on_the_product_header_rule(
+    schemas: CRDSchemas,
+) -> None:
+    header = HeaderRoute("x-canary-version", "v2", subset="model-v2")
+    route = gw.set_header_route(two_rule_route(), TARGET, header)
+    out = valid(schemas, gw.set_mirror(route, TARGET, 100))
+    rules = out["spec"]["rules"]
+    assert rules[0]["name"] == header.route_name and "filters" not in rules[0]
+    assert [r.get("name") for r in rules if "filters" in r] == ["predict", None]
+    assert gw.set_header_route(out, TARGET, header) == out
+    assert gw.remove_mirror(out, TARGET) == route
+
+
+def test_a_users_mirror_filter_elsewhere_is_kept(schemas: CRDSchemas) -> None:
+    route = two_rule_route()
+    audit = {
+        "type": "RequestMirror",
+        "requestMirror": {"backendRef": {"name": "other", "port": 80}},
+    }
+    route["spec"]["rules"][0]["filters"] = [audit]
+    out = valid(schemas, gw.set_mirror(route, TARGET, 50))
+    assert out["spec"]["rules"][0]["filters"][0] == audit
+    assert len(out["spec"]["rules"][0]["filters"]) == 2
+    for step in (gw.rollback, gw.promote, gw.remove_mirror):
+        assert valid(schemas, step(out, TARGET))["spec"]["rules"][0]["filters"] == [audit]
+
+
+@pytest.mark.parametrize("percent", [150, -1, 100.5, math.nan, math.inf, True, "half", "50", None])
+def test_mirror_percent_must_be_a_number_0_to_100_naming_it(percent: object) -> None:
+    with pytest.raises(RoutingError, match="0..100") as raised:
+        gw.set_mirror(two_rule_route(), TARGET, percent)
+    assert repr(percent) in str(raised.value)
 
 
 # -- promote and rollback --------------------------------------------------------------------------
@@ -391,13 +440,18 @@ def test_property_weights_move_all_rules_and_nothing_else(
 
 
 @_settings
-@given(route=routes(), header=st.booleans(), mirror=st.integers(0, 100))
+@given(
+    route=routes(),
+    header=st.booleans(),
+    mirror=st.one_of(st.integers(0, 100), st.floats(0, 100, allow_nan=False)),
+)
 def test_property_rollback_and_promote_leave_nothing_behind(
-    schemas: CRDSchemas, route: dict[str, Any], header: bool, mirror: int
+    schemas: CRDSchemas, route: dict[str, Any], header: bool, mirror: float
 ) -> None:
     if header:
         route = gw.set_header_route(route, TARGET, HeaderRoute("x-canary", "1", subset="model-v2"))
-    route = gw.set_mirror(route, TARGET, mirror)
+    route = valid(schemas, gw.set_mirror(route, TARGET, mirror))
+    assert gw.mirror_percent(route, TARGET) == pytest.approx(mirror, abs=1e-6)
     back = valid(schemas, gw.rollback(route, TARGET))
     assert gw.read_split(back, TARGET).canary_share == 0
     assert gw.product_header_routes(back) == []
