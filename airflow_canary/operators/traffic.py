@@ -1,4 +1,4 @@
-"""Airflow operators that move canary traffic on an Istio VirtualService or a Gateway API HTTPRoute: weights, header routes, promote, rollback."""
+"""Airflow operators that move canary traffic on an Istio VirtualService or a Gateway API HTTPRoute: weights, header routes, mirrors, promote, rollback."""
 
 from __future__ import annotations
 
@@ -22,8 +22,10 @@ from airflow_canary.routing import (
     set_header_route,
     validate_header_name,
     validate_header_route,
+    validate_mirror_percent,
     validate_weight,
 )
+from airflow_canary.routing.istio_mirror import mirror_percent, remove_mirror, set_mirror
 from airflow_canary.routing.router import (
     GatewayAPIRouter,
     Router,
@@ -183,7 +185,7 @@ class CanaryTrafficOperator(BaseOperator):
 
     def execute_on_router(self, router: Router) -> dict[str, Any]:
         """Any router other than Istio: read, check the backends, one conflict-safe write."""
-        from airflow_canary.hooks.istio import IstioHook, route_result
+        from airflow_canary.hooks.istio import IstioHook
 
         hook = IstioHook(kubernetes_conn_id=self.kubernetes_conn_id)
         current = hook.get_route(router, self.route, self.namespace)
@@ -191,7 +193,7 @@ class CanaryTrafficOperator(BaseOperator):
         update = hook.update_route(
             router, self.route, self.namespace, lambda doc: self.change(router, doc)
         )
-        result = route_result(router, self.route, self.namespace, update)
+        result = self.router_result(router, update)
         self.log.info(
             "%s %r in %r: split %s, header routes %s (%s after %d attempt(s))",
             router.route_object.kind,
@@ -203,6 +205,12 @@ class CanaryTrafficOperator(BaseOperator):
             update.attempts,
         )
         return result
+
+    def router_result(self, router: Router, update: UpdateResult) -> dict[str, Any]:
+        """The XCom value of a write through any router other than Istio."""
+        from airflow_canary.hooks.istio import route_result
+
+        return route_result(router, self.route, self.namespace, update)
 
     def transform(self, vs: Document, target: RouteTarget) -> Document:
         raise NotImplementedError(f"{type(self).__name__} must define transform()")
@@ -294,6 +302,81 @@ class SetCanaryWeightOperator(CanaryTrafficOperator):
         return tuple(
             s for s, share in ((router.stable, 100 - weight), (router.canary, weight)) if share
         )
+
+
+class SetMirrorOperator(CanaryTrafficOperator):
+    """Mirror ``percent`` of the rollout's weighted route(s) to the canary, or remove the mirror.
+
+    The shadow phase's traffic step: Istio (``mirror`` + ``mirrorPercentage`` on every managed
+    http route) or Gateway API (a ``RequestMirror`` filter on every managed rule) copies that
+    share of live requests to the canary and discards its answers, so no user is served by it.
+    The product's header routes are never mirrored; promote and rollback remove the mirror.
+    One conflict-safe write, like every traffic step. Takes the parameters of
+    :class:`CanaryTrafficOperator`, and:
+
+    :param percent: share of requests to copy, a number 0..100 (e.g. ``100`` or ``12.5``; an
+        int or float, or a template rendering to one); 0 removes the mirror (templated)
+    :param remove: remove the canary mirror instead of setting it, a bool
+    :raises RoutingError: for a percent that is not a number 0..100 (a bool, a string that is
+        not a template, NaN, 150), at DAG parse time when literal; for a route that already
+        mirrors elsewhere with Istio's single ``mirror`` field; nothing is written then
+    :returns: the traffic step's XCom value with ``mirror_percent`` (float, 0.0 when none)
+    """
+
+    template_fields: Sequence[str] = (*CanaryTrafficOperator.template_fields, "percent")
+
+    def __init__(self, *, percent: float | str = 100, remove: bool = False, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        if not isinstance(remove, bool):
+            raise RoutingError(f"remove must be True or False, got {remove!r}")
+        self.remove = remove
+        self.percent = percent
+        if not (isinstance(percent, str) and is_template(percent)):
+            validate_mirror_percent(percent)
+
+    def mirror_share(self) -> float:
+        """The rendered percent as a float 0..100; a template renders to a string of a number."""
+        value: object = self.percent
+        if not isinstance(value, str) or is_template(value):
+            return validate_mirror_percent(value)
+        try:
+            return validate_mirror_percent(float(value))
+        except (ValueError, RoutingError):
+            raise RoutingError(
+                f"mirror percent must be a number 0..100, got {self.percent!r}"
+            ) from None
+
+    def validate(self) -> None:
+        if not self.remove:
+            self.mirror_share()
+
+    def subsets_receiving(self, target: RouteTarget) -> tuple[str, ...]:
+        return () if self.remove else (target.canary_subset,)
+
+    def services_receiving(self, router: Router) -> tuple[str, ...]:
+        return () if self.remove else (router.canary,)
+
+    def transform(self, vs: Document, target: RouteTarget) -> Document:
+        if self.remove:
+            return remove_mirror(vs, target)
+        return set_mirror(vs, target, self.mirror_share())
+
+    def change(self, router: Router, route: Document) -> Document:
+        if self.remove:
+            return router.remove_mirror(route)
+        return router.set_mirror(route, self.mirror_share())
+
+    def result(self, update: UpdateResult, target: RouteTarget) -> dict[str, Any]:
+        return {
+            **super().result(update, target),
+            "mirror_percent": mirror_percent(update.after, target),
+        }
+
+    def router_result(self, router: Router, update: UpdateResult) -> dict[str, Any]:
+        return {
+            **super().router_result(router, update),
+            "mirror_percent": router.mirror_percent(update.after),
+        }
 
 
 class SetHeaderRouteOperator(CanaryTrafficOperator):
@@ -491,4 +574,5 @@ __all__ = [
     "RollbackCanaryOperator",
     "SetCanaryWeightOperator",
     "SetHeaderRouteOperator",
+    "SetMirrorOperator",
 ]
