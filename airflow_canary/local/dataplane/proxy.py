@@ -467,10 +467,13 @@ class DataPlane:
             # Gateway API: requests drawn for an invalid backendRef get 500 (HTTPRoute spec).
             return web.Response(status=500, text=f"invalid backend: {target.error}\n")
         body = await request.read()
+        # Envoy's connection manager sets x-request-id once, before routing, when the caller sent
+        # none; every attempt and every mirrored copy carries that one id.
+        request_id = request.headers.get("x-request-id") or str(uuid.uuid4())
         if decision.route is not None:
             for mirror in decision.route.mirrors:
                 if mirror.percent >= 100 or _rng.random() * 100 < mirror.percent:
-                    self._spawn(self._mirror(table, mirror.target, request, body))
+                    self._spawn(self._mirror(table, mirror.target, request, body, request_id))
         endpoints = table.endpoints(target)
         if isinstance(endpoints, str):
             # The caller's sidecar answers itself; no destination sidecar sees the request.
@@ -488,7 +491,9 @@ class DataPlane:
             fresh = tuple(e for e in endpoints if e not in tried) or endpoints
             endpoint = self.pick(target, fresh)  # Istio retries on another host if it can
             tried.append(endpoint)
-            response, flags = await self._forward(request, body, endpoint, authority, started)
+            response, flags = await self._forward(
+                request, body, endpoint, authority, started, request_id
+            )
             if len(tried) > policy.attempts or not policy.retries(response.status, flags):
                 break
         if len(tried) > 1 and policy.retries(response.status, flags):
@@ -507,19 +512,26 @@ class DataPlane:
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
-    def _outgoing_headers(self, request: web.Request, authority: str) -> CIMultiDict[str]:
+    def _outgoing_headers(
+        self, request: web.Request, authority: str, request_id: str
+    ) -> CIMultiDict[str]:
         headers: CIMultiDict[str] = CIMultiDict()
         for name, value in request.headers.items():
             if name.lower() not in HOP_BY_HOP:
                 headers.add(name, value)
         headers["Host"] = authority
         headers.setdefault("x-forwarded-proto", "http")
-        if "x-request-id" not in headers:
-            headers["x-request-id"] = str(uuid.uuid4())
+        headers["x-request-id"] = request_id
         return headers
 
     async def _forward(
-        self, request: web.Request, body: bytes, endpoint: Endpoint, authority: str, started: float
+        self,
+        request: web.Request,
+        body: bytes,
+        endpoint: Endpoint,
+        authority: str,
+        started: float,
+        request_id: str,
     ) -> tuple[web.Response, str]:
         """One attempt at ``endpoint``: the response and its Envoy response flags."""
         assert self._session is not None, "DataPlane.start() was not awaited"
@@ -528,7 +540,7 @@ class DataPlane:
             async with self._session.request(
                 request.method,
                 url,
-                headers=self._outgoing_headers(request, authority),
+                headers=self._outgoing_headers(request, authority, request_id),
                 data=body or None,
                 allow_redirects=False,
             ) as upstream:
@@ -562,15 +574,28 @@ class DataPlane:
         )
 
     async def _mirror(
-        self, table: RoutingTable, target: Target, request: web.Request, body: bytes
+        self,
+        table: RoutingTable,
+        target: Target,
+        request: web.Request,
+        body: bytes,
+        request_id: str,
     ) -> None:
-        """Send a copy of the request and drop the answer, as Envoy's request mirroring does."""
+        """Send a copy of the request and drop the answer, as Envoy's request mirroring does.
+
+        The copy carries the request's ``x-request-id`` and the authority with ``-shadow``
+        appended; the caller never waits for it. Only the mirror target's sidecar reports it
+        (``reporter="destination"``): Istio's source-side stats filter sees the routed request
+        only, never the shadow copy Envoy's router sends beside it (istio/istio#23496).
+        """
         endpoints = table.endpoints(target)
         if isinstance(endpoints, str) or self._session is None:
             return
         endpoint = self.pick(target, endpoints)
         started = time.perf_counter()
-        headers = self._outgoing_headers(request, shadow_host(request.headers.get("Host", "")))
+        headers = self._outgoing_headers(
+            request, shadow_host(request.headers.get("Host", "")), request_id
+        )
         try:
             async with self._session.request(
                 request.method,

@@ -1,4 +1,8 @@
-"""Tiny HTTP server for mesh tests: answers with its VERSION, serves /healthz, and counts what it received."""
+"""Tiny HTTP server for mesh tests: answers with its VERSION, serves /healthz, and counts what it received.
+
+Environment: ``STATUS`` the status it answers with, ``HOLD_FILE`` a path it waits for before
+answering (a request held open), ``START_DELAY`` seconds before it listens.
+"""
 
 from __future__ import annotations
 
@@ -15,6 +19,7 @@ POD = os.environ.get("HOSTNAME", "")
 _lock = threading.Lock()
 _seen: dict[str, int] = {"requests": 0}
 _hosts: list[str] = []
+_request_ids: list[str] = []
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -40,12 +45,28 @@ class Handler(BaseHTTPRequestHandler):
             return
         if self.path == "/_stats":
             with _lock:
-                self._answer(200, {"requests": _seen["requests"], "hosts": list(_hosts)})
+                self._answer(
+                    200,
+                    {
+                        "requests": _seen["requests"],
+                        "hosts": list(_hosts),
+                        "request_ids": list(_request_ids),
+                        "answered": _seen.get("answered", 0),
+                    },
+                )
             return
         with _lock:
             _seen["requests"] += 1
             _hosts.append(self.headers.get("Host", ""))
             del _hosts[:-100]
+            _request_ids.append(self.headers.get("x-request-id", ""))
+            del _request_ids[:-1000]
+        hold = os.environ.get("HOLD_FILE")
+        while hold and not os.path.exists(hold):
+            # A mirror target that has not answered yet: the caller must not be waiting on it.
+            time.sleep(0.01)
+        with _lock:
+            _seen["answered"] = _seen.get("answered", 0) + 1
         status = int(os.environ.get("STATUS", "200"))
         self._answer(
             status,
