@@ -15,6 +15,7 @@ import uuid
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,11 @@ from prometheus_client import (
 )
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+from airflow_canary.analysis.shadow.records import (
+    Prediction,
+    PredictionRecord,
+    input_hash,
+)
 from airflow_canary.local.model.training import ModelQuality
 
 DEFAULT_PORT = 8080
@@ -44,6 +50,7 @@ ENV_MODEL_VERSION = "MODEL_VERSION"
 ENV_ERROR_RATE = "MODEL_ERROR_RATE"
 ENV_EXTRA_LATENCY_MS = "MODEL_EXTRA_LATENCY_MS"
 ENV_TRAIN_IF_MISSING = "MODEL_TRAIN_IF_MISSING"
+ENV_PREDICTION_LOG = "MODEL_PREDICTION_LOG"
 
 
 class ConfigError(ValueError):
@@ -62,6 +69,7 @@ class ServerConfig:
     extra_latency_ms: float = 0.0
     train_if_missing: ModelQuality | None = None
     feedback_capacity: int = DEFAULT_FEEDBACK_CAPACITY
+    prediction_log: Path | None = None
 
     def __post_init__(self) -> None:
         if not self.version:
@@ -129,6 +137,11 @@ def parse_config(argv: Sequence[str], env: Mapping[str, str]) -> ServerConfig:
         default=DEFAULT_FEEDBACK_CAPACITY,
         help="how many recent predictions /feedback can refer to",
     )
+    parser.add_argument(
+        "--prediction-log",
+        help="append a prediction record per answered instance to this JSON Lines file, live and "
+        f"mirrored requests alike (docs/prediction-logs.md; a path or file:// URL; env {ENV_PREDICTION_LOG})",
+    )
     args = parser.parse_args(list(argv))
 
     model = args.model or env.get(ENV_MODEL_PATH)
@@ -159,8 +172,16 @@ def parse_config(argv: Sequence[str], env: Mapping[str, str]) -> ServerConfig:
         train_if_missing = ModelQuality.parse(train_raw) if train_raw else None
     except ValueError as exc:
         raise ConfigError(f"{ENV_TRAIN_IF_MISSING}: {exc}") from None
+    log = args.prediction_log or env.get(ENV_PREDICTION_LOG) or None
+    if log is not None and log.startswith("file://"):
+        log = log[len("file://") :]
+    if log is not None and "://" in log:
+        raise ConfigError(
+            f"--prediction-log must be a local path or file:// URL (the server appends to it), got {log!r}"
+        )
     return ServerConfig(
         model_path=Path(model),
+        prediction_log=Path(log) if log else None,
         version=version,
         host=args.host,
         port=port,
@@ -209,6 +230,27 @@ class ModelMetrics:
         )
 
 
+class PredictionLog:
+    """Appends one JSON line per prediction to a file (docs/prediction-logs.md), flushed per request."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self._file = open(path, "a", encoding="utf-8")  # noqa: SIM115 - lives as long as the server
+
+    def write(self, records: Sequence[PredictionRecord]) -> None:
+        self._file.write("".join(record.to_json_line() + "\n" for record in records))
+        self._file.flush()
+
+    def close(self) -> None:
+        self._file.close()
+
+
+def _is_mirrored(authority: str) -> bool:
+    """Istio (Envoy) gives a mirrored request the authority with ``-shadow`` appended."""
+    return authority.rsplit(":", 1)[0].endswith("-shadow")
+
+
 def _same_label(prediction: Any, label: Any) -> bool:
     # JSON gives 1 or 1.0 or "1"; the model gives numpy integers (already converted by tolist()).
     if (
@@ -232,6 +274,9 @@ class ModelServer:
         self.load_error: str | None = None
         self._rng = rng or random.Random()
         self._recent: OrderedDict[str, list[Any]] = OrderedDict()
+        self.prediction_log = (
+            PredictionLog(config.prediction_log) if config.prediction_log is not None else None
+        )
         # Export the feedback series at 0 from the start, so rate() over them has a baseline
         # and accuracy queries see "no feedback yet" rather than a missing series.
         self.metrics.feedback.labels(version=config.version)
@@ -322,6 +367,43 @@ class ModelServer:
             rows.append([float(v) for v in row])
         return rows, labels
 
+    def _records(
+        self, request_id: str, rows: list[list[float]], predictions: list[Any], authority: str
+    ) -> list[PredictionRecord]:
+        """One prediction record per instance: the class and class scores of a classifier,
+        the value of a regressor."""
+        now = datetime.now(timezone.utc)
+        classes = getattr(self.model, "classes_", None)
+        scores: list[Any] = [None] * len(rows)
+        if classes is not None and hasattr(self.model, "predict_proba"):
+            labels = [str(c) for c in classes.tolist()]
+            scores = [
+                tuple(zip(labels, (round(float(p), 6) for p in row), strict=True))
+                for row in self.model.predict_proba(rows).tolist()
+            ]
+        mirrored = _is_mirrored(authority)
+        records = []
+        for index, (row, predicted, score) in enumerate(
+            zip(rows, predictions, scores, strict=True)
+        ):
+            if classes is not None:
+                label = predicted if isinstance(predicted, (int, str)) else str(predicted)
+                prediction = Prediction(class_=label, scores=score)
+            else:
+                prediction = Prediction(value=float(predicted))
+            records.append(
+                PredictionRecord(
+                    request_id=request_id,
+                    version=self.config.version,
+                    time=now,
+                    input_hash=input_hash(row),
+                    prediction=prediction,
+                    instance=index,
+                    mirrored=mirrored,
+                )
+            )
+        return records
+
     @staticmethod
     async def _json_body(request: web.Request) -> Any:
         try:
@@ -392,6 +474,10 @@ class ModelServer:
                     },
                 )
             predictions = self.model.predict(rows).tolist()
+            if self.prediction_log is not None:
+                self.prediction_log.write(
+                    self._records(request_id, rows, predictions, request.headers.get("Host", ""))
+                )
             for prediction in predictions:
                 self.metrics.predictions.labels(version=version, prediction=str(prediction)).inc()
             payload: dict[str, Any] = {
@@ -524,6 +610,8 @@ async def serve(config: ServerConfig, stop: asyncio.Event | None = None) -> int:
         loading.cancel()
     # Graceful: stop accepting, let in-flight requests finish (aiohttp waits up to its shutdown timeout).
     await runner.cleanup()
+    if server.prediction_log is not None:
+        server.prediction_log.close()
     return exit_code
 
 

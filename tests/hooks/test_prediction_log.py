@@ -1,0 +1,41 @@
+"""Reading prediction logs through Airflow's ObjectStoragePath (``file://`` here; any store it reads)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from airflow_canary.hooks.prediction_log import PredictionLogError, read_prediction_log
+from tests.analysis.test_prediction_records import GOOD
+
+
+def test_a_folder_is_read_recursively_in_name_order(tmp_path: Path) -> None:
+    (tmp_path / "b").mkdir()
+    (tmp_path / "a.jsonl").write_text(json.dumps({**GOOD, "request_id": "first"}) + "\n")
+    (tmp_path / "b" / "c.jsonl").write_text(
+        json.dumps({**GOOD, "request_id": "second"}) + "\n" + json.dumps({"request_id": "x"})
+    )
+    result = read_prediction_log(f"file://{tmp_path}")
+    assert [r.request_id for r in result.records] == ["first", "second"]
+    assert len(result.sources) == 2
+    assert result.missing["version"].example.endswith("b/c.jsonl:2")
+    single = read_prediction_log(f"file://{tmp_path}/a.jsonl")
+    assert [r.request_id for r in single.records] == ["first"]
+
+
+def test_a_location_that_does_not_exist_is_an_error_naming_it(tmp_path: Path) -> None:
+    missing = f"file://{tmp_path}/nowhere"
+    with pytest.raises(PredictionLogError, match=f"location '{missing}' does not exist"):
+        read_prediction_log(missing)
+    with pytest.raises(PredictionLogError, match="non-empty URL, got ''"):
+        read_prediction_log("")
+
+
+def test_an_unreadable_log_is_an_error_naming_the_location_and_the_cause(tmp_path: Path) -> None:
+    (tmp_path / "log.jsonl").write_bytes(b"\xff\xfe not utf-8\n")
+    with pytest.raises(
+        PredictionLogError, match="cannot read prediction log location .*UnicodeDecodeError"
+    ):
+        read_prediction_log(f"file://{tmp_path}/log.jsonl")
