@@ -15,6 +15,10 @@ from airflow_canary.analysis.checks import (
 )
 from airflow_canary.analysis.judges import Judge, make_judge
 from airflow_canary.analysis.promql import ISTIO_DURATION_BUCKETS_MS, escape_label_value
+from airflow_canary.analysis.shadow import (
+    PredictionAgreementCheck,
+    PredictionDeltaCheck,
+)
 from airflow_canary.analysis.values import (
     AnalysisError,
     Arm,
@@ -38,6 +42,8 @@ __all__ = [
     "Judge",
     "LatencyCheck",
     "ModelAccuracyCheck",
+    "PredictionAgreementCheck",
+    "PredictionDeltaCheck",
     "PredictionDriftCheck",
     "PromQLCheck",
     "PromQLRatioCheck",
