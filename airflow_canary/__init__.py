@@ -58,6 +58,10 @@ def get_provider_info() -> dict:
         ],
         "sensors": [
             {"integration-name": "Prometheus", "python-modules": ["airflow_canary.sensors.health"]},
+            {
+                "integration-name": "Canary rollout",
+                "python-modules": ["airflow_canary.sensors.shadow"],
+            },
         ],
         "triggers": [
             {
