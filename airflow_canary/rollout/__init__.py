@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from airflow_canary.rollout.plan import RolloutPlan, RolloutPlanError, validate_steps
+from airflow_canary.rollout.shadow import ShadowPhase
 from airflow_canary.rollout.task_group import (
     KUBERNETES_CONN_ID,
     PROMETHEUS_CONN_ID,
@@ -14,6 +15,7 @@ __all__ = [
     "PROMETHEUS_CONN_ID",
     "RolloutPlan",
     "RolloutPlanError",
+    "ShadowPhase",
     "canary_rollout",
     "validate_steps",
 ]

@@ -9,6 +9,7 @@ from typing import Any
 from airflow.sdk import TaskGroup
 
 from airflow_canary.rollout.plan import RolloutPlan, RolloutPlanError
+from airflow_canary.rollout.shadow import ShadowPhase
 from airflow_canary.target import KUBERNETES_CONN_ID, TrafficTarget
 
 #: Airflow's default Prometheus connection id, here so DAG files need not import the hooks.
@@ -51,6 +52,7 @@ def canary_rollout(
     approvers: Sequence[str] | None = None,
     approval_timeout: timedelta | None = None,
     approval_timeout_choice: str = "Roll back",
+    shadow: ShadowPhase | None = None,
 ) -> TaskGroup:
     """Build the rollout task group inside the current DAG.
 
@@ -109,6 +111,13 @@ def canary_rollout(
     the rollback path with the approver and their comment as the reason. ``approvers`` (Airflow
     user ids) limits who may answer; ``approval_timeout`` ends the wait with
     ``approval_timeout_choice`` ("Roll back" by default, or "Continue").
+
+    ``shadow`` (a :class:`~airflow_canary.rollout.shadow.ShadowPhase`) adds a shadow phase after
+    ``plan``: ``shadow.mirror_on`` mirrors ``percent`` of live requests to the canary,
+    ``shadow.analyze`` compares the two versions' predictions from their prediction logs, and
+    ``shadow.mirror_off`` stops mirroring before the header route; a FAIL rolls back (which
+    removes the mirror) before any user request reaches the canary. With the sequential judge
+    the phase is one more judged step of the rollout's error budget.
     """
     from airflow.providers.standard.operators.empty import EmptyOperator
 
@@ -162,7 +171,7 @@ def canary_rollout(
         backend_namespace=backend_namespace,
     )
     traffic = target.operator_kwargs()
-    judged_steps = sum(1 for weight in plan.steps if weight != 100)
+    judged_steps = sum(1 for weight in plan.steps if weight != 100) + (shadow is not None)
     if judge == "sequential" and judged_steps > 1:
         # One error budget for the rollout: each judged step spends an equal share of alpha,
         # so an identical canary is rolled back with probability <= alpha over all steps.
@@ -203,12 +212,18 @@ def canary_rollout(
         )
         watched: list[Any] = [plan_task]
         head: Any = plan_task
+        shadow_analyses: list[Any] = []
+        if shadow is not None:
+            shadow_analyze, head = _shadow_phase(
+                shadow, plan_task, traffic, plan, judge_options, poll_interval, watched
+            )
+            shadow_analyses.append(shadow_analyze)
         if header_route is not None:
             header, value = header_route
             header_task = SetHeaderRouteOperator(
                 task_id="header_route", header=header, value=value, **traffic
             )
-            plan_task >> header_task
+            head >> header_task
             watched.append(header_task)
             head = header_task
 
@@ -289,7 +304,7 @@ def canary_rollout(
         head >> entries[0]
         for index, approve in approvals:
             approve.analysis_task_ids = analyzed_before[index]
-        promote.analysis_task_ids = [a.task_id for a in analyzes]
+        promote.analysis_task_ids = [a.task_id for a in shadow_analyses + analyzes]
         # Analysis tasks are branches: they skip every direct downstream they do not follow, so a
         # failed analysis is seen through the upstream_failed state of the task after it instead.
         watched += set_weights + [promote]
@@ -309,7 +324,7 @@ def canary_rollout(
         rollback = RolloutRollbackOperator(
             task_id="rollback",
             trigger_rule="one_success",
-            analysis_task_ids=[a.task_id for a in analyzes],
+            analysis_task_ids=[a.task_id for a in shadow_analyses + analyzes],
             approval_task_ids=[approve.task_id for _, approve in approvals],
             plan_task_id=plan_task.task_id,
             reason="",
@@ -329,6 +344,43 @@ def canary_rollout(
             )
             [promote, rollback] >> notify
     return group
+
+
+def _shadow_phase(
+    shadow: ShadowPhase,
+    plan_task: Any,
+    traffic: dict[str, Any],
+    plan: RolloutPlan,
+    judge_options: dict[str, Any] | None,
+    poll_interval: timedelta | float,
+    watched: list[Any],
+) -> tuple[Any, Any]:
+    """mirror_on -> analyze -> mirror_off after ``plan``; returns (analyze, mirror_off) and
+    appends all three to ``watched`` (any failure takes the rollback path)."""
+    from airflow_canary.operators.traffic import SetMirrorOperator
+    from airflow_canary.sensors.shadow import ShadowAnalysisSensor
+
+    options = judge_options or {}
+    with TaskGroup(group_id="shadow", tooltip=f"shadow phase: {shadow.percent:g}% mirrored"):
+        mirror_on = SetMirrorOperator(task_id="mirror_on", percent=shadow.percent, **traffic)
+        analyze = ShadowAnalysisSensor(
+            task_id="analyze",
+            prediction_log=shadow.prediction_log,
+            checks=list(shadow.checks),
+            stable_version=plan.stable_version,
+            canary_version=plan.canary_version,
+            duration=shadow.duration,
+            poll_interval=shadow.poll_interval or poll_interval,
+            pairing_window=shadow.pairing_window,
+            alpha=options.get("alpha", 0.01),
+            budget_share=options.get("budget_share", 1.0),
+            log_format=shadow.log_format,
+            object_storage_conn_id=shadow.object_storage_conn_id,
+        )
+        mirror_off = SetMirrorOperator(task_id="mirror_off", remove=True, **traffic)
+    plan_task >> mirror_on >> analyze >> mirror_off
+    watched += [mirror_on, analyze, mirror_off]
+    return analyze, mirror_off
 
 
 def _approval_steps(approve_before: Sequence[int], steps: Sequence[int]) -> frozenset[int]:

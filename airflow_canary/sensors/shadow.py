@@ -22,8 +22,9 @@ from airflow_canary.analysis.shadow import (
 from airflow_canary.durations import Duration, literal_seconds, to_seconds
 from airflow_canary.templating import is_template
 
-#: XCom key of the latest verdict, pushed at every poll and before the task returns or raises.
-VERDICT_XCOM_KEY = "shadow_verdict"
+#: XCom key of the latest verdict (the health analyses' key, so rollback reasons and reports read
+#: it alike), pushed at every poll and before the task returns or raises.
+VERDICT_XCOM_KEY = "verdict"
 
 
 def _checks(task_id: str, checks: object) -> list[ShadowCheck]:
@@ -75,7 +76,7 @@ class ShadowAnalysisSensor(BaseSensorOperator):
     check has its pairs needed, else raises ``AirflowSensorTimeout`` saying how many pairs were
     missing. A location that does not exist or cannot be read fails the first poll naming it.
     The verdict (with the pairing's counts and example pairs) is pushed under XCom key
-    ``shadow_verdict`` at every poll and returned on PASS. ``mode="reschedule"`` is refused:
+    ``verdict`` at every poll and returned on PASS. ``mode="reschedule"`` is refused:
     the judge's clock starts with the task.
 
     :param prediction_log: where both versions' records are, a location URL
