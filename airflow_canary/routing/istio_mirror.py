@@ -34,7 +34,8 @@ def set_mirror(vs: Mapping[str, Any], target: RouteTarget, percent: object = 100
     An existing mirror to the canary is replaced; 0 removes it (as ``remove_mirror``). A route
     with a ``mirrors`` list gets the canary as one more entry; a route whose single ``mirror``
     goes elsewhere is refused with RoutingError (Istio allows ``mirror`` or ``mirrors``, not
-    both, and that mirror is the user's). tcp and tls routes cannot mirror and are left alone.
+    both, and that mirror is the user's). tcp and tls routes cannot mirror and are left alone;
+    a VirtualService with none but those is refused with RoutingError.
     """
     value = validate_mirror_percent(percent)
     out = remove_mirror(vs, target)
@@ -42,9 +43,14 @@ def set_mirror(vs: Mapping[str, Any], target: RouteTarget, percent: object = 100
         return out
     host = rollout_host(out, target)
     destination = {"host": _short(host, out), "subset": target.canary_subset}
-    for route in _checked_routes(out, target):
-        if route.protocol != "http":
-            continue
+    http = [r for r in _checked_routes(out, target) if r.protocol == "http"]
+    if not http:
+        raise RoutingError(
+            f"VirtualService {(out.get('metadata') or {}).get('name')!r} has no http route to "
+            f"subsets {target.stable_subset!r}/{target.canary_subset!r} (only tcp or tls ones), "
+            f"and Istio mirrors only http requests: nothing can be mirrored"
+        )
+    for route in http:
         body = out["spec"]["http"][route.index]
         if isinstance(body.get("mirrors"), list) and body["mirrors"]:
             body["mirrors"].append(

@@ -114,6 +114,14 @@ def test_promote_and_rollback_remove_mirrors_to_either_subset_and_keep_others(st
     assert step(elsewhere, TARGET)["spec"]["http"][0]["mirror"] == {"host": "audit-service"}
 
 
+def test_a_virtual_service_with_only_tcp_routes_cannot_be_mirrored() -> None:
+    vs = copy.deepcopy(VS)
+    vs["spec"]["tcp"] = [{"route": vs["spec"].pop("http")[0]["route"]}]
+    with pytest.raises(RoutingError, match="no http route .* Istio mirrors only http requests"):
+        set_mirror(vs, TARGET, 100)
+    assert remove_mirror(vs, TARGET) == vs
+
+
 def test_the_router_seam_sets_reads_and_removes_the_mirror() -> None:
     router = router_for("istio")
     out = router.set_mirror(VS, 12.5)
@@ -159,8 +167,9 @@ def test_property_mirror_touches_only_mirrors_and_promote_rollback_clear_it(
     try:
         out = set_mirror(vs, TARGET, percent)
     except RoutingError as err:
-        # Only a user's own single `mirror` (not to the canary) on a managed route refuses.
-        assert "already mirrors" in str(err)
+        # Only a user's own single `mirror` (not to the canary) on a managed route, or no http
+        # route to mirror at all, refuses.
+        assert "already mirrors" in str(err) or "Istio mirrors only http" in str(err)
         return
     assert mirror_percent(out, TARGET) == float(percent)
     assert remove_mirror(out, TARGET) == remove_mirror(vs, TARGET)
