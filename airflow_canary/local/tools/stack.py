@@ -138,6 +138,8 @@ class LocalStack:
         self.kubeconfig = self.state_dir / "kubeconfig"
         self.models_dir = self.state_dir / "models"
         self.logs_dir = self.state_dir / "logs"
+        #: model servers write their prediction records here (docs/prediction-logs.md)
+        self.prediction_log_dir = self.state_dir / "predictions"
         self.api_port = config.api_port or free_port()
         self.data_port = config.data_port or free_port()
         self.metrics_port = config.metrics_port or free_port()
@@ -171,6 +173,7 @@ class LocalStack:
                 }
             ),
             "CANARY_MODEL_DIR": str(self.models_dir),
+            "CANARY_PREDICTION_LOG_DIR": str(self.prediction_log_dir),
             # Analyses wait in the triggerer, which also rolls back the moment a step fails.
             "AIRFLOW__OPERATORS__DEFAULT_DEFERRABLE": "True",
         }
@@ -202,7 +205,11 @@ class LocalStack:
         for obj in objects:
             if obj["kind"] == "Deployment":
                 self._configure_model_deployment(
-                    obj, version="v1", model=v1_model, replicas=self.config.v1_replicas
+                    obj,
+                    version="v1",
+                    model=v1_model,
+                    replicas=self.config.v1_replicas,
+                    prediction_log=self.prediction_log_dir / "v1.jsonl",
                 )
         self.apply(api, objects)
         self.wait_for_deployment(api, "model-v1")
@@ -323,7 +330,12 @@ class LocalStack:
 
     @staticmethod
     def _configure_model_deployment(
-        obj: dict[str, Any], *, version: str, model: Path, replicas: int
+        obj: dict[str, Any],
+        *,
+        version: str,
+        model: Path,
+        replicas: int,
+        prediction_log: Path | None = None,
     ) -> None:
         obj["spec"]["replicas"] = replicas
         template = obj["spec"]["template"]
@@ -332,13 +344,17 @@ class LocalStack:
         env = [
             e
             for e in container.get("env", [])
-            if e.get("name") not in ("MODEL_PATH", "MODEL_VERSION")
+            if e.get("name") not in ("MODEL_PATH", "MODEL_VERSION", "MODEL_PREDICTION_LOG")
         ]
         container["env"] = [
             *env,
             {"name": "MODEL_PATH", "value": str(model)},
             {"name": "MODEL_VERSION", "value": version},
         ]
+        if prediction_log is not None:
+            container["env"].append(
+                {"name": "MODEL_PREDICTION_LOG", "value": f"file://{prediction_log}"}
+            )
         container.setdefault(
             "readinessProbe", {"httpGet": {"path": "/healthz", "port": 8080}, "periodSeconds": 1}
         )

@@ -1,0 +1,78 @@
+"""The shadow phase end to end: real Airflow, the local mesh mirroring live load, real model servers.
+
+A worse model is stopped in the shadow phase before any live request reaches it (Istio
+telemetry: v2's only requests are the mirrored copies its own sidecar reports); an identical
+model passes the phase and is promoted.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.parse
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.conftest import E2E
+
+ALL_V1 = [{"route": [{"destination": {"host": "model-service", "subset": "v1"}, "weight": 100}]}]
+ALL_V2 = [{"route": [{"destination": {"host": "model-service", "subset": "v2"}, "weight": 100}]}]
+
+
+@pytest.fixture
+def shadow_e2e(e2e: E2E) -> E2E:
+    e2e.add_dag_file(Path(__file__).parent / "dags" / "canary_e2e_shadow.py")
+    e2e.reset_traffic()
+    return e2e
+
+
+def v2_requests(e2e: E2E, reporter: str) -> float:
+    query = f'sum(istio_requests_total{{reporter="{reporter}",destination_version="v2"}})'
+    url = f"{e2e.stack.prometheus_url}/api/v1/query?" + urllib.parse.urlencode({"query": query})
+    with urllib.request.urlopen(url, timeout=10) as response:
+        result = json.load(response)["data"]["result"]
+    return float(result[0]["value"][1]) if result else 0.0
+
+
+def settled_v2_requests(e2e: E2E, reporter: str) -> float:
+    """v2's request count once Prometheus has scraped twice more (its scrape interval is 1 s)."""
+    time.sleep(3)
+    return v2_requests(e2e, reporter)
+
+
+def test_a_worse_model_is_stopped_in_the_shadow_phase(shadow_e2e: E2E) -> None:
+    live_before = settled_v2_requests(shadow_e2e, "source")
+    seen_before = v2_requests(shadow_e2e, "destination")
+    run = shadow_e2e.run_dag("canary_e2e_shadow", {"model": "bad"})
+    assert run.state == "failed"
+    states = run.task_states()
+    assert states["canary.shadow.analyze"] == "failed", states
+    assert states["canary.header_route"] == "upstream_failed"
+    assert states["canary.rollback"] == "success"
+    verdict = run.xcom("canary.shadow.analyze", "verdict")
+    assert verdict["verdict"] == "FAIL", verdict
+    assert verdict["reason"].startswith("v2 disagrees with v1 on ")
+    assert verdict["examples"] and all(
+        e["stable"]["prediction"]["class"] != e["canary"]["prediction"]["class"]
+        for e in verdict["examples"]
+    )
+    assert run.xcom("canary.rollback")["reason"].startswith(
+        "canary.shadow.analyze: health analysis FAIL: v2 disagrees with v1"
+    )
+    assert shadow_e2e.stack.virtual_service()["spec"]["http"] == ALL_V1  # mirror removed
+    # Istio telemetry: v2's sidecar saw the mirrored copies; no caller's sidecar ever sent a
+    # live request to v2 (mirrored copies have no source report, istio/istio#23496).
+    assert settled_v2_requests(shadow_e2e, "source") <= live_before  # no live request to v2
+    assert v2_requests(shadow_e2e, "destination") > seen_before
+
+
+def test_an_identical_model_passes_the_shadow_phase_and_is_promoted(shadow_e2e: E2E) -> None:
+    run = shadow_e2e.run_dag("canary_e2e_shadow", {"model": "same"})
+    assert run.state == "success", run.log[-4000:]
+    verdict = run.xcom("canary.shadow.analyze", "verdict")
+    assert verdict["verdict"] == "PASS", verdict
+    assert verdict["pairing"]["pairs"] >= verdict["checks"][0]["canary_requests"] > 0
+    assert verdict["checks"][0]["canary_value"] == 0.0
+    assert shadow_e2e.stack.virtual_service()["spec"]["http"] == ALL_V2
