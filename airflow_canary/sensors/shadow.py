@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping, Sequence
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from airflow.sdk import BaseSensorOperator, PokeReturnValue
@@ -69,7 +70,8 @@ class ShadowAnalysisSensor(BaseSensorOperator):
     """Pair v1's and v2's prediction records by request id and judge them; succeed on PASS.
 
     Every ``poll_interval`` the sensor reads the prediction logs again (through
-    ``airflow_canary.hooks.prediction_log``), pairs the records within ``pairing_window`` and
+    ``airflow_canary.hooks.prediction_log``), pairs the records within ``pairing_window`` (records
+    older than the task's start minus that window are counted, not paired) and
     asks the shadow judge for a verdict (docs/shadow-analysis.md). FAIL — as early as the
     evidence allows — raises ``AirflowFailException`` with the reason (e.g. ``v2 disagrees with
     v1 on 8.1% of 2,310 paired requests (limit 2%)``); after ``duration`` it PASSes when every
@@ -156,10 +158,13 @@ class ShadowAnalysisSensor(BaseSensorOperator):
         self.log_format = log_format
         self.object_storage_conn_id = object_storage_conn_id
         self._started_at: float | None = None
+        self._since: datetime | None = None
         self._polls = 0
 
     def execute(self, context: Any) -> Any:
         self._started_at = time.monotonic()
+        # Records from before the phase (a log kept across rollouts) are counted, not paired.
+        self._since = datetime.now(timezone.utc) - timedelta(seconds=self.pairing_window_seconds)
         self._polls = 0
         duration = to_seconds("duration", self.duration)
         self.timeout = duration + 3 * float(self.poke_interval)
@@ -195,6 +200,7 @@ class ShadowAnalysisSensor(BaseSensorOperator):
             stable_version=self.stable_version,
             canary_version=self.canary_version,
             window_seconds=self.pairing_window_seconds,
+            since=self._since,
         )
         outcome = self.judge.judge(
             pairing,

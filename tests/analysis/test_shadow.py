@@ -109,6 +109,18 @@ def test_a_lone_record_younger_than_the_window_is_pending_not_unpaired() -> None
     assert out.accounted and out.unpaired_examples == ("old",)
 
 
+def test_records_before_the_phase_are_counted_not_paired() -> None:
+    records = [
+        rec("old", "v1", 0),
+        rec("old", "v2", 0),
+        rec("new", "v1", 100),
+        rec("new", "v2", 100),
+    ]
+    out = pairing(records, since=T0 + timedelta(seconds=50))
+    assert [p.request_id for p in out.pairs] == ["new"] and out.before_phase == 2
+    assert "2 record(s) from before the phase, not used" in out.describe()
+
+
 @pytest.mark.parametrize("window", [0, -1, math.nan, math.inf, True, "5"])
 def test_the_window_must_be_a_positive_number_of_seconds(window: Any) -> None:
     with pytest.raises(AnalysisError, match=f"positive number of seconds, got {window!r}"):

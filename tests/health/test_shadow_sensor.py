@@ -87,7 +87,8 @@ DAG_FILE = textwrap.dedent(
 
 
 def write_log(folder: Path, n: int, disagree_every: int | None) -> str:
-    t0 = datetime(2026, 12, 1, 10, tzinfo=timezone.utc)
+    # Now: the sensor pairs only records from its own start (minus the pairing window) on.
+    t0 = datetime.now(timezone.utc) + timedelta(minutes=5)
     lines = []
     for i in range(n):
         for version in ("v1", "v2"):

@@ -11,7 +11,8 @@ a pair or in one of the counted outcomes below, and ``Pairing.accounted`` says s
 - ``input_mismatch``: a partner was found but the input hashes differ (not the same input, so
   not comparable);
 - ``duplicates``: a second record of a version for a key already seen (the first is kept);
-- ``other_versions``: records of neither version.
+- ``other_versions``: records of neither version;
+- ``before_phase``: records older than ``since`` (a log kept across phases holds them).
 """
 
 from __future__ import annotations
@@ -54,6 +55,7 @@ class Pairing:
     input_mismatch: int = 0
     duplicates: int = 0
     other_versions: int = 0
+    before_phase: int = 0
     unpaired_examples: tuple[str, ...] = ()
 
     @property
@@ -75,6 +77,7 @@ class Pairing:
             (self.input_mismatch, "pair(s) with different input hashes, not compared"),
             (self.duplicates, "duplicate record(s), first kept"),
             (self.other_versions, "record(s) of other versions"),
+            (self.before_phase, "record(s) from before the phase, not used"),
         ):
             if count:
                 parts.append(f"{count:,} {what}")
@@ -93,6 +96,7 @@ class Pairing:
             "input_mismatch": self.input_mismatch,
             "duplicates": self.duplicates,
             "other_versions": self.other_versions,
+            "before_phase": self.before_phase,
             "unpaired_examples": list(self.unpaired_examples),
         }
 
@@ -104,11 +108,13 @@ def pair_records(
     canary_version: str,
     window_seconds: float,
     now: datetime | None = None,
+    since: datetime | None = None,
 ) -> Pairing:
     """Join stable and canary records by (request id, instance) within ``window_seconds``.
 
     ``records`` may hold both logs together; each record's ``version`` says which side it is.
-    ``now`` (default: the newest record's time) decides which lone records are still pending.
+    ``now`` (default: the newest record's time) decides which lone records are still pending;
+    records older than ``since`` (timezone-aware) are counted as ``before_phase`` and not used.
     Raises AnalysisError for equal versions or a window that is not a positive number of seconds.
     """
     if stable_version == canary_version:
@@ -128,12 +134,15 @@ def pair_records(
         canary_version: {},
     }
     counts = {stable_version: 0, canary_version: 0}
-    duplicates = others = 0
+    duplicates = others = before = 0
     newest: datetime | None = None
     for record in records:
         side = sides.get(record.version)
         if side is None:
             others += 1
+            continue
+        if since is not None and record.time < since:
+            before += 1
             continue
         counts[record.version] += 1
         if record.key in side:
@@ -189,5 +198,6 @@ def pair_records(
         input_mismatch=mismatch,
         duplicates=duplicates,
         other_versions=others,
+        before_phase=before,
         unpaired_examples=tuple(examples),
     )
