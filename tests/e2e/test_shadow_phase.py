@@ -76,3 +76,20 @@ def test_an_identical_model_passes_the_shadow_phase_and_is_promoted(shadow_e2e: 
     assert verdict["pairing"]["pairs"] >= verdict["checks"][0]["canary_requests"] > 0
     assert verdict["checks"][0]["canary_value"] == 0.0
     assert shadow_e2e.stack.virtual_service()["spec"]["http"] == ALL_V2
+
+
+def test_a_v2_failing_on_mirrored_requests_fails_the_phase(shadow_e2e: E2E) -> None:
+    # v2 answers every mirrored request with HTTP 500: it writes no prediction, no pair forms,
+    # and the phase ends without the pairs it needs; never a PASS.
+    run = shadow_e2e.run_dag("canary_e2e_shadow", {"model": "same", "v2_error_rate": 1.0})
+    assert run.state == "failed"
+    verdict = run.xcom("canary.shadow.analyze", "verdict")
+    assert verdict["verdict"] == "INCONCLUSIVE", verdict
+    assert verdict["reason"].startswith(
+        "too few pairs to pass: prediction-agreement has 0 comparable pair(s) of the"
+    )
+    assert verdict["pairing"]["pairs"] == 0 and verdict["pairing"]["unpaired_stable"] > 0
+    assert run.xcom("canary.rollback")["reason"].startswith(
+        "canary.shadow.analyze: health analysis INCONCLUSIVE: too few pairs"
+    )
+    assert shadow_e2e.stack.virtual_service()["spec"]["http"] == ALL_V1

@@ -1,7 +1,7 @@
 """A rollout with a shadow phase: v2 sees mirrored live requests and is judged on its predictions first.
 
 ``model`` picks model-v2: ``same`` serves v1's very model file (an identical model), ``bad`` a
-deliberately worse one. Both versions log their predictions (docs/prediction-logs.md); v2's log
+deliberately worse one; ``v2_error_rate`` makes v2 answer that share of requests with HTTP 500. Both versions log their predictions (docs/prediction-logs.md); v2's log
 is per run, so runs do not see each other's records.
 """
 
@@ -46,6 +46,7 @@ MODEL_V2 = {
                                 "value": "{{ ti.xcom_pull(task_ids='model_path') }}",
                             },
                             {"name": "MODEL_PREDICTION_LOG", "value": V2_LOG},
+                            {"name": "MODEL_ERROR_RATE", "value": "{{ params.v2_error_rate }}"},
                         ],
                         "readinessProbe": {
                             "httpGet": {"path": "/healthz", "port": 8080},
@@ -74,7 +75,10 @@ with DAG(
     start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
     schedule=None,
     catchup=False,
-    params={"model": Param("same", enum=["same", "bad"])},
+    params={
+        "model": Param("same", enum=["same", "bad"]),
+        "v2_error_rate": Param(0.0, type="number", minimum=0, maximum=1),
+    },
 ) as dag:
     deploy_v2 = DeployModelVersionOperator(
         task_id="deploy_v2", manifest=MODEL_V2, timeout=120, poll_interval=1
