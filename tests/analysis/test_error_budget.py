@@ -195,7 +195,7 @@ def test_a_burst_in_the_first_poll_is_not_judged_as_independent_errors() -> None
     verdicts = run([ErrorRateCheck(max_ratio=1.5)], data, polls=3)
     first = verdicts[1]
     assert first.status is Status.INCONCLUSIVE, first.reason
-    assert "dispersion 5 (bursty counts weigh 1/5; no per-poll data yet, shrunk toward 5)" in (
+    assert "dispersion 5 (bursty counts weigh 1/5, no per-poll data yet, shrunk toward 5)" in (
         first.reason
     )
     off = run([ErrorRateCheck(max_ratio=1.5)], data, polls=3, options={"dispersion": False})
