@@ -436,7 +436,7 @@ class SequentialJudge(Judge):
             df = int(state.get("phi_df", 0))
             basis = f"{df} degrees of freedom" if df else "no per-poll data yet"
             text += (
-                f"; dispersion {phi:.2g} (bursty counts weigh 1/{phi:.2g}, {basis}, "
+                f"; dispersion {phi:.3g} (bursty counts weigh 1/{phi:.3g}, {basis}, "
                 f"shrunk toward {DISPERSION_PRIOR:g})"
             )
         statistic = log_e if math.isfinite(log_e) else None
