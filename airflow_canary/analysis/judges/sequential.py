@@ -435,8 +435,9 @@ class SequentialJudge(Judge):
         if phi > 1 and (tests and any(t.bad > 0 for t in tests)):
             df = int(state.get("phi_df", 0))
             basis = f"{df} degrees of freedom" if df else "no per-poll data yet"
+            shown = f"{phi:.2g}" if phi >= 1.1 else f"{phi:.3g}"  # 1.02, not 1
             text += (
-                f"; dispersion {phi:.3g} (bursty counts weigh 1/{phi:.3g}, {basis}, "
+                f"; dispersion {shown} (bursty counts weigh 1/{shown}, {basis}, "
                 f"shrunk toward {DISPERSION_PRIOR:g})"
             )
         statistic = log_e if math.isfinite(log_e) else None
