@@ -27,6 +27,7 @@ from airflow_canary.analysis.promql import (
     template_placeholders,
 )
 from airflow_canary.analysis.values import AnalysisError, Arm, Arms
+from airflow_canary.parameters import flag, is_finite_number
 
 REQUESTS = "istio_requests_total"
 DURATION = "istio_request_duration_milliseconds"
@@ -59,7 +60,7 @@ def _fraction(check: str, what: str, value: float | None, *, allow_one: bool = T
 def _ratio(check: str, what: str, value: float | None) -> None:
     if value is None:
         return
-    if not _is_number(value) or not math.isfinite(value) or value < 1:
+    if not is_finite_number(value) or value < 1:
         raise AnalysisError(
             f"{check}: {what} must be a number >= 1 (canary / stable), got {value!r}"
         )
@@ -82,7 +83,7 @@ def _proportion_limits(
 def _positive(check: str, what: str, value: float | None) -> None:
     if value is None:
         return
-    if not _is_number(value) or not math.isfinite(value) or value <= 0:
+    if not is_finite_number(value) or value <= 0:
         raise AnalysisError(f"{check}: {what} must be a positive number, got {value!r}")
 
 
@@ -95,9 +96,23 @@ def _is_number(value: object) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
+#: The longest check name: names label the verdict's rows, the XCom record and log lines.
+MAX_NAME_LENGTH = 63
+
+
 def _name(value: object) -> None:
-    if not isinstance(value, str) or not value.strip() or "/" in value:
-        raise AnalysisError(f"check name must be a non-empty string without '/', got {value!r}")
+    if (
+        not isinstance(value, str)
+        or not value.strip()
+        or value != value.strip()
+        or len(value) > MAX_NAME_LENGTH
+        or "/" in value
+        or any(not c.isprintable() for c in value)
+    ):
+        raise AnalysisError(
+            f"check name must be a non-empty string of at most {MAX_NAME_LENGTH} printable "
+            f"characters, without '/' or surrounding spaces, got {value!r}"
+        )
 
 
 class Check(ABC):
@@ -400,6 +415,7 @@ class LatencyCheck(Check):
     def __post_init__(self) -> None:
         _name(self.name)
         _reporter(self.name, self.reporter)
+        buckets_ms = self.buckets_ms  # as given, for the message
         if isinstance(self.buckets_ms, list):
             object.__setattr__(self, "buckets_ms", tuple(self.buckets_ms))
         if not _is_number(self.quantile) or not 0 < self.quantile < 1:
@@ -410,9 +426,14 @@ class LatencyCheck(Check):
         _positive(self.name, "max_ms", self.max_ms)
         _ratio(self.name, "max_ratio", self.max_ratio)
         _count(self.name, "min_requests", self.min_requests)
-        if not self.buckets_ms or any(not _is_number(b) or b <= 0 for b in self.buckets_ms):
+        if (
+            not isinstance(self.buckets_ms, tuple)
+            or not self.buckets_ms
+            or any(not is_finite_number(b) or b <= 0 for b in self.buckets_ms)
+        ):
             raise AnalysisError(
-                f"{self.name}: buckets_ms must be positive numbers, got {self.buckets_ms!r}"
+                f"{self.name}: buckets_ms must be a list of finite positive numbers, got "
+                f"{buckets_ms!r}"
             )
         if self.slo_ms is not None:
             _positive(self.name, "slo_ms", self.slo_ms)
@@ -631,6 +652,10 @@ class PredictionDriftCheck(Check):
 
     def __post_init__(self) -> None:
         _name(self.name)
+        if self.max_psi is None:
+            raise AnalysisError(
+                f"{self.name}: max_psi must be a positive number (e.g. 0.2), got None"
+            )
         _positive(self.name, "max_psi", self.max_psi)
         _count(self.name, "min_predictions", self.min_predictions)
         if not _is_number(self.epsilon) or not 0 < self.epsilon < 0.01:
@@ -706,9 +731,10 @@ class PromQLCheck(Check):
         if not isinstance(self.query, str) or not self.query.strip():
             raise AnalysisError(f"{self.name}: query must be non-empty PromQL, got {self.query!r}")
         placeholders = template_placeholders(self.query)
+        flag(f"{self.name}: higher_is_better", self.higher_is_better, AnalysisError)
         for what in ("max_value", "min_value"):
             value = getattr(self, what)
-            if value is not None and (not _is_number(value) or not math.isfinite(value)):
+            if value is not None and not is_finite_number(value):
                 raise AnalysisError(f"{self.name}: {what} must be a finite number, got {value!r}")
         _ratio(self.name, "max_ratio", self.max_ratio)
         _count(self.name, "min_requests", self.min_requests)

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator
 
+from airflow_canary.names import namespace_name
 from airflow_canary.routing import (
     HeaderRoute,
     RouteTarget,
@@ -129,6 +130,11 @@ class CanaryTrafficOperator(BaseOperator):
         route_object_name(self.router, virtual_service=virtual_service, http_route=http_route)
         if not isinstance(namespace, str) or not namespace.strip():
             raise RoutingError(f"namespace must be a non-empty string, got {namespace!r}")
+        if _literal(namespace):
+            namespace_name("namespace", namespace, RoutingError)
+        for what, subset in (("stable_subset", stable_subset), ("canary_subset", canary_subset)):
+            if subset is None:  # the router's default would hide the mistake
+                raise RoutingError(f"{what} must be a non-empty string, got None")
         if _literal(stable_subset, canary_subset, route_name, backend_namespace):
             self.traffic_router()
 
@@ -157,7 +163,7 @@ class CanaryTrafficOperator(BaseOperator):
             stable=self.stable_subset,
             canary=self.canary_subset,
             routes=None if self.route_name == "" else self.route_name,
-            backend_namespace=self.backend_namespace or None,
+            backend_namespace=None if self.backend_namespace == "" else self.backend_namespace,
         )
 
     def validate(self) -> None:
@@ -233,6 +239,7 @@ class CanaryTrafficOperator(BaseOperator):
         return traffic_result(self.namespace, target, update)
 
     def execute(self, context: Context) -> dict[str, Any]:
+        namespace_name("namespace", self.namespace, RoutingError)  # as rendered
         target = self.route_target()
         self.validate()
         router = self.traffic_router()

@@ -22,6 +22,7 @@ from airflow_canary.operators.links import (
     queries_from_analysis,
     validate_dashboard_template,
 )
+from airflow_canary.parameters import optional_flag
 from airflow_canary.templating import is_template
 from airflow_canary.triggers.health import (
     PROGRESS_XCOM_KEY,
@@ -186,6 +187,7 @@ class CanaryHealthAnalysisMixin:
             self.doc_md = "How this step's checks are judged:\n\n" + "\n".join(
                 f"- {line}" for line in judged
             )
+        deferrable = optional_flag("deferrable", deferrable, AnalysisError)
         self.deferrable = default_deferrable() if deferrable is None else deferrable
         self.dashboard_url_template = validate_dashboard_template(dashboard_url_template)
 
