@@ -144,7 +144,7 @@ def _check_object(index: int, obj: object) -> None:
             "mapping with a name"
         )
     name = (metadata or {}).get("name")
-    if kind not in DEPLOYABLE_KINDS:
+    if not isinstance(kind, str) or kind not in DEPLOYABLE_KINDS:
         raise ManifestError(
             f"manifest object #{index + 1} is a {kind!r} named {name!r}; the deploy operator applies "
             f"{', '.join(DEPLOYABLE_KINDS)} objects"
@@ -153,7 +153,7 @@ def _check_object(index: int, obj: object) -> None:
         raise ManifestError(
             f"{kind} {name!r} has apiVersion {api_version!r}; expected one of {', '.join(DEPLOYABLE_KINDS[kind])}"
         )
-    if not isinstance(name, str) or not name:
+    if name is None or name == "":
         raise ManifestError(f"{kind} #{index + 1} in the manifest has no metadata.name")
     if kind == "Service":
         names.service_name(f"{kind} metadata.name", name, ManifestError)

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator
 
-from airflow_canary.names import namespace_name
+from airflow_canary.names import namespace_name, object_name
 from airflow_canary.routing import (
     HeaderRoute,
     RouteTarget,
@@ -32,6 +32,7 @@ from airflow_canary.routing.router import (
     Router,
     RouterKind,
     route_object_name,
+    route_parameter,
     router_for,
     router_kind,
 )
@@ -238,11 +239,17 @@ class CanaryTrafficOperator(BaseOperator):
 
         return traffic_result(self.namespace, target, update)
 
-    def execute(self, context: Context) -> dict[str, Any]:
-        namespace_name("namespace", self.namespace, RoutingError)  # as rendered
+    def check_rendered(self) -> tuple[RouteTarget, Router]:
+        """Check every parameter as rendered, before any request: RoutingError naming a bad one."""
+        namespace_name("namespace", self.namespace, RoutingError)
+        # Rendered: even a value that still looks like a template is checked as a name now.
+        object_name(route_parameter(self.router), self.route, RoutingError)
         target = self.route_target()
         self.validate()
-        router = self.traffic_router()
+        return target, self.traffic_router()
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        target, router = self.check_rendered()
         if router.kind is not RouterKind.ISTIO:
             return self.execute_on_router(router)
         from airflow_canary.hooks.istio import IstioHook
@@ -504,6 +511,8 @@ class RollbackCanaryOperator(CanaryTrafficOperator):
         return rollback(vs, target)
 
     def execute(self, context: Context) -> dict[str, Any]:
+        # A bad rendered value is the DAG's mistake, not a failed write: no request is made.
+        self.check_rendered()
         try:
             return super().execute(context)
         except Exception as err:
