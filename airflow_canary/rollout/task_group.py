@@ -144,6 +144,10 @@ def canary_rollout(
         raise RolloutPlanError(f"group_id must be a task group id string, got {group_id!r}")
     checks = sequence("checks", checks, RolloutPlanError, example="[ErrorRateCheck(max_rate=0.01)]")
     notifiers = sequence("notifiers", notifiers, RolloutPlanError)
+    if approvers is not None:
+        approvers = sequence("approvers", approvers, RolloutPlanError, example="['alice']")
+        if not all(isinstance(a, str) and a.strip() for a in approvers):
+            raise RolloutPlanError(f"approvers must be Airflow user ids, got {approvers!r}")
     judge_options = mapping("judge_options", judge_options, RolloutPlanError)
     flag("decommission_stable", decommission_stable, RolloutPlanError)
     flag("rollback_in_trigger", rollback_in_trigger, RolloutPlanError)

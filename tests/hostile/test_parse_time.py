@@ -458,7 +458,7 @@ def test_canary_rollout_parameters(param: str, value: Any) -> None:
 
 
 @pytest.mark.parametrize(
-    "param", ["steps", "checks", "notifiers", "approve_before", "judge_options"]
+    "param", ["steps", "checks", "notifiers", "approve_before", "approvers", "judge_options"]
 )
 @HOSTILE
 @given(value=ANYTHING.filter(lambda v: not isinstance(v, (list, tuple))))
@@ -469,11 +469,13 @@ def test_canary_rollout_lists_and_mappings_refuse_other_shapes(param: str, value
 
     if param == "judge_options" and (value is None or isinstance(value, dict)):
         return
-    if param == "notifiers" and value is None:
+    if param in ("notifiers", "approvers") and value is None:
         return
 
     def build(v: Any) -> object:
         kwargs = {"checks": [ErrorRateCheck(max_rate=0.01)], "virtual_service": "model", param: v}
+        if param == "approvers":
+            kwargs["approve_before"] = [100]
         with DAG(_task_id(), schedule=None, start_date=datetime(2026, 1, 1)):
             return canary_rollout(**kwargs)
 
