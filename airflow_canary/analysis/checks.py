@@ -100,7 +100,8 @@ def _is_number(value: object) -> bool:
 MAX_NAME_LENGTH = 63
 
 
-def _name(value: object) -> None:
+def require_check_name(value: object) -> None:
+    """Raise AnalysisError unless ``value`` can name a check (also the shadow checks)."""
     if (
         not isinstance(value, str)
         or not value.strip()
@@ -296,7 +297,7 @@ class ErrorRateCheck(Check):
     reporter: str = "auto"
 
     def __post_init__(self) -> None:
-        _name(self.name)
+        require_check_name(self.name)
         _reporter(self.name, self.reporter)
         if isinstance(self.grpc_error_codes, list):
             object.__setattr__(self, "grpc_error_codes", tuple(self.grpc_error_codes))
@@ -413,7 +414,7 @@ class LatencyCheck(Check):
     reporter: str = "auto"
 
     def __post_init__(self) -> None:
-        _name(self.name)
+        require_check_name(self.name)
         _reporter(self.name, self.reporter)
         buckets_ms = self.buckets_ms  # as given, for the message
         if isinstance(self.buckets_ms, list):
@@ -579,7 +580,7 @@ class ModelAccuracyCheck(Check):
     namespace_label: str | None = None
 
     def __post_init__(self) -> None:
-        _name(self.name)
+        require_check_name(self.name)
         _fraction(self.name, "min_accuracy", self.min_accuracy)
         _fraction(self.name, "max_drop", self.max_drop)
         _count(self.name, "min_feedback", self.min_feedback)
@@ -651,7 +652,7 @@ class PredictionDriftCheck(Check):
     namespace_label: str | None = None
 
     def __post_init__(self) -> None:
-        _name(self.name)
+        require_check_name(self.name)
         if self.max_psi is None:
             raise AnalysisError(
                 f"{self.name}: max_psi must be a positive number (e.g. 0.2), got None"
@@ -727,7 +728,7 @@ class PromQLCheck(Check):
     higher_is_better: bool = False
 
     def __post_init__(self) -> None:
-        _name(self.name)
+        require_check_name(self.name)
         if not isinstance(self.query, str) or not self.query.strip():
             raise AnalysisError(f"{self.name}: query must be non-empty PromQL, got {self.query!r}")
         placeholders = template_placeholders(self.query)
@@ -836,7 +837,7 @@ class PromQLRatioCheck(Check):
     min_events: int = 100
 
     def __post_init__(self) -> None:
-        _name(self.name)
+        require_check_name(self.name)
         for what in ("bad_query", "total_query"):
             query = getattr(self, what)
             if not isinstance(query, str) or not query.strip():

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import Enum
 
 from airflow_canary import names
+from airflow_canary.parameters import is_finite_number
 
 PRODUCT_ROUTE_PREFIX = "airflow-canary-header-"
 
@@ -253,10 +253,9 @@ def validate_mirror_percent(percent: object) -> float:
             f"mirror percent must be a number 0..100 (e.g. 100 or 12.5), got {percent!r} "
             f"({type(percent).__name__})"
         )
-    value = float(percent)
-    if not math.isfinite(value) or not 0 <= value <= 100:
+    if not is_finite_number(percent) or not 0 <= percent <= 100:
         raise RoutingError(f"mirror percent must be a number 0..100, got {percent!r}")
-    return value
+    return float(percent)
 
 
 def validate_header_route(
