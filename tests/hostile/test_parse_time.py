@@ -507,3 +507,59 @@ def test_canary_rollout_bake_time(value: Any) -> None:
             build(value)
     else:
         build(value)
+
+
+# ---- shadow phase: mirror, shadow analysis, shadow checks, judge options -------------------
+
+
+@HOSTILE
+@given(value=ANYTHING)
+def test_mirror_percent_is_a_finite_number_0_to_100(value: Any) -> None:
+    from airflow_canary.operators.traffic import SetMirrorOperator
+
+    valid = rules.finite_at_least(0)(value) and value <= 100
+    judged(lambda v: _traffic(SetMirrorOperator, percent=v), value, valid)
+
+
+@HOSTILE
+@given(value=ANYTHING)
+def test_shadow_analysis_versions_and_options(value: Any) -> None:
+    from airflow_canary.analysis.shadow import PredictionAgreementCheck
+    from airflow_canary.sensors.shadow import ShadowAnalysisSensor
+
+    def build(param: str) -> Build:
+        base = {
+            "task_id": _task_id(),
+            "prediction_log": "file:///var/log/predictions/",
+            "checks": [PredictionAgreementCheck(max_disagreement=0.05)],
+        }
+        return lambda v: ShadowAnalysisSensor(**{**base, param: v})
+
+    judged(build("stable_version"), value, rules.label_value(value) and value != "v2")
+    judged(build("canary_version"), value, rules.label_value(value) and value != "v1")
+    alpha = rules.finite_at_least(0, strict=True)(value) and value < 0.5
+    judged(build("alpha"), value, alpha)
+
+
+@HOSTILE
+@given(value=ANYTHING)
+def test_shadow_check_limits_and_names(value: Any) -> None:
+    from airflow_canary.analysis.shadow import PredictionAgreementCheck, PredictionDeltaCheck
+
+    share = rules.finite_at_least(0, strict=True)(value) and value < 1
+    judged(lambda v: PredictionAgreementCheck(max_disagreement=v), value, share)
+    positive = rules.finite_at_least(0, strict=True)(value)
+    if value is None:  # the check's only limit left out
+        with pytest.raises(ValueError, match="give max_mean_abs"):
+            PredictionDeltaCheck(max_mean_abs=value)
+    else:
+        judged(lambda v: PredictionDeltaCheck(max_mean_abs=v), value, positive)
+    judged(lambda v: PredictionAgreementCheck(name=v), value, rules.check_name(value))
+
+
+@HOSTILE
+@given(value=ANYTHING.filter(lambda v: v is not None))
+def test_judge_options_are_finite_numbers(value: Any) -> None:
+    # The sequential judge's alpha is in (0, 0.5).
+    valid = rules.finite_at_least(0, strict=True)(value) and value < 0.5
+    judged(lambda v: _analysis(CanaryHealthSensor, judge_options={"alpha": v}), value, valid)
