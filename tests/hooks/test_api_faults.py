@@ -193,3 +193,43 @@ def test_a_write_outage_fails_steps_and_rollbacks_loudly_with_traffic_unchanged(
         task_id="rb", reason="canary failed", **_target(faulty.namespace)
     ).execute(context={})
     assert _spec(faulty) == _seed_spec("vs-00-all-v1.yaml")
+
+
+@pytest.mark.parametrize("seed", [7, 8, 9])
+def test_the_triggers_rollback_through_30_percent_faults_ends_on_stable_or_fails_at_50(
+    faulty: Seeded, seed: int
+) -> None:
+    """The in-trigger rollback (the async hook) under the same faults: the VirtualService ends
+    all on stable, or the rollback raises and it is still at 50/50, never in between."""
+    import asyncio
+
+    from airflow_canary.hooks.istio import AsyncIstioHook
+    from airflow_canary.routing import RouteTarget
+
+    faulty.kubectl("apply", "-f", str(seed_manifest("vs-03-canary-50.yaml")))
+    at_50, all_v1 = _spec(faulty), _seed_spec("vs-00-all-v1.yaml")
+    _faults(
+        faulty,
+        errorFraction=0.3,
+        errorKinds=["500", "429", "reset", "reset-after-write"],
+        retryAfterSeconds=0,
+        seed=seed,
+    )
+    for _attempt in range(5):
+        try:
+            result = asyncio.run(
+                AsyncIstioHook().rollback(
+                    VIRTUAL_SERVICE, faulty.namespace, RouteTarget(), reason="error rate"
+                )
+            )
+        except IstioHookError as err:
+            _faults(faulty, errorFraction=0)
+            assert _spec(faulty) in (at_50, all_v1), f"half-changed after {err}"
+            _faults(faulty, errorFraction=0.3)
+            continue
+        break
+    else:
+        pytest.fail("the rollback failed five times in a row through 30% faults")
+    _faults(faulty, errorFraction=0)
+    assert result["split"] == {"v1": 100, "v2": 0}
+    assert _spec(faulty) == all_v1
