@@ -10,6 +10,11 @@ from datetime import timedelta
 Duration = timedelta | float | int | str
 
 
+#: The longest duration accepted: a year. Deadlines are computed from durations as datetimes and
+#: timedeltas, whose range a larger value could leave.
+MAX_SECONDS = 365 * 24 * 3600.0
+
+
 class DurationError(ValueError):
     """A duration parameter is not a positive number of seconds; the message names it."""
 
@@ -21,19 +26,26 @@ def to_seconds(what: str, value: object, *, allow_zero: bool = False) -> float:
     :param value: a ``timedelta``, an int or float number of seconds, or a numeric string
     :param allow_zero: accept 0 as well
     :raises DurationError: naming ``what`` and the value, when it is a bool, not a number, not
-        finite, negative, or zero without ``allow_zero``
+        finite, negative, zero without ``allow_zero``, or above ``MAX_SECONDS`` (a year)
     """
-    if isinstance(value, timedelta):
-        seconds = value.total_seconds()
-    elif isinstance(value, (int, float)) and not isinstance(value, bool):
-        seconds = float(value)
-    elif isinstance(value, str) and _is_number(value):
-        seconds = float(value)
-    else:
-        raise DurationError(f"{what} must be a timedelta or a number of seconds, got {value!r}")
-    if not math.isfinite(seconds) or seconds < 0 or (seconds == 0 and not allow_zero):
+    try:
+        if isinstance(value, timedelta):
+            seconds = value.total_seconds()
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            seconds = float(value)
+        elif isinstance(value, str) and _is_number(value):
+            seconds = float(value)
+        else:
+            raise DurationError(f"{what} must be a timedelta or a number of seconds, got {value!r}")
+    except OverflowError:  # an int beyond float's range
+        seconds = math.inf
+    if math.isnan(seconds) or seconds < 0 or (seconds == 0 and not allow_zero):
         expected = "zero or positive" if allow_zero else "positive"
         raise DurationError(f"{what} must be {expected}, got {value!r}")
+    if seconds > MAX_SECONDS:
+        raise DurationError(
+            f"{what} must be at most {MAX_SECONDS:,.0f} seconds (365 days), got {value!r}"
+        )
     return seconds
 
 
@@ -53,4 +65,4 @@ def _is_number(text: str) -> bool:
     return True
 
 
-__all__ = ["Duration", "DurationError", "literal_seconds", "to_seconds"]
+__all__ = ["MAX_SECONDS", "Duration", "DurationError", "literal_seconds", "to_seconds"]

@@ -6,9 +6,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from airflow_canary.names import namespace_name
 from airflow_canary.routing.router import (
     Router,
     RouterKind,
+    route_object_name,
     route_parameter,
     router_for,
     router_kind,
@@ -52,6 +54,9 @@ class TrafficTarget:
     backend_namespace: str | None = None
 
     def __post_init__(self) -> None:
+        for what in ("stable_subset", "canary_subset"):
+            if getattr(self, what) is None:  # the router's default would hide the mistake
+                raise RoutingError(f"{what} must be a non-empty string, got None")
         for what in ("route", "namespace", "kubernetes_conn_id"):
             value = getattr(self, what)
             if not isinstance(value, str) or not value.strip():
@@ -59,6 +64,9 @@ class TrafficTarget:
         if isinstance(self.route_name, list):
             object.__setattr__(self, "route_name", tuple(self.route_name))
         object.__setattr__(self, "router", router_kind(self.router).value)
+        if not is_template(self.namespace):
+            namespace_name("namespace", self.namespace, RoutingError)
+        route_object_name(self.router, **{route_parameter(self.router): self.route})
         if not any(
             is_template(v)
             for v in (
@@ -84,7 +92,7 @@ class TrafficTarget:
             canary=self.canary_subset,
             routes=None if self.route_name == "" else self.route_name,
             # A template rendered to "" means the HTTPRoute's own namespace.
-            backend_namespace=self.backend_namespace or None,
+            backend_namespace=None if self.backend_namespace == "" else self.backend_namespace,
         )
 
     def to_dict(self) -> dict[str, Any]:

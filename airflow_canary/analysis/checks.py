@@ -27,6 +27,7 @@ from airflow_canary.analysis.promql import (
     template_placeholders,
 )
 from airflow_canary.analysis.values import AnalysisError, Arm, Arms
+from airflow_canary.parameters import flag, is_finite_number
 
 REQUESTS = "istio_requests_total"
 DURATION = "istio_request_duration_milliseconds"
@@ -59,7 +60,7 @@ def _fraction(check: str, what: str, value: float | None, *, allow_one: bool = T
 def _ratio(check: str, what: str, value: float | None) -> None:
     if value is None:
         return
-    if not _is_number(value) or not math.isfinite(value) or value < 1:
+    if not is_finite_number(value) or value < 1:
         raise AnalysisError(
             f"{check}: {what} must be a number >= 1 (canary / stable), got {value!r}"
         )
@@ -82,7 +83,7 @@ def _proportion_limits(
 def _positive(check: str, what: str, value: float | None) -> None:
     if value is None:
         return
-    if not _is_number(value) or not math.isfinite(value) or value <= 0:
+    if not is_finite_number(value) or value <= 0:
         raise AnalysisError(f"{check}: {what} must be a positive number, got {value!r}")
 
 
@@ -95,9 +96,24 @@ def _is_number(value: object) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
-def _name(value: object) -> None:
-    if not isinstance(value, str) or not value.strip() or "/" in value:
-        raise AnalysisError(f"check name must be a non-empty string without '/', got {value!r}")
+#: The longest check name: names label the verdict's rows, the XCom record and log lines.
+MAX_NAME_LENGTH = 63
+
+
+def require_check_name(value: object) -> None:
+    """Raise AnalysisError unless ``value`` can name a check (also the shadow checks)."""
+    if (
+        not isinstance(value, str)
+        or not value.strip()
+        or value != value.strip()
+        or len(value) > MAX_NAME_LENGTH
+        or "/" in value
+        or any(not c.isprintable() for c in value)
+    ):
+        raise AnalysisError(
+            f"check name must be a non-empty string of at most {MAX_NAME_LENGTH} printable "
+            f"characters, without '/' or surrounding spaces, got {value!r}"
+        )
 
 
 class Check(ABC):
@@ -281,7 +297,7 @@ class ErrorRateCheck(Check):
     reporter: str = "auto"
 
     def __post_init__(self) -> None:
-        _name(self.name)
+        require_check_name(self.name)
         _reporter(self.name, self.reporter)
         if isinstance(self.grpc_error_codes, list):
             object.__setattr__(self, "grpc_error_codes", tuple(self.grpc_error_codes))
@@ -398,8 +414,9 @@ class LatencyCheck(Check):
     reporter: str = "auto"
 
     def __post_init__(self) -> None:
-        _name(self.name)
+        require_check_name(self.name)
         _reporter(self.name, self.reporter)
+        buckets_ms = self.buckets_ms  # as given, for the message
         if isinstance(self.buckets_ms, list):
             object.__setattr__(self, "buckets_ms", tuple(self.buckets_ms))
         if not _is_number(self.quantile) or not 0 < self.quantile < 1:
@@ -410,9 +427,14 @@ class LatencyCheck(Check):
         _positive(self.name, "max_ms", self.max_ms)
         _ratio(self.name, "max_ratio", self.max_ratio)
         _count(self.name, "min_requests", self.min_requests)
-        if not self.buckets_ms or any(not _is_number(b) or b <= 0 for b in self.buckets_ms):
+        if (
+            not isinstance(self.buckets_ms, tuple)
+            or not self.buckets_ms
+            or any(not is_finite_number(b) or b <= 0 for b in self.buckets_ms)
+        ):
             raise AnalysisError(
-                f"{self.name}: buckets_ms must be positive numbers, got {self.buckets_ms!r}"
+                f"{self.name}: buckets_ms must be a list of finite positive numbers, got "
+                f"{buckets_ms!r}"
             )
         if self.slo_ms is not None:
             _positive(self.name, "slo_ms", self.slo_ms)
@@ -558,7 +580,7 @@ class ModelAccuracyCheck(Check):
     namespace_label: str | None = None
 
     def __post_init__(self) -> None:
-        _name(self.name)
+        require_check_name(self.name)
         _fraction(self.name, "min_accuracy", self.min_accuracy)
         _fraction(self.name, "max_drop", self.max_drop)
         _count(self.name, "min_feedback", self.min_feedback)
@@ -630,7 +652,11 @@ class PredictionDriftCheck(Check):
     namespace_label: str | None = None
 
     def __post_init__(self) -> None:
-        _name(self.name)
+        require_check_name(self.name)
+        if self.max_psi is None:
+            raise AnalysisError(
+                f"{self.name}: max_psi must be a positive number (e.g. 0.2), got None"
+            )
         _positive(self.name, "max_psi", self.max_psi)
         _count(self.name, "min_predictions", self.min_predictions)
         if not _is_number(self.epsilon) or not 0 < self.epsilon < 0.01:
@@ -702,13 +728,14 @@ class PromQLCheck(Check):
     higher_is_better: bool = False
 
     def __post_init__(self) -> None:
-        _name(self.name)
+        require_check_name(self.name)
         if not isinstance(self.query, str) or not self.query.strip():
             raise AnalysisError(f"{self.name}: query must be non-empty PromQL, got {self.query!r}")
         placeholders = template_placeholders(self.query)
+        flag(f"{self.name}: higher_is_better", self.higher_is_better, AnalysisError)
         for what in ("max_value", "min_value"):
             value = getattr(self, what)
-            if value is not None and (not _is_number(value) or not math.isfinite(value)):
+            if value is not None and not is_finite_number(value):
                 raise AnalysisError(f"{self.name}: {what} must be a finite number, got {value!r}")
         _ratio(self.name, "max_ratio", self.max_ratio)
         _count(self.name, "min_requests", self.min_requests)
@@ -810,7 +837,7 @@ class PromQLRatioCheck(Check):
     min_events: int = 100
 
     def __post_init__(self) -> None:
-        _name(self.name)
+        require_check_name(self.name)
         for what in ("bad_query", "total_query"):
             query = getattr(self, what)
             if not isinstance(query, str) or not query.strip():

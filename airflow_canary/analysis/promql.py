@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 
+from airflow_canary import names
 from airflow_canary.analysis.values import AnalysisError
 
 # Istio's default buckets for istio_request_duration_milliseconds (proxy stats config).
@@ -15,7 +16,6 @@ ISTIO_DURATION_BUCKETS_MS: tuple[float, ...] = (
 
 TEMPLATE_PLACEHOLDERS = frozenset({"namespace", "version", "interval"})
 _PLACEHOLDER = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
-_LABEL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
 
 
 def escape_label_value(value: str) -> str:
@@ -24,11 +24,7 @@ def escape_label_value(value: str) -> str:
 
 
 def require_label_name(what: str, value: object) -> str:
-    if not isinstance(value, str) or not _LABEL_NAME.match(value):
-        raise AnalysisError(
-            f"{what} must be a Prometheus label name ([a-zA-Z_][a-zA-Z0-9_]*), got {value!r}"
-        )
-    return value
+    return names.prometheus_label_name(what, value, AnalysisError)
 
 
 def selector(metric: str, labels: Mapping[str, str], extra: str = "") -> str:

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from enum import Enum
 from typing import Literal, TypeAlias
+
+from airflow_canary import names
 
 
 class AnalysisError(ValueError):
@@ -20,30 +21,14 @@ class Status(str, Enum):
     INCONCLUSIVE = "INCONCLUSIVE"
 
 
-# Kubernetes label values: at most 63 characters of [A-Za-z0-9._-], alphanumeric at both ends.
-_LABEL_VALUE = re.compile(r"^(?:[A-Za-z0-9](?:[A-Za-z0-9._-]{0,61}[A-Za-z0-9])?)$")
-# Namespace names are RFC 1123 labels: lower-case alphanumerics and '-', at most 63.
-_NAMESPACE = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
-
-
 def require_label_value(what: str, value: object) -> str:
     """Return ``value`` if Kubernetes would accept it as a label value, else raise."""
-    if not isinstance(value, str) or not _LABEL_VALUE.match(value):
-        raise AnalysisError(
-            f"{what} must be a Kubernetes label value (1-63 characters of A-Z a-z 0-9 . _ -, "
-            f"alphanumeric at both ends), got {value!r}"
-        )
-    return value
+    return names.label_value(what, value, AnalysisError)
 
 
 def require_namespace(value: object) -> str:
     """Return ``value`` if it is a valid Kubernetes namespace name, else raise."""
-    if not isinstance(value, str) or not _NAMESPACE.match(value):
-        raise AnalysisError(
-            "namespace must be a Kubernetes namespace name (1-63 characters of a-z 0-9 -, "
-            f"alphanumeric at both ends), got {value!r}"
-        )
-    return value
+    return names.namespace_name("namespace", value, AnalysisError)
 
 
 @dataclass(frozen=True)

@@ -10,11 +10,11 @@ event, and every step's verdict.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 from urllib.parse import SplitResult
 
+from airflow_canary import names
 from airflow_canary.routing.router import route_parameter, router_kind
 
 SCHEME = "canary"
@@ -23,10 +23,6 @@ SCHEME = "canary"
 PROMOTIONS_ALIAS = "canary-promotions"
 ROLLBACKS_ALIAS = "canary-rollbacks"
 ROLLBACK_SUFFIX = "rollback"
-
-# RFC 1123 label (namespaces) and subdomain (object names), as kube-apiserver validates them.
-_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
-_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 
 
 def _route(route: str | None, virtual_service: str | None, http_route: str | None) -> str:
@@ -118,15 +114,8 @@ def sanitize_uri(uri: SplitResult) -> SplitResult:
 
 
 def _check(namespace: str, route: str) -> None:
-    if not isinstance(namespace, str) or not _LABEL.match(namespace) or len(namespace) > 63:
-        raise ValueError(
-            f"namespace must be a Kubernetes namespace name (RFC 1123 label), got {namespace!r}"
-        )
-    if not isinstance(route, str) or not _SUBDOMAIN.match(route) or len(route) > 253:
-        raise ValueError(
-            f"the route object's name must be a Kubernetes object name (RFC 1123 subdomain), "
-            f"got {route!r}"
-        )
+    names.namespace_name("namespace", namespace)
+    names.object_name("the route object's name", route)
 
 
 def training_runs(

@@ -12,8 +12,13 @@ from airflow.sdk.exceptions import AirflowException
 
 from airflow_canary.deferral import default_deferrable
 from airflow_canary.durations import to_seconds
-from airflow_canary.manifests import deployments, is_template, load_manifest
+from airflow_canary.manifests import ManifestError, deployments, is_template, load_manifest
+from airflow_canary.names import namespace_name, object_name
+from airflow_canary.parameters import flag, optional_flag
 from airflow_canary.readiness import deployment_readiness, describe_pods
+
+#: Deployment.spec.replicas is an int32.
+MAX_REPLICAS = 2**31 - 1
 
 
 def _names_a_file(manifest: object) -> bool:
@@ -49,7 +54,9 @@ class DeployModelVersionOperator(BaseOperator):
     :param deferrable: wait in the triggerer; default ``[operators] default_deferrable``
     :param kubernetes_conn_id: cncf-kubernetes connection id
     :param force_conflicts: take over fields another field manager owns
-    :raises ManifestError: (at parse time when literal) for an object the operator cannot apply
+    :raises ManifestError: (at parse time when literal) for an object the operator cannot apply,
+        YAML with a key defined twice or excessive aliasing, or a ``namespace`` that is not a
+        Kubernetes namespace name
     :raises DurationError: for a timeout or poll interval that is not a positive duration
     """
 
@@ -74,18 +81,22 @@ class DeployModelVersionOperator(BaseOperator):
         super().__init__(**kwargs)
         if not is_template(manifest) and not _names_a_file(manifest):
             load_manifest(manifest)
+        if not is_template(namespace):
+            namespace_name("namespace", namespace, ManifestError)
         self.manifest = manifest
         self.namespace = namespace
-        self.wait_for_ready = wait_for_ready
+        self.wait_for_ready = flag("wait_for_ready", wait_for_ready)
         self.timeout = to_seconds("timeout", timeout)
         self.poll_interval = to_seconds("poll_interval", poll_interval)
+        deferrable = optional_flag("deferrable", deferrable)
         self.deferrable = default_deferrable() if deferrable is None else deferrable
         self.kubernetes_conn_id = kubernetes_conn_id
-        self.force_conflicts = bool(force_conflicts)
+        self.force_conflicts = flag("force_conflicts", force_conflicts)
 
     def execute(self, context: Any) -> dict[str, Any]:
         from airflow_canary.hooks.istio import IstioHook
 
+        namespace_name("namespace", self.namespace, ManifestError)  # as rendered
         objects = load_manifest(self.manifest)
         hook = IstioHook(kubernetes_conn_id=self.kubernetes_conn_id)
         applied = []
@@ -169,7 +180,9 @@ class ScaleDeploymentOperator(BaseOperator):
     :param replicas: the replica count to set, an integer >= 0
     :param namespace: its namespace (templated)
     :param kubernetes_conn_id: cncf-kubernetes connection id
-    :raises ValueError: for a negative or non-integer ``replicas``
+    :raises ValueError: (at parse time when literal) for ``replicas`` that is not an integer
+        0..2**31-1, a ``deployment`` that is not a Kubernetes object name or a ``namespace``
+        that is not a namespace name
     """
 
     template_fields = ("deployment", "namespace")
@@ -184,8 +197,19 @@ class ScaleDeploymentOperator(BaseOperator):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        if isinstance(replicas, bool) or not isinstance(replicas, int) or replicas < 0:
-            raise ValueError(f"replicas must be an integer >= 0, got {replicas!r}")
+        if (
+            isinstance(replicas, bool)
+            or not isinstance(replicas, int)
+            or not 0 <= replicas <= MAX_REPLICAS
+        ):
+            raise ValueError(
+                f"replicas must be an integer 0..{MAX_REPLICAS} (a Kubernetes int32), "
+                f"got {replicas!r}"
+            )
+        if not is_template(deployment):
+            object_name("deployment", deployment, kind="a Deployment name")
+        if not is_template(namespace):
+            namespace_name("namespace", namespace)
         self.deployment = deployment
         self.replicas = replicas
         self.namespace = namespace
@@ -194,6 +218,8 @@ class ScaleDeploymentOperator(BaseOperator):
     def execute(self, context: Any) -> dict[str, Any]:
         from airflow_canary.hooks.istio import IstioHook
 
+        object_name("deployment", self.deployment, kind="a Deployment name")  # as rendered
+        namespace_name("namespace", self.namespace)
         result = IstioHook(kubernetes_conn_id=self.kubernetes_conn_id).scale_deployment(
             self.deployment, self.namespace, self.replicas
         )

@@ -154,6 +154,16 @@ def validate_dashboard_template(template: str | None) -> str | None:
         return None
     if not isinstance(template, str) or not template.strip():
         raise ValueError(f"dashboard_url_template must be a non-empty URL string, got {template!r}")
+    if any(c.isspace() or not c.isprintable() for c in template):
+        raise ValueError(
+            f"dashboard_url_template must be a URL without spaces or control characters "
+            f"(percent-encode them), got {template!r}"
+        )
+    if not template.lower().startswith(("http://", "https://")):
+        # The UI shows it as a link: a javascript: or data: URL would run in the viewer's page.
+        raise ValueError(
+            f"dashboard_url_template must be an http:// or https:// URL, got {template!r}"
+        )
     try:
         names = {name for _, name, _, _ in string.Formatter().parse(template) if name is not None}
     except ValueError as err:

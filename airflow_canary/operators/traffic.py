@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator
 
+from airflow_canary.names import namespace_name, object_name
 from airflow_canary.routing import (
     HeaderRoute,
     RouteTarget,
@@ -31,6 +32,7 @@ from airflow_canary.routing.router import (
     Router,
     RouterKind,
     route_object_name,
+    route_parameter,
     router_for,
     router_kind,
 )
@@ -129,6 +131,11 @@ class CanaryTrafficOperator(BaseOperator):
         route_object_name(self.router, virtual_service=virtual_service, http_route=http_route)
         if not isinstance(namespace, str) or not namespace.strip():
             raise RoutingError(f"namespace must be a non-empty string, got {namespace!r}")
+        if _literal(namespace):
+            namespace_name("namespace", namespace, RoutingError)
+        for what, subset in (("stable_subset", stable_subset), ("canary_subset", canary_subset)):
+            if subset is None:  # the router's default would hide the mistake
+                raise RoutingError(f"{what} must be a non-empty string, got None")
         if _literal(stable_subset, canary_subset, route_name, backend_namespace):
             self.traffic_router()
 
@@ -157,7 +164,7 @@ class CanaryTrafficOperator(BaseOperator):
             stable=self.stable_subset,
             canary=self.canary_subset,
             routes=None if self.route_name == "" else self.route_name,
-            backend_namespace=self.backend_namespace or None,
+            backend_namespace=None if self.backend_namespace == "" else self.backend_namespace,
         )
 
     def validate(self) -> None:
@@ -232,10 +239,17 @@ class CanaryTrafficOperator(BaseOperator):
 
         return traffic_result(self.namespace, target, update)
 
-    def execute(self, context: Context) -> dict[str, Any]:
+    def check_rendered(self) -> tuple[RouteTarget, Router]:
+        """Check every parameter as rendered, before any request: RoutingError naming a bad one."""
+        namespace_name("namespace", self.namespace, RoutingError)
+        # Rendered: even a value that still looks like a template is checked as a name now.
+        object_name(route_parameter(self.router), self.route, RoutingError)
         target = self.route_target()
         self.validate()
-        router = self.traffic_router()
+        return target, self.traffic_router()
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        target, router = self.check_rendered()
         if router.kind is not RouterKind.ISTIO:
             return self.execute_on_router(router)
         from airflow_canary.hooks.istio import IstioHook
@@ -497,6 +511,8 @@ class RollbackCanaryOperator(CanaryTrafficOperator):
         return rollback(vs, target)
 
     def execute(self, context: Context) -> dict[str, Any]:
+        # A bad rendered value is the DAG's mistake, not a failed write: no request is made.
+        self.check_rendered()
         try:
             return super().execute(context)
         except Exception as err:

@@ -267,7 +267,7 @@ class RolloutPlanOperator(BaseOperator):
             stable=self.plan.stable_subset,
             canary=self.plan.canary_subset,
             routes=None if self.route_name == "" else self.route_name,
-            backend_namespace=self.backend_namespace or None,
+            backend_namespace=None if self.backend_namespace == "" else self.backend_namespace,
         )
         target = router.target  # type: ignore[attr-defined]
         hook = IstioHook(kubernetes_conn_id=self.kubernetes_conn_id)

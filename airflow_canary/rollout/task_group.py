@@ -8,7 +8,7 @@ from typing import Any
 
 from airflow.sdk import TaskGroup
 
-from airflow_canary.rollout.plan import RolloutPlan, RolloutPlanError
+from airflow_canary.rollout.plan import RolloutPlan, RolloutPlanError, validate_steps
 from airflow_canary.rollout.shadow import ShadowPhase
 from airflow_canary.target import KUBERNETES_CONN_ID, TrafficTarget
 
@@ -121,12 +121,14 @@ def canary_rollout(
     """
     from airflow.providers.standard.operators.empty import EmptyOperator
 
+    from airflow_canary.names import object_name
     from airflow_canary.operators.analysis import BranchCanaryHealthOperator
     from airflow_canary.operators.deploy import ScaleDeploymentOperator
     from airflow_canary.operators.traffic import (
         SetCanaryWeightOperator,
         SetHeaderRouteOperator,
     )
+    from airflow_canary.parameters import flag, mapping, optional_flag, sequence
     from airflow_canary.rollout.approval import RolloutApprovalOperator
     from airflow_canary.rollout.operators import (
         FailRolloutOperator,
@@ -136,14 +138,33 @@ def canary_rollout(
         RolloutRollbackOperator,
     )
     from airflow_canary.routing.router import route_object_name
+    from airflow_canary.templating import is_template
 
+    if not isinstance(group_id, str):
+        raise RolloutPlanError(f"group_id must be a task group id string, got {group_id!r}")
+    checks = sequence("checks", checks, RolloutPlanError, example="[ErrorRateCheck(max_rate=0.01)]")
+    notifiers = sequence("notifiers", notifiers, RolloutPlanError)
+    if approvers is not None:
+        approvers = sequence("approvers", approvers, RolloutPlanError, example="['alice']")
+        if not all(isinstance(a, str) and a.strip() for a in approvers):
+            raise RolloutPlanError(f"approvers must be Airflow user ids, got {approvers!r}")
+    judge_options = mapping("judge_options", judge_options, RolloutPlanError)
+    flag("decommission_stable", decommission_stable, RolloutPlanError)
+    flag("rollback_in_trigger", rollback_in_trigger, RolloutPlanError)
+    optional_flag("deferrable", deferrable, RolloutPlanError)
+    if steps_param is not None and not (isinstance(steps_param, str) and steps_param.strip()):
+        raise RolloutPlanError(
+            f"steps_param must be the name of a DAG param or None, got {steps_param!r}"
+        )
+    if stable_deployment is not None and not is_template(stable_deployment):
+        object_name("stable_deployment", stable_deployment, RolloutPlanError)
     route = route_object_name(router, virtual_service=virtual_service, http_route=http_route)
     plan = RolloutPlan(
-        steps=tuple(steps),  # type: ignore[arg-type]
+        steps=validate_steps(steps),
         stable_subset=stable_subset,
         canary_subset=canary_subset,
-        stable_version=stable_version or stable_subset,
-        canary_version=canary_version or canary_subset,
+        stable_version=stable_subset if stable_version is None else stable_version,
+        canary_version=canary_subset if canary_version is None else canary_version,
     )
     if not checks:
         raise RolloutPlanError(

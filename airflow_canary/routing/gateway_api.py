@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any
 
+from airflow_canary.names import namespace_name, service_name
 from airflow_canary.routing.values import (
     PRODUCT_ROUTE_PREFIX,
     HeaderRoute,
@@ -51,16 +52,11 @@ MAX_BACKEND_WEIGHT = 1_000_000
 MAX_RULES = 16
 MAX_MATCHES = 128
 MAX_HEADER_MATCHES = 16
-_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _DEFAULT_MATCH = {"path": {"type": "PathPrefix", "value": "/"}}
 
 
 def _name(what: str, value: object) -> str:
-    if not isinstance(value, str) or not _DNS_LABEL.match(value) or len(value) > 63:
-        raise RoutingError(
-            f"{what} must be a Service name (an RFC 1123 label such as 'model-v1'), got {value!r}"
-        )
-    return value
+    return service_name(what, value, RoutingError)
 
 
 @dataclass(frozen=True)
@@ -86,7 +82,7 @@ class ServiceTarget:
                 f"stable_service and canary_service must differ, both are {self.stable_service!r}"
             )
         if self.namespace is not None:
-            _name("namespace", self.namespace)
+            namespace_name("backend_namespace", self.namespace, RoutingError)
         if self.rule_names is not None:
             names = (
                 (self.rule_names,) if isinstance(self.rule_names, str) else tuple(self.rule_names)

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, Protocol
 
+from airflow_canary.names import object_name
 from airflow_canary.routing import gateway_api, istio_mirror, virtual_service
 from airflow_canary.routing.split import percent
 from airflow_canary.routing.values import (
@@ -25,6 +26,7 @@ from airflow_canary.routing.values import (
     RoutingError,
     validate_weight,
 )
+from airflow_canary.templating import is_template
 
 Document = dict[str, Any]
 
@@ -302,7 +304,9 @@ def route_object_name(
         )
     if not isinstance(value, str) or not value.strip():
         raise RoutingError(f"{name} must be a non-empty string, got {value!r}")
-    return value
+    if is_template(value):
+        return value  # checked once rendered
+    return object_name(name, value, RoutingError, kind=f"{article_kind} name")
 
 
 def router_for(
@@ -328,11 +332,18 @@ def router_for(
                 f"backend_namespace is a Gateway API setting (Services in another namespace); "
                 f"Istio subsets live in the DestinationRule, got {backend_namespace!r}"
             )
-        return IstioRouter(RouteTarget(stable or "v1", canary or "v2", routes))
+        return IstioRouter(
+            RouteTarget(
+                "v1" if stable is None else stable, "v2" if canary is None else canary, routes
+            )
+        )
     names = (routes,) if isinstance(routes, str) else (None if routes is None else tuple(routes))
     return GatewayAPIRouter(
         gateway_api.ServiceTarget(
-            stable or "model-v1", canary or "model-v2", backend_namespace, names
+            "model-v1" if stable is None else stable,
+            "model-v2" if canary is None else canary,
+            backend_namespace,
+            names,
         )
     )
 

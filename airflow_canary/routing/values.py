@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import Enum
+
+from airflow_canary import names
+from airflow_canary.parameters import is_finite_number
 
 PRODUCT_ROUTE_PREFIX = "airflow-canary-header-"
 
@@ -15,10 +17,9 @@ PRODUCT_ROUTE_PREFIX = "airflow-canary-header-"
 # (``ValidateHTTPHeaderNameOrJwtClaimRoute``); a subset name is a DNS-1123 label
 # (``validateSubsetName``); a regex is non-empty, at most 1024 characters and compiles as RE2
 # (``validateStringMatchRegexp``); a prefix match is non-empty (``validateStringMatch``).
-_TOKEN = re.compile(r"^[A-Za-z0-9!#$%&'*+\-.^_`|~]+$")
+_TOKEN = re.compile(r"[A-Za-z0-9!#$%&'*+\-.^_`|~]+")
 _PSEUDO_HEADERS = frozenset({":method", ":scheme", ":authority", ":path", ":status"})
-_JWT_CLAIM = re.compile(r"^@request\.auth\.claims(?:(?:\.[^.\[\]]+)+|(?:\[[^\[\]]+\])+)$")
-_DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+_JWT_CLAIM = re.compile(r"@request\.auth\.claims(?:(?:\.[^.\[\]]+)+|(?:\[[^\[\]]+\])+)")
 MAX_REGEX_LENGTH = 1024
 
 
@@ -83,7 +84,7 @@ def _route_names(value: object) -> tuple[str, ...] | None:
     names: list[object]
     if isinstance(value, str):
         names = [value]
-    elif isinstance(value, Sequence):
+    elif isinstance(value, Sequence) and not isinstance(value, (bytes, bytearray)):
         names = list(value)
         if not names:
             raise RoutingError(
@@ -157,9 +158,9 @@ def validate_header_name(header: object) -> str:
     """
     if not isinstance(header, str):
         raise RoutingError(f"header must be an HTTP header name string, got {header!r}")
-    if header in _PSEUDO_HEADERS or _JWT_CLAIM.match(header):
+    if header in _PSEUDO_HEADERS or _JWT_CLAIM.fullmatch(header):
         return header
-    if not _TOKEN.match(header):
+    if not _TOKEN.fullmatch(header):
         raise RoutingError(
             f"header must be an HTTP header name such as 'x-canary-version' (letters, digits "
             f"and !#$%&'*+-.^_`|~), a pseudo-header ({', '.join(sorted(_PSEUDO_HEADERS))}) or "
@@ -170,14 +171,8 @@ def validate_header_name(header: object) -> str:
 
 def validate_subset_name(what: str, subset: object) -> str:
     """Return ``subset`` if it is a DNS-1123 label, as Istio requires of subset names."""
-    name = _require_name(what, subset)
-    if len(name) > 63 or not _DNS1123_LABEL.match(name):
-        raise RoutingError(
-            f"{what} must be a DestinationRule subset name: a DNS-1123 label (lower-case "
-            f"letters, digits and '-', starting and ending with a letter or digit, at most 63 "
-            f"characters), got {subset!r}"
-        )
-    return name
+    _require_name(what, subset)
+    return names.dns1123_label(what, subset, RoutingError, kind="a DestinationRule subset name")
 
 
 def _match_type(match_type: object) -> MatchType:
@@ -191,6 +186,15 @@ def _match_type(match_type: object) -> MatchType:
 
 
 def _check_value(match_type: MatchType, value: str, header: str) -> None:
+    # RFC 9110 section 5.5: a field value holds visible characters, spaces and tabs; CR, LF and
+    # NUL are "invalid and dangerous". No request can carry them, so such a route never matches.
+    bad = sorted({c for c in value if (ord(c) < 0x20 and c != "\t") or ord(c) == 0x7F})
+    if bad:
+        raise RoutingError(
+            f"header route value for {header!r} must be an HTTP field value (no control "
+            f"characters such as CR, LF or NUL; RFC 9110 section 5.5), got {value!r} with "
+            f"{', '.join(repr(c) for c in bad)}"
+        )
     if match_type is MatchType.PREFIX and value == "":
         raise RoutingError(f"header route prefix for {header!r} must not be empty")
     if match_type is MatchType.REGEX:
@@ -249,10 +253,9 @@ def validate_mirror_percent(percent: object) -> float:
             f"mirror percent must be a number 0..100 (e.g. 100 or 12.5), got {percent!r} "
             f"({type(percent).__name__})"
         )
-    value = float(percent)
-    if not math.isfinite(value) or not 0 <= value <= 100:
+    if not is_finite_number(percent) or not 0 <= percent <= 100:
         raise RoutingError(f"mirror percent must be a number 0..100, got {percent!r}")
-    return value
+    return float(percent)
 
 
 def validate_header_route(

@@ -16,12 +16,15 @@ from airflow.sdk.exceptions import AirflowException, AirflowFailException, Airfl
 from airflow_canary.analysis import AnalysisError, Check
 from airflow_canary.deferral import default_deferrable
 from airflow_canary.durations import Duration, literal_seconds
+from airflow_canary.names import namespace_name, object_name
 from airflow_canary.operators.links import (
     DashboardLink,
     PrometheusLink,
     queries_from_analysis,
     validate_dashboard_template,
 )
+from airflow_canary.parameters import optional_flag
+from airflow_canary.routing.router import route_parameter
 from airflow_canary.templating import is_template
 from airflow_canary.triggers.health import (
     PROGRESS_XCOM_KEY,
@@ -186,6 +189,7 @@ class CanaryHealthAnalysisMixin:
             self.doc_md = "How this step's checks are judged:\n\n" + "\n".join(
                 f"- {line}" for line in judged
             )
+        deferrable = optional_flag("deferrable", deferrable, AnalysisError)
         self.deferrable = default_deferrable() if deferrable is None else deferrable
         self.dashboard_url_template = validate_dashboard_template(dashboard_url_template)
 
@@ -197,6 +201,14 @@ class CanaryHealthAnalysisMixin:
         """The analysis from the rendered parameters (call in ``execute``)."""
         if self.analysis_templated:
             self.analysis = self.build_config(self.analysis_values(), self.task_id)
+            # Rendered now: a name that still looks like a template is checked as a name too.
+            for target in (
+                self.analysis.rollback,
+                self.analysis.weight_hold.target if self.analysis.weight_hold else None,
+            ):
+                if target is not None:
+                    namespace_name("namespace", target.namespace, AnalysisError)
+                    object_name(route_parameter(target.router), target.route, AnalysisError)
         return self.analysis
 
     def record_start(self, context: Any, started_at: float) -> None:

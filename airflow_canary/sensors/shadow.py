@@ -21,6 +21,7 @@ from airflow_canary.analysis.shadow import (
     shadow_check_from_dict,
 )
 from airflow_canary.durations import Duration, literal_seconds, to_seconds
+from airflow_canary.names import label_value
 from airflow_canary.templating import is_template
 
 #: XCom key of the latest verdict (the health analyses' key, so rollback reasons and reports read
@@ -138,10 +139,8 @@ class ShadowAnalysisSensor(BaseSensorOperator):
         if not (isinstance(prediction_log, str) and is_template(prediction_log)):
             _locations(task_id, prediction_log)
         for what, value in (("stable_version", stable_version), ("canary_version", canary_version)):
-            if not isinstance(value, str) or not value.strip():
-                raise AnalysisError(
-                    f"task {task_id!r}: {what} must be a non-empty string, got {value!r}"
-                )
+            if not is_template(value):  # the pods' version labels
+                label_value(f"task {task_id!r}: {what}", value, AnalysisError)
         if stable_version == canary_version:
             raise AnalysisError(
                 f"task {task_id!r}: stable_version and canary_version must differ, both are "

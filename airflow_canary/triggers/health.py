@@ -26,6 +26,7 @@ from airflow_canary.analysis import (
     check_from_dict,
 )
 from airflow_canary.durations import Duration, DurationError
+from airflow_canary.parameters import flag, mapping, sequence
 from airflow_canary.routing.router import (
     ROUTE_OBJECTS,
     route_object_name,
@@ -150,8 +151,17 @@ class HealthAnalysisConfig:
         (``triggers.weight_hold``); ``on_weight_change="reassert"`` writes it back instead of
         ending the step.
         """
+        checks = sequence(
+            "checks", checks, AnalysisError, example="[ErrorRateCheck(max_rate=0.01)]"
+        )
         if not checks:
             raise AnalysisError("checks must name at least one check, got an empty list")
+        if not isinstance(judge, str):
+            raise AnalysisError(
+                f"judge must be the name of a judge such as 'sequential', got {judge!r}"
+            )
+        judge_options = mapping("judge_options", judge_options, AnalysisError)
+        flag("rollback_on_failure", rollback_on_failure, AnalysisError)
         route = None
         if virtual_service is not None or http_route is not None:
             try:
@@ -205,7 +215,7 @@ class HealthAnalysisConfig:
             stable_version=stable_version,
             canary_version=canary_version,
             judge=judge,
-            judge_options=dict(judge_options) if judge_options else None,
+            judge_options=judge_options or None,
             bake_time_seconds=to_seconds("bake_time", bake_time),
             poll_interval_seconds=to_seconds("poll_interval", poll_interval),
             max_inconclusive_polls=max_inconclusive_polls,

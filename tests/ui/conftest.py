@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,13 +13,21 @@ from tests.conftest import REPO
 from tests.fixtures.api_server import ApiServer, running_api_server
 from tests.fixtures.example_runs import PromotedRun, RolledBackRun
 from tests.fixtures.stack import DagRun, RolloutStack
+from tests.ui.dag_grants import GRANTS_ENV
 
 DAG_FILE = Path(__file__).parent / "dags" / "canary_ui_runs.py"
-#: user -> (role, password); "nobody" has no role and so may read no DAG.
+#: user -> (role, password); "nobody" has no role and so may read no DAG; the two readers are
+#: viewers limited to one rollout DAG each (``DAG_GRANTS``).
 USERS = {
     "admin": ("admin", "admin-pass"),
     "viewer": ("viewer", "viewer-pass"),
     "nobody": ("", "nobody-pass"),
+    "rollout-reader": ("viewer", "rollout-reader-pass"),
+    "malformed-reader": ("viewer", "malformed-reader-pass"),
+}
+DAG_GRANTS = {
+    "rollout-reader": ["canary_rollout"],
+    "malformed-reader": ["canary_ui_malformed"],
 }
 ARTIFACTS = REPO / "artifacts"
 
@@ -52,6 +61,11 @@ def rollout_runs(
 
 @pytest.fixture(scope="session")
 def api_server(airflow_db: Path, rollout_runs: UiRuns) -> Iterator[ApiServer]:
-    """``airflow api-server`` on a free loopback port with three simple-auth-manager users."""
-    with running_api_server(airflow_db, USERS, ARTIFACTS / "ui-api-server.log") as server:
+    """``airflow api-server`` on a free loopback port with simple-auth-manager users, two of
+    them limited to one DAG each (``tests.ui.dag_grants``)."""
+    env = {
+        "AIRFLOW__CORE__AUTH_MANAGER": "tests.ui.dag_grants.DagGrantsAuthManager",
+        GRANTS_ENV: json.dumps(DAG_GRANTS),
+    }
+    with running_api_server(airflow_db, USERS, ARTIFACTS / "ui-api-server.log", env=env) as server:
         yield server

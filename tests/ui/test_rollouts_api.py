@@ -158,6 +158,46 @@ def test_user_without_permission_sees_nothing(api_server: ApiServer, rollout_run
     assert 'data-dag-id="canary_rollout"' not in page.text
 
 
+@pytest.mark.parametrize(
+    "user,readable,hidden",
+    [
+        ("rollout-reader", "canary_rollout", "canary_ui_malformed"),
+        ("malformed-reader", "canary_ui_malformed", "canary_rollout"),
+    ],
+)
+def test_a_user_sees_nothing_of_a_dag_they_may_not_read(
+    api_server: ApiServer, rollout_runs: UiRuns, user: str, readable: str, hidden: str
+) -> None:
+    """Two rollout DAGs, a user allowed to read one: the other's runs, steps and reasons are
+    absent from the JSON, the page and the single-run endpoint (403 naming only the DAG id)."""
+    runs = {
+        "canary_rollout": [rollout_runs.healthy.run_id, rollout_runs.rolled_back.run_id],
+        "canary_ui_malformed": [rollout_runs.malformed.run_id],
+    }
+    seen = _rollouts(api_server, user)
+    assert {item["dag_id"] for item in seen.values()} == {readable}
+    assert set(runs[readable]) <= set(seen)
+    assert not set(runs[hidden]) & set(seen)
+    assert _rollouts(api_server, user, dag_id=hidden) == {}
+    with api_server.client(user) as client:
+        page = client.get("/canary-rollouts/")
+        singles = [
+            client.get(f"/canary-rollouts/rollouts/{hidden}/{quote(run_id, safe='')}")
+            for run_id in runs[hidden]
+        ]
+    assert page.status_code == 200
+    assert f'data-dag-id="{readable}"' in page.text
+    assert f'data-dag-id="{hidden}"' not in page.text
+    assert f"/dags/{hidden}" not in page.text  # no link to its runs or tasks
+    for run_id in runs[hidden]:
+        assert run_id not in page.text
+    if hidden == "canary_rollout":
+        assert "health analysis FAIL" not in page.text
+    for single in singles:
+        assert single.status_code == 403
+        assert "step_1" not in single.text and "verdict" not in single.text
+
+
 def test_page_shows_steps_verdicts_and_rollback_reason(
     api_server: ApiServer, rollout_runs: UiRuns
 ) -> None:

@@ -10,6 +10,7 @@ from airflow_canary.analysis.checks import Check
 from airflow_canary.analysis.observations import Counts, Observation
 from airflow_canary.analysis.values import AnalysisError, Status
 from airflow_canary.analysis.verdict import CheckResult
+from airflow_canary.parameters import is_finite_number
 
 
 @dataclass(frozen=True)
@@ -69,8 +70,9 @@ class Judge(ABC):
 
 def number(option: str, value: object, *, low: float, high: float | None = None) -> float:
     """A judge option that must be a number in ``(low, high)``."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise AnalysisError(f"judge option {option} must be a number, got {value!r}")
+    if not is_finite_number(value):
+        raise AnalysisError(f"judge option {option} must be a finite number, got {value!r}")
+    assert isinstance(value, (int, float))
     if value <= low or (high is not None and value >= high):
         bound = f"between {low:g} and {high:g}" if high is not None else f"above {low:g}"
         raise AnalysisError(f"judge option {option} must be {bound}, got {value!r}")

@@ -16,35 +16,26 @@ reported, never judged.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
 from typing import Any, ClassVar
 
+from airflow_canary.analysis.checks import require_check_name
 from airflow_canary.analysis.shadow.pairing import Pair
 from airflow_canary.analysis.values import AnalysisError
+from airflow_canary.parameters import is_finite_number
 
 
 def _share(check: str, what: str, value: object) -> float:
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, (int, float))
-        or not math.isfinite(value)
-        or not 0 < value < 1
-    ):
+    if not is_finite_number(value) or not 0 < float(value) < 1:  # type: ignore[arg-type]
         raise AnalysisError(f"{check}: {what} must be a share between 0 and 1, got {value!r}")
-    return float(value)
+    return float(value)  # type: ignore[arg-type]
 
 
 def _positive(check: str, what: str, value: object) -> float:
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, (int, float))
-        or not math.isfinite(value)
-        or value <= 0
-    ):
+    if not is_finite_number(value) or float(value) <= 0:  # type: ignore[arg-type]
         raise AnalysisError(f"{check}: {what} must be a positive number, got {value!r}")
-    return float(value)
+    return float(value)  # type: ignore[arg-type]
 
 
 def _min_pairs(check: str, value: object) -> None:
@@ -93,6 +84,7 @@ class PredictionAgreementCheck(ShadowCheck):
     name: str = "prediction-agreement"
 
     def __post_init__(self) -> None:
+        require_check_name(self.name)
         _share(self.name, "max_disagreement", self.max_disagreement)
         _min_pairs(self.name, self.min_pairs)
 
@@ -137,6 +129,7 @@ class PredictionDeltaCheck(ShadowCheck):
     name: str = "prediction-delta"
 
     def __post_init__(self) -> None:
+        require_check_name(self.name)
         if self.max_mean_abs is None and self.max_quantile_abs is None:
             raise AnalysisError(
                 f"{self.name}: give max_mean_abs, max_quantile_abs or both, got neither"

@@ -18,8 +18,13 @@ from airflow_canary.local.apiserver.schema import CauseReason, Violation, prune
 
 Obj = dict[str, Any]
 
-_DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
-_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+# k8s.io/apimachinery/pkg/util/validation, matched against the whole string as Go's regexp does
+# (Python's ``$`` would let a trailing newline through).
+_DNS_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
+_DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
+_DNS1035_LABEL = re.compile(r"[a-z]([-a-z0-9]*[a-z0-9])?")
+_QUALIFIED_NAME = re.compile(r"([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]")
+_LABEL_VALUE = re.compile(r"(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?")
 
 
 class Admission(ApiBase):
@@ -95,7 +100,7 @@ def _metadata_violations(rtype: ResourceType, meta: Obj) -> list[Violation]:
         problems.append(
             Violation("metadata.name", "name or generateName is required", CauseReason.REQUIRED)
         )
-    elif not isinstance(name, str) or len(name) > 253 or not _DNS_SUBDOMAIN.match(name):
+    elif not isinstance(name, str) or len(name) > 253 or not _DNS_SUBDOMAIN.fullmatch(name):
         problems.append(
             Violation(
                 "metadata.name",
@@ -103,11 +108,21 @@ def _metadata_violations(rtype: ResourceType, meta: Obj) -> list[Violation]:
                 f"and must start and end with an alphanumeric character, got {json.dumps(name)}",
             )
         )
-    elif rtype.kind in ("Namespace", "Service") and (len(name) > 63 or not _DNS_LABEL.match(name)):
+    elif rtype.kind == "Namespace" and (len(name) > 63 or not _DNS_LABEL.fullmatch(name)):
         problems.append(
             Violation(
                 "metadata.name",
                 f"must be an RFC 1123 label (at most 63 characters, no dots), got {json.dumps(name)}",
+            )
+        )
+    elif rtype.kind == "Service" and (len(name) > 63 or not _DNS1035_LABEL.fullmatch(name)):
+        # ValidateServiceName is NameIsDNS1035Label (pkg/apis/core/validation).
+        problems.append(
+            Violation(
+                "metadata.name",
+                "a DNS-1035 label must consist of lower case alphanumeric characters or '-', "
+                "start with an alphabetic character, and end with an alphanumeric character, "
+                f"got {json.dumps(name)}",
             )
         )
     for field in ("labels", "annotations"):
@@ -126,7 +141,40 @@ def _metadata_violations(rtype: ResourceType, meta: Obj) -> list[Violation]:
                 problems.append(
                     Violation(f"metadata.{field}.{key}", f"must be string, got {json.dumps(value)}")
                 )
+            elif field == "labels" and not _label_value(value):
+                problems.append(
+                    Violation(
+                        f"metadata.labels.{key}",
+                        "a valid label must be an empty string or consist of alphanumeric "
+                        "characters, '-', '_' or '.', and must start and end with an "
+                        f"alphanumeric character, got {json.dumps(value)}",
+                    )
+                )
+            if not _qualified_name(key):
+                problems.append(
+                    Violation(
+                        f"metadata.{field}",
+                        "name part must consist of alphanumeric characters, '-', '_' or '.', "
+                        "and must start and end with an alphanumeric character, with an "
+                        f"optional DNS subdomain prefix and '/', got {json.dumps(key)}",
+                    )
+                )
     return problems
+
+
+def _qualified_name(key: object) -> bool:
+    """IsQualifiedName: ``[prefix/]name``, the keys of labels and annotations."""
+    if not isinstance(key, str):
+        return False
+    prefix, _, name = key.rpartition("/")
+    if "/" in key and (not prefix or len(prefix) > 253 or not _DNS_SUBDOMAIN.fullmatch(prefix)):
+        return False
+    return 0 < len(name) <= 63 and bool(_QUALIFIED_NAME.fullmatch(name))
+
+
+def _label_value(value: str) -> bool:
+    """IsValidLabelValue: at most 63 characters, empty allowed."""
+    return len(value) <= 63 and bool(_LABEL_VALUE.fullmatch(value))
 
 
 def _default(rtype: ResourceType, obj: Obj) -> None:

@@ -1,8 +1,10 @@
-"""Faults the local API server can be told to inject, each answered as a real cluster answers it: an unreachable validating webhook, and throttling."""
+"""Faults the local API server can be told to inject, each answered as a real cluster answers it: an unreachable validating webhook, throttling, random request failures and a write outage."""
 
 from __future__ import annotations
 
+import random
 import threading
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -11,6 +13,21 @@ from airflow_canary.local.apiserver.request import ApiError, ResourcePath
 #: Istio's validating webhook and the groups it intercepts (istiod's ValidatingWebhookConfiguration).
 ISTIO_WEBHOOK = "validation.istio.io"
 ISTIO_GROUPS = ("networking.istio.io", "security.istio.io", "telemetry.istio.io")
+
+#: Random faults ``errorFraction`` draws from. ``500``: InternalError, nothing stored. ``429``:
+#: TooManyRequests with Retry-After (API Priority and Fairness). ``reset``: the connection is
+#: dropped before the request is handled. ``reset-after-write``: a write is stored, then its
+#: connection dropped before the reply (the client cannot know it succeeded).
+ERROR_KINDS = ("500", "429", "reset", "reset-after-write")
+WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+#: What kube-apiserver answers while etcd cannot commit: the storage error is not a
+#: metav1.Status, so responsewriters.ErrorToAPIStatus makes it 500 with reason "" (Unknown) and
+#: etcd's message (as logged "apiserver received an error that is not an metav1.Status").
+ETCD_TIMEOUT = "etcdserver: request timed out"
+
+
+class ResetConnection(Exception):
+    """Drop this request's connection (before handling it, or after a write was stored)."""
 
 
 @dataclass
@@ -25,6 +42,11 @@ class Faults:
     becomes 400, k8s.io/apiserver/pkg/admission/plugin/webhook/errors ``ToStatusErr``).
     ``throttled_requests``: requests get 429 TooManyRequests with ``Retry-After``, what API
     Priority and Fairness answers when a flow's queue is full.
+    ``error_fraction``: that share of resource requests fails with one of ``error_kinds`` (see
+    ``ERROR_KINDS``), drawn from a random generator reseeded by ``seed`` for repeatable runs.
+    ``reject_writes_until``: until then (``time.monotonic()``), every write gets 500 with etcd's
+    "request timed out", what the apiserver answers while etcd has no quorum or leader; reads
+    are served from the watch cache as before.
     """
 
     webhook_failures: int = 0
@@ -34,6 +56,11 @@ class Faults:
     webhook_groups: tuple[str, ...] = ISTIO_GROUPS
     throttled_requests: int = 0
     retry_after_seconds: int = 1
+    error_fraction: float = 0.0
+    error_kinds: tuple[str, ...] = ERROR_KINDS
+    reject_writes_until: float = 0.0
+    injected: dict[str, int] = field(default_factory=dict)
+    _rng: random.Random = field(default_factory=random.Random, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def configure(self, body: Any) -> dict[str, Any]:
@@ -55,6 +82,46 @@ class Faults:
                             400, "BadRequest", f"{key} must be an integer >= 0, got {value!r}"
                         )
                     setattr(self, attr, value)
+            if "errorFraction" in body:
+                fraction = body["errorFraction"]
+                if (
+                    isinstance(fraction, bool)
+                    or not isinstance(fraction, (int, float))
+                    or not 0 <= fraction <= 1
+                ):
+                    raise ApiError(
+                        400, "BadRequest", f"errorFraction must be within 0..1, got {fraction!r}"
+                    )
+                self.error_fraction = float(fraction)
+            if "errorKinds" in body:
+                kinds = body["errorKinds"]
+                if (
+                    not isinstance(kinds, list)
+                    or not kinds
+                    or any(k not in ERROR_KINDS for k in kinds)
+                ):
+                    raise ApiError(
+                        400,
+                        "BadRequest",
+                        f"errorKinds must be a non-empty list of {list(ERROR_KINDS)}, got {kinds!r}",
+                    )
+                self.error_kinds = tuple(kinds)
+            if "seed" in body:
+                self._rng.seed(body["seed"])
+                self.injected.clear()
+            if "rejectWritesSeconds" in body:
+                seconds = body["rejectWritesSeconds"]
+                if (
+                    isinstance(seconds, bool)
+                    or not isinstance(seconds, (int, float))
+                    or seconds < 0
+                ):
+                    raise ApiError(
+                        400,
+                        "BadRequest",
+                        f"rejectWritesSeconds must be a number >= 0, got {seconds!r}",
+                    )
+                self.reject_writes_until = time.monotonic() + seconds if seconds else 0.0
             if "denialMessage" in body:
                 self.denial_message = str(body["denialMessage"])
             if "webhook" in body:
@@ -64,7 +131,12 @@ class Faults:
             return self.state()
 
     def state(self) -> dict[str, Any]:
+        remaining = max(0.0, self.reject_writes_until - time.monotonic())
         return {
+            "errorFraction": self.error_fraction,
+            "errorKinds": list(self.error_kinds),
+            "rejectWritesRemainingSeconds": round(remaining, 3),
+            "injected": dict(self.injected),
             "webhookFailures": self.webhook_failures,
             "webhookDenials": self.webhook_denials,
             "denialMessage": self.denial_message,
@@ -73,6 +145,46 @@ class Faults:
             "throttledRequests": self.throttled_requests,
             "retryAfterSeconds": self.retry_after_seconds,
         }
+
+    def inject(self, method: str) -> bool:
+        """Fail this resource request as configured: raise ApiError (500, 429) or
+        ResetConnection, or return True when a write is to be stored and its reply dropped."""
+        write = method in WRITE_METHODS
+        with self._lock:
+            if write and time.monotonic() < self.reject_writes_until:
+                kind: str | None = "reject-write"
+            elif self.error_fraction and self._rng.random() < self.error_fraction:
+                kind = self._rng.choice(self.error_kinds)
+            else:
+                kind = None
+            if kind == "reset-after-write" and not write:
+                kind = "reset"
+            if kind is not None:
+                self.injected[kind] = self.injected.get(kind, 0) + 1
+            retry_after = self.retry_after_seconds
+        if kind is None:
+            return False
+        if kind == "reject-write":
+            raise ApiError(500, "", ETCD_TIMEOUT)
+        if kind == "500":
+            cause = "injected fault: the apiserver failed before storing anything"
+            raise ApiError(
+                500,
+                "InternalError",
+                f"Internal error occurred: {cause}",
+                details={"causes": [{"message": cause}]},
+            )
+        if kind == "429":
+            raise ApiError(
+                429,
+                "TooManyRequests",
+                "Too many requests, please try again later.",
+                details={"retryAfterSeconds": retry_after},
+                headers={"Retry-After": str(retry_after)},
+            )
+        if kind == "reset-after-write":
+            return True
+        raise ResetConnection()
 
     def throttle(self) -> None:
         """Raise 429 while throttled requests remain."""

@@ -43,6 +43,8 @@ class ApiError(Exception):
             "reason": self.reason,
             "code": self.code,
         }
+        if not self.reason:  # StatusReasonUnknown is "", omitted from the JSON (omitempty)
+            del body["reason"]
         if self.details is not None:
             body["details"] = self.details
         return body

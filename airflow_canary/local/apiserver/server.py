@@ -9,6 +9,7 @@ from aiohttp import web
 from airflow_canary.local.apiserver.authn import TokenSigner, authorize, request_verb
 from airflow_canary.local.apiserver.base import ApiBase, truthy
 from airflow_canary.local.apiserver.discovery import Discovery
+from airflow_canary.local.apiserver.faults import ResetConnection
 from airflow_canary.local.apiserver.patching import Patching
 from airflow_canary.local.apiserver.request import ApiError, parse_resource_path
 from airflow_canary.local.apiserver.schema import CRDSchemas
@@ -19,6 +20,8 @@ from airflow_canary.local.apiserver.watch import Watch
 PUBLIC_PATHS = frozenset({"/version", "/healthz", "/livez", "/readyz"})
 
 
+#: Set on a write whose reply the injected faults drop after it was stored.
+RESET_AFTER_KEY = "canary.reset_after_write"
 #: Where the middleware leaves the authenticated ``User`` on the request.
 USER_KEY = "canary.user"
 
@@ -37,7 +40,15 @@ class KubeApi(Discovery, Watch, Patching, ApiBase):
                 return ApiError(401, "Unauthorized", "Unauthorized").response()
             request[USER_KEY] = user
         try:
-            return await handler(request)
+            response = await handler(request)
+            if request.get(RESET_AFTER_KEY):
+                raise ResetConnection()
+            return response
+        except ResetConnection:
+            # The client sees its connection drop (a write may already be stored).
+            if request.transport is not None:
+                request.transport.abort()
+            return web.Response(status=500)
         except ApiError as exc:
             return exc.response()
         except StoreError as exc:
@@ -97,6 +108,8 @@ class KubeApi(Discovery, Watch, Patching, ApiBase):
             request[USER_KEY], request_verb(method, path, truthy(request.query.get("watch"))), path
         )
         self.faults.throttle()
+        if self.faults.inject(method):
+            request[RESET_AFTER_KEY] = True
         if path.subresource is not None:
             if path.subresource not in path.rtype.subresources:
                 raise ApiError(
