@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 from airflow_canary import names
 from airflow_canary.analysis.values import AnalysisError
@@ -79,3 +79,26 @@ def bucket_bound(le: float) -> str:
     """
     text = format(le, "g") if le != int(le) else str(int(le))
     return f'le=~"{re.escape(text)}(\\\\.0+)?"' if "." not in text else f'le="{text}"'
+
+
+#: The label :func:`union` tags each expression's series with (the expression's index).
+UNION_LABEL = "canary_query"
+
+
+def union(expressions: Sequence[str]) -> str:
+    """One expression whose instant vector holds the series of every one of ``expressions``,
+    each tagged with :data:`UNION_LABEL` = its index in ``expressions`` ("0", "1", ...).
+
+    ``label_replace(v, dst, replacement, "", "")`` sets ``dst`` on every series of ``v`` (the
+    empty regex matches the absent source label), and ``a or b`` keeps every series of ``a``
+    plus those of ``b`` whose label set ``a`` lacks, which after tagging is all of them. So
+    several queries of one poll cost one HTTP request and are evaluated at the same instant,
+    each series' value as if it were asked alone (Prometheus docs: "Functions" and "Logical/set
+    binary operators"). An expression that is a scalar, not a vector, makes the union fail.
+    """
+    if not expressions:
+        raise AnalysisError("union needs at least one PromQL expression")
+    return " or ".join(
+        f'label_replace({expression}, "{UNION_LABEL}", "{index}", "", "")'
+        for index, expression in enumerate(expressions)
+    )

@@ -5,16 +5,17 @@ from __future__ import annotations
 import asyncio
 import json
 import math
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Hashable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import urlencode, urlsplit
 
 import httpx
 import tenacity
 from airflow.sdk import BaseHook
 
+from airflow_canary.analysis.promql import UNION_LABEL, union
 from airflow_canary.durations import to_seconds
 
 Timestamp = datetime | float | int
@@ -75,6 +76,17 @@ class PrometheusEndpoint:
     verify: bool | str = True
     timeout_seconds: float = 10.0
     ui_url: str | None = None
+
+    @property
+    def pool_key(self) -> Hashable:
+        """Everything a client is built from: endpoints with equal keys can share a client."""
+        return (
+            self.base_url,
+            self.auth,
+            tuple(sorted(self.headers.items())),
+            self.verify,
+            self.timeout_seconds,
+        )
 
     @classmethod
     def from_connection(cls, conn: Any) -> PrometheusEndpoint:
@@ -216,7 +228,11 @@ def _series(query: str, data: Any) -> list[Series]:
     ]
 
 
-def _scalar(query: str, samples: list[Sample]) -> float | None:
+def scalar_value(query: str, samples: Sequence[Sample]) -> float | None:
+    """The one value of ``samples`` (the answer to ``query``), None for none.
+
+    :raises PrometheusQueryError: for more than one series
+    """
     if not samples:
         return None
     if len(samples) > 1:
@@ -267,7 +283,8 @@ class PrometheusHook(BaseHook):
         self.retries = retries
         self.backoff_seconds = backoff_seconds
         self._endpoint: PrometheusEndpoint | None = None
-        self._aclient: tuple[asyncio.AbstractEventLoop, httpx.AsyncClient] | None = None
+        self._endpoint_lookup: asyncio.Task[PrometheusEndpoint] | None = None
+        self._aclient: _PoolKey | None = None  # the shared client this hook holds
 
     # -- UI --------------------------------------------------------------------------------
     # Airflow >= 3.2 reads the form from the provider info ("conn-fields", "ui-field-behaviour"
@@ -295,11 +312,23 @@ class PrometheusHook(BaseHook):
         return self._endpoint
 
     async def aendpoint(self) -> PrometheusEndpoint:
-        # The triggerer's event loop must not block on the sync connection lookup.
+        # The triggerer's event loop must not block on the sync connection lookup, and the
+        # queries of a first poll, started together, share one lookup.
         if self._endpoint is None:
-            conn = await self.aget_connection(self.prometheus_conn_id)
-            self._endpoint = PrometheusEndpoint.from_connection(conn)
+            loop = asyncio.get_running_loop()
+            pending = self._endpoint_lookup
+            if pending is None or pending.get_loop() is not loop:
+                pending = self._endpoint_lookup = loop.create_task(self._lookup_endpoint())
+            try:
+                self._endpoint = await asyncio.shield(pending)
+            finally:
+                if pending.done():
+                    self._endpoint_lookup = None
         return self._endpoint
+
+    async def _lookup_endpoint(self) -> PrometheusEndpoint:
+        conn = await self.aget_connection(self.prometheus_conn_id)
+        return PrometheusEndpoint.from_connection(conn)
 
     @property
     def url(self) -> str:
@@ -329,7 +358,7 @@ class PrometheusHook(BaseHook):
         return _samples(promql, self._get("/api/v1/query", promql, _instant_params(promql, at)))
 
     def query_scalar(self, promql: str, at: Timestamp | None = None) -> float | None:
-        return _scalar(promql, self.query(promql, at))
+        return scalar_value(promql, self.query(promql, at))
 
     def query_range(
         self,
@@ -354,7 +383,7 @@ class PrometheusHook(BaseHook):
         return _samples(promql, data)
 
     async def aquery_scalar(self, promql: str, at: Timestamp | None = None) -> float | None:
-        return _scalar(promql, await self.aquery(promql, at))
+        return scalar_value(promql, await self.aquery(promql, at))
 
     async def aquery_range(
         self,
@@ -365,6 +394,69 @@ class PrometheusHook(BaseHook):
     ) -> list[Series]:
         params = _range_params(promql, start, end, step)
         return _series(promql, await self._aget("/api/v1/query_range", promql, params))
+
+    async def aquery_many(
+        self, promqls: Sequence[str], at: Timestamp | None = None
+    ) -> list[list[Sample] | PrometheusError]:
+        """Several instant queries evaluated at the same instant ``at``, in one HTTP request.
+
+        Returns, in the order of ``promqls``, each query's samples (as :meth:`aquery` would
+        return them) or the error it got. The queries travel as one union
+        (:func:`airflow_canary.analysis.promql.union`); when Prometheus rejects the union, each
+        query is asked alone, so every one gets its own answer or its own error. When
+        Prometheus is unreachable every query gets that error, without asking again.
+        """
+
+        async def one_request() -> list[Sample]:
+            return await self.aquery(union(promqls), at)
+
+        async def alone(promql: str) -> list[Sample]:
+            return await self.aquery(promql, at)
+
+        return await self._many(promqls, one_request, alone)  # type: ignore[return-value]
+
+    async def aquery_range_many(
+        self,
+        promqls: Sequence[str],
+        start: Timestamp,
+        end: Timestamp,
+        step: timedelta | float,
+    ) -> list[list[Series] | PrometheusError]:
+        """Several range queries over the same range and step, in one HTTP request.
+
+        As :meth:`aquery_many`: each query's series (as :meth:`aquery_range` would return them)
+        or its error, in the order of ``promqls``.
+        """
+
+        async def one_request() -> list[Series]:
+            return await self.aquery_range(union(promqls), start, end, step)
+
+        async def alone(promql: str) -> list[Series]:
+            return await self.aquery_range(promql, start, end, step)
+
+        return await self._many(promqls, one_request, alone)  # type: ignore[return-value]
+
+    async def _many(self, promqls: Sequence[str], one_request: Any, alone: Any) -> list[Any]:
+        if not promqls:
+            return []
+        if len(promqls) == 1:
+            try:
+                return [await alone(promqls[0])]
+            except PrometheusError as err:
+                return [err]
+        try:
+            tagged = await one_request()
+        except PrometheusUnavailableError as err:
+            return [err] * len(promqls)
+        except PrometheusError:
+            return list(await asyncio.gather(*(_outcome(alone(q)) for q in promqls)))
+        out: list[list[Any]] = [[] for _ in promqls]
+        for item in tagged:
+            labels = dict(item.labels)
+            index = labels.pop(UNION_LABEL, None)
+            if index is not None and index.isdigit() and int(index) < len(out):
+                out[int(index)].append(replace(item, labels=labels))
+        return out  # type: ignore[return-value]
 
     # -- transport with retries ------------------------------------------------------------
     def _retry_policy(self, endpoint: PrometheusEndpoint, path: str) -> dict[str, Any]:
@@ -403,39 +495,119 @@ class PrometheusHook(BaseHook):
         raise AssertionError("unreachable: tenacity returns or raises")  # pragma: no cover
 
     async def _async_client(self, endpoint: PrometheusEndpoint) -> httpx.AsyncClient:
-        """One client per event loop, built in a worker thread: building one loads the CA
-        bundle (about 0.1 s), which must not stall the triggerer's loop at every query."""
+        """The event loop's shared client (connection pool) for ``endpoint``.
+
+        Every hook of a process that reaches the same Prometheus with the same settings, on the
+        same loop, uses one client: a triggerer running a thousand analyses keeps one pool of
+        connections instead of a thousand, and builds it once, in a worker thread, since
+        building one loads the CA bundle (about 0.1 s) and must not stall the loop. The hook
+        holds its share until :meth:`aclose`; the last holder closes the client.
+        """
         loop = asyncio.get_running_loop()
-        cached = self._aclient
-        if cached is None or cached[0] is not loop or cached[1].is_closed:
-            client = await asyncio.to_thread(self.get_async_conn, endpoint)
-            raced = self._aclient
-            if raced is not None and raced[0] is loop and not raced[1].is_closed:
-                await client.aclose()  # a concurrent query built one first
-                return raced[1]
-            self._aclient = (loop, client)
-            return client
-        return cached[1]
+        key = _PoolKey(loop, endpoint.pool_key)
+        held = self._aclient
+        if held == key:
+            pool = _POOLS.get(key)
+            if pool is not None and pool.client is not None and not pool.client.is_closed:
+                return pool.client
+        pool = _POOLS.get(key)
+        if (
+            pool is None
+            or pool.build.cancelled()
+            or (pool.client is not None and pool.client.is_closed)
+        ):
+            build = loop.create_task(asyncio.to_thread(self.get_async_conn, endpoint))
+            pool = _POOLS[key] = _Pool(build)
+        try:
+            client = await asyncio.shield(pool.build)
+        except Exception:
+            if _POOLS.get(key) is pool:
+                del _POOLS[key]  # the next query tries again
+            raise
+        pool.client = client
+        if self._aclient != key:
+            self._release()
+            pool.users += 1
+            self._aclient = key
+        return client
+
+    def _release(self) -> httpx.AsyncClient | None:
+        """Give up this hook's share; the client to close when it was the last one."""
+        held, self._aclient = self._aclient, None
+        if held is None:
+            return None
+        pool = _POOLS.get(held)
+        if pool is None:
+            return None
+        pool.users -= 1
+        if pool.users > 0:
+            return None
+        del _POOLS[held]
+        if held.loop.is_closed():
+            return None  # its connections went with the loop
+        return pool.client
 
     async def aclose(self) -> None:
-        """Close the async client of the running loop, if one was opened."""
-        cached = self._aclient
-        self._aclient = None
-        if cached is not None and cached[0] is asyncio.get_running_loop():
-            await cached[1].aclose()
+        """Give up this hook's share of the shared client; the last hook out closes it."""
+        held = self._aclient
+        if held is not None and held.loop is not asyncio.get_running_loop():
+            self._release()
+            return
+        client = self._release()
+        if client is not None:
+            await client.aclose()
 
     async def _aget(self, path: str, query: str, params: Mapping[str, str]) -> Any:
         endpoint = await self.aendpoint()
         client = await self._async_client(endpoint)
+        # A long query (several queries in one) goes in a form body: proxies in front of
+        # Prometheus often refuse request lines over 8 KiB; the API takes both (its docs).
+        post = len(urlencode(params)) > MAX_GET_QUERY_BYTES
         try:
             async for attempt in tenacity.AsyncRetrying(**self._retry_policy(endpoint, path)):
                 with attempt:
-                    return _decode(query, await client.get(path, params=dict(params)))
+                    if post:
+                        response = await client.post(path, data=dict(params))
+                    else:
+                        response = await client.get(path, params=dict(params))
+                    return _decode(query, response)
         except (_Retry, httpx.TransportError) as err:
             raise PrometheusUnavailableError(
                 endpoint.base_url, self.retries + 1, _cause(err)
             ) from None
         raise AssertionError("unreachable: tenacity returns or raises")  # pragma: no cover
+
+
+#: Longest URL query string sent as a GET; longer ones are POSTed as a form.
+MAX_GET_QUERY_BYTES = 4096
+
+
+@dataclass(frozen=True)
+class _PoolKey:
+    """A shared client's identity: the event loop it runs on and what it was built from."""
+
+    loop: asyncio.AbstractEventLoop
+    endpoint: Hashable
+
+
+@dataclass
+class _Pool:
+    """A shared client: its build (in a worker thread), the client, and the hooks holding it."""
+
+    build: asyncio.Task[httpx.AsyncClient]
+    client: httpx.AsyncClient | None = None
+    users: int = 0
+
+
+#: The process's shared async clients, one per event loop and endpoint.
+_POOLS: dict[_PoolKey, _Pool] = {}
+
+
+async def _outcome(answer: Any) -> Any:
+    try:
+        return await answer
+    except PrometheusError as err:
+        return err
 
 
 def _cause(error: BaseException | None) -> str:

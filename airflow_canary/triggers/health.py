@@ -413,8 +413,33 @@ class HealthAnalysisRun:
         return event
 
     async def sample(self, queries: Sequence[Query], at: float | None = None) -> dict[str, Any]:
-        results = await asyncio.gather(*(run_query(self.prometheus, q, at) for q in queries))
-        return {query.id: result for query, result in zip(queries, results, strict=True)}
+        """Every planned query's sample, evaluated at ``at`` (epoch seconds; None: now).
+
+        The instant queries of a poll travel in one request and the range queries in one per
+        range and step (``PrometheusHook.aquery_many``): a triggerer running a thousand
+        analyses sends Prometheus one request per analysis per poll, not one per query.
+        """
+        end = time.time() if at is None else at
+        groups: dict[tuple[float, float] | None, list[Query]] = {}
+        for query in queries:
+            key = None
+            if query.kind == "range":
+                assert query.range_seconds is not None and query.step_seconds is not None
+                key = (query.range_seconds, query.step_seconds)
+            groups.setdefault(key, []).append(query)
+
+        async def ask(key: tuple[float, float] | None, group: list[Query]) -> list[Any]:
+            promqls = [query.promql for query in group]
+            if key is None:
+                return await self.prometheus.aquery_many(promqls, end)
+            return await self.prometheus.aquery_range_many(promqls, end - key[0], end, key[1])
+
+        answers = await asyncio.gather(*(ask(key, group) for key, group in groups.items()))
+        out: dict[str, Any] = {}
+        for group, answer in zip(groups.values(), answers, strict=True):
+            for query, outcome in zip(group, answer, strict=True):
+                out[query.id] = sample_of(query, outcome)
+        return {query.id: out[query.id] for query in queries}
 
     async def prepare_rollback(self, spec: TrafficTarget) -> None:
         """Read the route object once up front: a missing one is reported now, not at FAIL, and
@@ -461,35 +486,54 @@ class HealthAnalysisRun:
 async def run_query(
     prometheus: PrometheusHook, query: Query, at: float | None = None
 ) -> float | None | list[float] | dict[str, float] | QueryFailure:
-    """One planned query's sample, evaluated at ``at`` (epoch seconds; None: now)."""
+    """One planned query's sample, evaluated at ``at`` (epoch seconds; None: now), asked alone."""
     from airflow_canary.hooks.prometheus import PrometheusError
 
+    outcome: Any
     try:
         if query.kind == "range":
             assert query.range_seconds is not None and query.step_seconds is not None
             end = time.time() if at is None else at
-            series = await prometheus.aquery_range(
+            outcome = await prometheus.aquery_range(
                 query.promql, end - query.range_seconds, end, query.step_seconds
             )
-            if len(series) > 1:
-                return QueryFailure(
-                    f"range query {query.id!r} returned {len(series)} series, expected one: "
-                    f"{query.promql}"
-                )
-            return series[0].values if series else []
-        if query.kind == "vector":
-            assert query.by is not None
-            out: dict[str, float] = {}
-            for sample in await prometheus.aquery(query.promql, at):
-                key = sample.labels.get(query.by)
-                if key is not None:
-                    out[key] = out.get(key, 0.0) + sample.value
-            return out
-        return await prometheus.aquery_scalar(query.promql, at)
+        else:
+            outcome = await prometheus.aquery(query.promql, at)
     except PrometheusError as err:
+        outcome = err
+    return sample_of(query, outcome)
+
+
+def sample_of(
+    query: Query, outcome: Sequence[Any] | Exception
+) -> float | None | list[float] | dict[str, float] | QueryFailure:
+    """The analysis's sample from Prometheus's answer to ``query``: its samples (instant and
+    vector queries) or series (range queries), or the ``PrometheusError`` it got."""
+    from airflow_canary.hooks.prometheus import PrometheusError, scalar_value
+
+    if isinstance(outcome, Exception):
         # bad_data is Prometheus refusing the PromQL itself: no retry or later poll can help
-        permanent = getattr(err, "error_type", None) == "bad_data"
-        return QueryFailure(str(err), permanent=permanent)
+        permanent = getattr(outcome, "error_type", None) == "bad_data"
+        return QueryFailure(str(outcome), permanent=permanent)
+    if query.kind == "range":
+        if len(outcome) > 1:
+            return QueryFailure(
+                f"range query {query.id!r} returned {len(outcome)} series, expected one: "
+                f"{query.promql}"
+            )
+        return outcome[0].values if outcome else []
+    if query.kind == "vector":
+        assert query.by is not None
+        out: dict[str, float] = {}
+        for sample in outcome:
+            key = sample.labels.get(query.by)
+            if key is not None:
+                out[key] = out.get(key, 0.0) + sample.value
+        return out
+    try:
+        return scalar_value(query.promql, outcome)
+    except PrometheusError as err:
+        return QueryFailure(str(err))
 
 
 #: Modules the first poll needs that are slow to import: scipy (about half a second), the

@@ -14,7 +14,7 @@ from airflow_canary.analysis import (
     PromQLCheck,
     escape_label_value,
 )
-from airflow_canary.analysis.promql import render_template, selector
+from airflow_canary.analysis.promql import UNION_LABEL, render_template, selector, union
 
 INJECTION = 'v2"} or vector(1) #'
 
@@ -136,3 +136,13 @@ def test_reporter_must_be_one_istio_reports(reporter: object) -> None:
         ErrorRateCheck(max_rate=0.01, reporter=reporter)  # type: ignore[arg-type]
     with pytest.raises(AnalysisError, match="reporter must be one of"):
         LatencyCheck(max_ms=500, reporter=reporter)  # type: ignore[arg-type]
+
+
+def test_union_tags_each_expression_with_its_index() -> None:
+    text = union(['sum(a{x="1"})', "b or c"])
+    assert text == (
+        f'label_replace(sum(a{{x="1"}}), "{UNION_LABEL}", "0", "", "") or '
+        f'label_replace(b or c, "{UNION_LABEL}", "1", "", "")'
+    )
+    with pytest.raises(AnalysisError, match="at least one"):
+        union([])

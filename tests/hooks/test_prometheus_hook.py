@@ -132,6 +132,72 @@ def test_async_twins_agree_with_sync(driven) -> None:
     assert series[0].values[-1] == 4.0
 
 
+def test_many_queries_in_one_request_answer_as_each_alone(driven) -> None:
+    """Instant and range queries of one poll in one union each get what asking alone gets:
+    labelled vectors, a scalar-shaped sum, no data, and a scalar PromQL value that the union
+    cannot carry (Prometheus's label_replace takes vectors only), asked again on its own."""
+    m = driven.metric
+    driven.counter.labels("v1").inc(6)
+    driven.counter.labels("v2").inc(2)
+    hook = PrometheusHook()
+    wait_for(lambda: hook.query_scalar(f"sum({m})") == 8.0)
+    instant = [m, f"sum({m})", "sum(" + m + '{version="none"})', f"sum by (version) ({m}) * 2"]
+    ranged = [f"sum({m})", m + '{version="v2"}']
+
+    async def run() -> tuple[Any, ...]:
+        ahook = PrometheusHook()
+        at = time.time()
+        many = await ahook.aquery_many(instant, at)
+        alone = [await ahook.aquery(q, at) for q in instant]
+        with_scalar = await ahook.aquery_many([f"sum({m})", f"scalar(sum({m}))"], at)
+        many_range = await ahook.aquery_range_many(ranged, at - 5, at, 1)
+        alone_range = [await ahook.aquery_range(q, at - 5, at, 1) for q in ranged]
+        await ahook.aclose()
+        return many, alone, with_scalar, many_range, alone_range
+
+    many, alone, with_scalar, many_range, alone_range = asyncio.run(run())
+    key = lambda samples: sorted((sorted(s.labels.items()), s.value) for s in samples)  # noqa: E731
+    assert [key(x) for x in many] == [key(x) for x in alone]
+    assert [s.value for s in many[1]] == [8.0] and many[2] == []
+    assert [s.value for s in with_scalar[0]] == [8.0]
+    assert [(dict(s.labels), s.value) for s in with_scalar[1]] == [({}, 8.0)]
+    assert many_range == alone_range
+    assert many_range[1][0].labels["version"] == "v2"
+
+
+def test_a_rejected_query_among_many_fails_alone(driven) -> None:
+    """One query Prometheus refuses fails with its own bad_data error; the others answer."""
+    m = driven.metric
+    driven.counter.labels("v1").inc(3)
+    hook = PrometheusHook()
+    wait_for(lambda: hook.query_scalar(f"sum({m})") == 3.0)
+    answers = asyncio.run(PrometheusHook().aquery_many([f"sum({m})", "sum(", f"count({m})"]))
+    assert [s.value for s in answers[0]] == [3.0]  # type: ignore[union-attr]
+    assert isinstance(answers[1], PrometheusQueryError)
+    assert answers[1].error_type == "bad_data" and answers[1].query == "sum("
+    assert [s.value for s in answers[2]] == [1.0]  # type: ignore[union-attr]
+
+
+def test_hooks_on_one_loop_share_one_client_and_the_last_closes_it(driven) -> None:
+    """A triggerer's thousand analyses hold one connection pool per Prometheus, not one each."""
+
+    async def run() -> tuple[Any, ...]:
+        hooks = [PrometheusHook() for _ in range(3)]
+        await asyncio.gather(*(h.aquery_many(["vector(1)", "vector(2)"]) for h in hooks))
+        endpoint = await hooks[0].aendpoint()
+        clients = {id(await h._async_client(endpoint)) for h in hooks}
+        client = await hooks[0]._async_client(endpoint)
+        await hooks[0].aclose()
+        await hooks[1].aclose()
+        open_after_two = not client.is_closed
+        await hooks[2].aclose()
+        return clients, open_after_two, client.is_closed
+
+    clients, open_after_two, closed_at_the_end = asyncio.run(run())
+    assert len(clients) == 1
+    assert open_after_two and closed_at_the_end
+
+
 def test_parse_error_carries_prometheus_message_and_query(driven) -> None:
     hook = PrometheusHook()
     bad = f"sum(rate({driven.metric}[1m]"
@@ -193,9 +259,11 @@ class CapturingServer:
         async def handle(request: web.Request) -> web.Response:
             self.requests.append(
                 {
+                    "method": request.method,
                     "path": request.path,
                     "headers": dict(request.headers),
                     "query": dict(request.query),
+                    "form": dict(await request.post()),
                 }
             )
             return web.json_response(self.body, status=self.status)
@@ -262,6 +330,27 @@ def test_bearer_token_reaches_the_server(capturing_server, monkeypatch) -> None:
     )
     PrometheusHook().query("up")
     assert capturing_server.requests[0]["headers"]["Authorization"] == "Bearer tok-123"
+
+
+def test_a_long_query_is_posted_as_a_form(capturing_server, monkeypatch) -> None:
+    """Proxies in front of Prometheus refuse request lines over 8 KiB; Prometheus's API takes
+    a query in a form body as well."""
+    _set_conn(
+        monkeypatch,
+        {"conn_type": "prometheus", "host": "127.0.0.1", "port": capturing_server.port},
+    )
+    long = " or ".join(f"vector({i})" for i in range(800))
+
+    async def run() -> None:
+        hook = PrometheusHook(retries=0)
+        await hook.aquery("vector(1)")
+        await hook.aquery(long)
+        await hook.aclose()
+
+    asyncio.run(run())
+    short, posted = capturing_server.requests
+    assert short["method"] == "GET" and short["query"]["query"] == "vector(1)"
+    assert posted["method"] == "POST" and posted["query"] == {} and posted["form"]["query"] == long
 
 
 def test_bad_data_is_not_retried_but_5xx_is(capturing_server, monkeypatch) -> None:
