@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -63,9 +64,14 @@ def rollout_runs(
 def api_server(airflow_db: Path, rollout_runs: UiRuns) -> Iterator[ApiServer]:
     """``airflow api-server`` on a free loopback port with simple-auth-manager users, two of
     them limited to one DAG each (``tests.ui.dag_grants``)."""
+    # The server runs in AIRFLOW_HOME; it imports the auth manager module from this folder
+    # alone (the repository root would register the provider's plugin a second time through
+    # its egg-info).
+    here = str(Path(__file__).parent)
     env = {
-        "AIRFLOW__CORE__AUTH_MANAGER": "tests.ui.dag_grants.DagGrantsAuthManager",
+        "AIRFLOW__CORE__AUTH_MANAGER": "dag_grants.DagGrantsAuthManager",
         GRANTS_ENV: json.dumps(DAG_GRANTS),
+        "PYTHONPATH": os.pathsep.join(p for p in (here, os.environ.get("PYTHONPATH")) if p),
     }
     with running_api_server(airflow_db, USERS, ARTIFACTS / "ui-api-server.log", env=env) as server:
         yield server
