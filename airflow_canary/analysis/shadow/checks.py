@@ -61,7 +61,8 @@ class ShadowCheck:
     min_pairs: int | None
 
     def compare(self, pairs: Sequence[Pair]) -> Compared:
-        raise NotImplementedError
+        """Each comparable pair's value (a subclass defines what is compared)."""
+        raise NotImplementedError(f"{type(self).__name__} must define compare()")
 
     def to_dict(self) -> dict[str, Any]:
         return {"type": self.type_name, **{f.name: getattr(self, f.name) for f in fields(self)}}  # type: ignore[arg-type]
