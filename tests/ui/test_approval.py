@@ -101,7 +101,8 @@ def test_continue_promotes_and_the_page_shows_live_evidence_and_the_pending_appr
 ) -> None:
     rollout_stack.reset_traffic()
     earlier = _run_ids(approvals)
-    run = rollout_stack.start_dag(DAG_ID, {"bake_time_seconds": 30})
+    # Steps 1-3 are each judged for 15 s: three windows for the page to catch one live.
+    run = rollout_stack.start_dag(DAG_ID, {"bake_time_seconds": 15})
     page = browser.new_context(viewport={"width": 1280, "height": 1000}).new_page()
     try:
         # While step 1 is judged, the page shows each check's evidence so far and its limits.
@@ -131,7 +132,7 @@ def test_continue_promotes_and_the_page_shows_live_evidence_and_the_pending_appr
         )
         _log_in(page, approvals, "viewer")
         card = page.locator(f'section.rollout[data-run-id="{live["run_id"]}"]')
-        # Each step is judged for 30 s: reload until the page catches one while it runs.
+        # Reload until the page catches a step while it is judged.
         deadline = time.monotonic() + 300
         while card.locator("table.checks.live").count() == 0:
             assert time.monotonic() < deadline, "the page never showed a step being judged"
