@@ -16,15 +16,14 @@ from functools import cached_property, partial
 from typing import Any
 
 import tenacity
-from airflow.providers.cncf.kubernetes.hooks.kubernetes import (
-    AsyncKubernetesHook,
-    KubernetesHook,
-)
+from airflow.providers.cncf.kubernetes.hooks.kubernetes import KubernetesHook
 from airflow.sdk import BaseHook
 from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
 from urllib3.exceptions import HTTPError as Urllib3HTTPError
 
+from airflow_canary.hooks import kubernetes_client
+from airflow_canary.hooks.kubernetes_client import SharedKubernetesClient
 from airflow_canary.routing import (
     ROOT_NAMESPACE,
     ResolvedDestinationRule,
@@ -954,9 +953,14 @@ class IstioHook(BaseHook):
 class AsyncIstioHook:
     """Async twin of ``IstioHook`` for triggers: read, conflict-safe update, and rollback.
 
-    Configuration loading is the provider's ``AsyncKubernetesHook``; calls go through
-    kubernetes_asyncio with the same retry budget and update steps as the sync hook. Nothing
-    is read when the hook is built.
+    Calls go through kubernetes_asyncio with the same retry budget and update steps as the
+    sync hook, over the event loop's shared client for the connection
+    (:mod:`airflow_canary.hooks.kubernetes_client`: configuration loading is the provider's
+    ``AsyncKubernetesHook``): every hook of a triggerer process that uses the same connection
+    shares one client and one discovery of Istio's served versions. Nothing is read when the
+    hook is built; its first call takes a share, :meth:`aclose` (or leaving ``async with``)
+    gives it back, and the last hook out closes the client. A hook never closed holds its
+    share until its loop ends; ``asyncio.run()`` then closes the client.
 
     :param kubernetes_conn_id: id of an Airflow connection of type ``kubernetes``, as for
         :class:`IstioHook`
@@ -974,15 +978,42 @@ class AsyncIstioHook:
     ) -> None:
         self.kubernetes_conn_id = kubernetes_conn_id
         self.retry_policy = retry_policy or RetryPolicy()
-        self._versions: dict[IstioKind, str] = {}
         self._rng = random.Random()
+        self._client: SharedKubernetesClient | None = None
 
     def __repr__(self) -> str:
         return f"AsyncIstioHook(kubernetes_conn_id={self.kubernetes_conn_id!r})"
 
-    @cached_property
-    def kubernetes_hook(self) -> AsyncKubernetesHook:
-        return AsyncKubernetesHook(conn_id=self.kubernetes_conn_id)
+    async def __aenter__(self) -> AsyncIstioHook:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Give back this hook's share of the shared client; the last holder closes it."""
+        held, self._client = self._client, None
+        if held is not None:
+            await kubernetes_client.release(held)
+
+    async def _shared(self) -> SharedKubernetesClient:
+        import asyncio
+
+        held = self._client
+        if held is None or held.closed or held.loop is not asyncio.get_running_loop():
+            if held is not None:
+                self._client = None
+                await kubernetes_client.release(held)
+            held = self._client = await kubernetes_client.acquire(self.kubernetes_conn_id)
+        await held.refresh()
+        return held
+
+    async def _custom_objects(self) -> Any:
+        """A ``CustomObjectsApi`` over the shared client (a thin wrapper, cheap to build)."""
+        from kubernetes_asyncio import client as async_k8s
+
+        shared = await self._shared()
+        return async_k8s.CustomObjectsApi(shared.api_client)
 
     async def _call(self, api: Any, fn: Callable[[], Any]) -> Any:
         import asyncio
@@ -1012,7 +1043,9 @@ class AsyncIstioHook:
     async def _served_version(self, api: Any, kind: IstioKind) -> str:
         from kubernetes_asyncio.client.exceptions import ApiException as AsyncApiException
 
-        if kind not in self._versions:
+        assert self._client is not None  # api came from _custom_objects()
+        versions = self._client.served_versions
+        if kind not in versions:
             for version in ISTIO_VERSIONS:
                 try:
                     resources = await self._call(
@@ -1023,11 +1056,11 @@ class AsyncIstioHook:
                         continue
                     raise _api_error(f"discover {GROUP}/{version}", exc) from exc
                 if kind.value in _resource_names(resources):
-                    self._versions[kind] = version
+                    versions[kind] = version
                     break
             else:
                 raise _unserved(kind)
-        return self._versions[kind]
+        return versions[kind]
 
     async def _get(self, api: Any, kind: IstioKind, name: str, namespace: str) -> Document:
         from kubernetes_asyncio.client.exceptions import ApiException as AsyncApiException
@@ -1047,30 +1080,24 @@ class AsyncIstioHook:
         return obj
 
     async def aget_virtual_service(self, name: str, namespace: str = "default") -> Document:
-        from kubernetes_asyncio import client as async_k8s
-
-        async with self.kubernetes_hook.get_conn() as api_client:
-            api = async_k8s.CustomObjectsApi(api_client)
-            return await self._get(api, IstioKind.VIRTUAL_SERVICE, name, namespace)
+        api = await self._custom_objects()
+        return await self._get(api, IstioKind.VIRTUAL_SERVICE, name, namespace)
 
     async def aupdate_virtual_service(
         self, name: str, namespace: str, transform: Transform
     ) -> UpdateResult:
         """Async ``IstioHook.update_virtual_service``: same steps, same conflict handling."""
-        from kubernetes_asyncio import client as async_k8s
-
         kind = IstioKind.VIRTUAL_SERVICE
-        async with self.kubernetes_hook.get_conn() as api_client:
-            api = async_k8s.CustomObjectsApi(api_client)
-            version = await self._served_version(api, kind)
-            return await self._aupdate(
-                api,
-                (GROUP, version, kind.value, kind.kind),
-                name,
-                namespace,
-                transform,
-                lambda: self._get(api, kind, name, namespace),
-            )
+        api = await self._custom_objects()
+        version = await self._served_version(api, kind)
+        return await self._aupdate(
+            api,
+            (GROUP, version, kind.value, kind.kind),
+            name,
+            namespace,
+            transform,
+            lambda: self._get(api, kind, name, namespace),
+        )
 
     async def _aupdate(
         self,
@@ -1145,11 +1172,8 @@ class AsyncIstioHook:
         """Async ``IstioHook.get_route``."""
         if router.kind is RouterKind.ISTIO:
             return await self.aget_virtual_service(name, namespace)
-        from kubernetes_asyncio import client as async_k8s
-
-        async with self.kubernetes_hook.get_conn() as api_client:
-            api = async_k8s.CustomObjectsApi(api_client)
-            return await self._aget_gateway(api, router, name, namespace)
+        api = await self._custom_objects()
+        return await self._aget_gateway(api, router, name, namespace)
 
     async def aupdate_route(
         self, router: Router, name: str, namespace: str, transform: Transform
@@ -1157,19 +1181,16 @@ class AsyncIstioHook:
         """Async ``IstioHook.update_route``."""
         if router.kind is RouterKind.ISTIO:
             return await self.aupdate_virtual_service(name, namespace, transform)
-        from kubernetes_asyncio import client as async_k8s
-
         obj = router.route_object
-        async with self.kubernetes_hook.get_conn() as api_client:
-            api = async_k8s.CustomObjectsApi(api_client)
-            return await self._aupdate(
-                api,
-                (obj.group, obj.versions[0], obj.plural, obj.kind),
-                name,
-                namespace,
-                transform,
-                lambda: self._aget_gateway(api, router, name, namespace),
-            )
+        api = await self._custom_objects()
+        return await self._aupdate(
+            api,
+            (obj.group, obj.versions[0], obj.plural, obj.kind),
+            name,
+            namespace,
+            transform,
+            lambda: self._aget_gateway(api, router, name, namespace),
+        )
 
     async def rollback_route(
         self, router: Router, name: str, namespace: str, reason: str = ""

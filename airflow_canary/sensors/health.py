@@ -433,10 +433,8 @@ class CanaryHealthSensor(CanaryHealthAnalysisMixin, BaseSensorOperator):
                 last = timed_out
             return await run.conclude(last)
         finally:
-            # Each poke runs its own event loop: close this loop's Prometheus client now.
-            aclose = getattr(run.prometheus, "aclose", None)
-            if aclose is not None:
-                await aclose()
+            # Each poke runs its own event loop: close this loop's clients now.
+            await run.aclose()
 
     def execute_complete(self, context: Any, event: dict[str, Any]) -> dict[str, Any]:
         self.publish_verdict(context, event)

@@ -321,9 +321,17 @@ class HealthAnalysisRun:
         try:
             return await self._run()
         finally:
-            aclose = getattr(self.prometheus, "aclose", None)
-            if aclose is not None:
-                await aclose()
+            await self.aclose()
+
+    async def aclose(self) -> None:
+        """Give back this run's shares of the process's shared clients (Prometheus, Kubernetes)."""
+        aclose = getattr(self.prometheus, "aclose", None)
+        if aclose is not None:
+            await aclose()
+        if "istio" in self.__dict__:  # built only when a rollback target was read
+            await self.istio.aclose()
+        if self.watch is not None:
+            await self.watch.aclose()
 
     async def _run(self) -> dict[str, Any]:
         config = self.config

@@ -96,6 +96,11 @@ class WeightWatch:
 
         return AsyncIstioHook(kubernetes_conn_id=self.spec.target.kubernetes_conn_id)
 
+    async def aclose(self) -> None:
+        """Give back the hook's share of the shared Kubernetes client, if it took one."""
+        if "hook" in self.__dict__:
+            await self.hook.aclose()
+
     async def poll(self, elapsed: float, verdict: Mapping[str, Any]) -> str | None:
         """Check the route object (when its resourceVersion moved) and the observed share."""
         target = self.spec.target
