@@ -9,7 +9,7 @@ from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
-from urllib.parse import urlencode, urlsplit
+from urllib.parse import urlsplit
 
 import httpx
 import tenacity
@@ -562,12 +562,13 @@ class PrometheusHook(BaseHook):
         client = await self._async_client(endpoint)
         # A long query (several queries in one) goes in a form body: proxies in front of
         # Prometheus often refuse request lines over 8 KiB; the API takes both (its docs).
-        post = len(urlencode(params)) > MAX_GET_QUERY_BYTES
+        form = form_encode(params)
+        post = len(form) > MAX_GET_QUERY_BYTES
         try:
             async for attempt in tenacity.AsyncRetrying(**self._retry_policy(endpoint, path)):
                 with attempt:
                     if post:
-                        response = await client.post(path, data=dict(params))
+                        response = await client.post(path, content=form, headers=FORM_HEADERS)
                     else:
                         response = await client.get(path, params=dict(params))
                     return _decode(query, response)
@@ -580,6 +581,35 @@ class PrometheusHook(BaseHook):
 
 #: Longest URL query string sent as a GET; longer ones are POSTed as a form.
 MAX_GET_QUERY_BYTES = 4096
+
+FORM_HEADERS = {"Content-Type": "application/x-www-form-urlencoded"}
+
+#: Each byte (as a latin-1 character) -> itself or its escape, as ``urllib.parse.quote_plus``
+#: writes it: letters, digits and ``_.-~`` stay, a space is ``+``, the rest ``%XX``.
+_FORM_ESCAPES = {
+    byte: (
+        chr(byte)
+        if chr(byte).isascii() and (chr(byte).isalnum() or chr(byte) in "_.-~")
+        else "+"
+        if byte == 0x20
+        else f"%{byte:02X}"
+    )
+    for byte in range(256)
+}
+
+
+def form_encode(params: Mapping[str, str]) -> bytes:
+    """``params`` as an ``application/x-www-form-urlencoded`` body, byte for byte what
+    ``urllib.parse.urlencode`` gives, at C speed: urlencode escapes byte by byte in Python,
+    which for a poll's union of queries (about 6 KiB of PromQL) cost milliseconds of the
+    event loop per request."""
+    return "&".join(
+        f"{_form_escape(key)}={_form_escape(value)}" for key, value in params.items()
+    ).encode("ascii")
+
+
+def _form_escape(text: str) -> str:
+    return text.encode("utf-8").decode("latin-1").translate(_FORM_ESCAPES)
 
 
 @dataclass(frozen=True)

@@ -410,3 +410,25 @@ def test_ui_field_behaviour_matches_provider_info() -> None:
         "timeout",
         "ui_url",
     }
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        'sum(rate(istio_requests_total{reporter="source",destination_version=~"v2|v3"}[1m]))',
+        'label_replace(up, "canary_query", "0", "", "") or on() vector(1) / 2 + 3 * 4',
+        "a b\tc\nd&e=f%g+h#i?j/k\\l'm~n_o.p-q",
+        'namespace="café-ß" ✓ \x00\x7f\xff',
+        "",
+    ],
+)
+def test_the_form_body_is_what_urlencode_writes(text: str) -> None:
+    """The body of a POSTed query is byte for byte ``urllib.parse.urlencode``'s, which Go's
+    ``ParseForm`` (Prometheus's API) decodes back to the query."""
+    from urllib.parse import parse_qs, urlencode
+
+    from airflow_canary.hooks.prometheus import form_encode
+
+    params = {"query": text, "time": "1700000000.5"}
+    assert form_encode(params) == urlencode(params).encode("ascii")
+    assert parse_qs(form_encode(params).decode(), keep_blank_values=True)["query"] == [text]
