@@ -21,10 +21,15 @@ Each N runs in a fresh worker process and prints one row:
 * late polls: share of polls whose verdict came more than one poll interval after the poll's
   scheduled time, and the p99 of that delay.
 
+A second table gives the steady state: CPU, lag and queries from the moment every trigger has
+taken its baseline poll (the start-up wave of trigger builds and 21-query first polls is over)
+to the end. ``--max-seconds`` caps each N's run: the triggers still running then are cancelled
+and counted as unfinished, so a size the loop cannot keep up with still ends and reports.
+
 Usage (2-3 poll rounds per N; about four minutes in all)::
 
     PYTHONPATH=. .venv/bin/python benchmarks/triggerer_scale.py [--sizes 100,300,1000]
-        [--poll-interval 15] [--bake 30] [--scrape-interval 5]
+        [--poll-interval 15] [--bake 30] [--scrape-interval 5] [--max-seconds 200]
 """
 
 from __future__ import annotations
@@ -133,6 +138,9 @@ async def _measure(n: int, args: argparse.Namespace) -> dict[str, Any]:
     lags: list[float] = []
     peak = [_rss_bytes()]
     done = asyncio.Event()
+    # Steady state: from the moment every trigger has taken its baseline poll (the start-up
+    # wave of trigger builds and first polls is over) to the end of the run.
+    steady: dict[str, float] = {}
 
     async def ticker() -> None:
         beats = 0
@@ -143,6 +151,14 @@ async def _measure(n: int, args: argparse.Namespace) -> dict[str, Any]:
             beats += 1
             if beats % 20 == 0:
                 peak[0] = max(peak[0], _rss_bytes())
+            if not steady and len(polls) >= n:
+                steady.update(
+                    cpu=time.process_time(),
+                    wall=time.perf_counter(),
+                    polls=len(polls),
+                    lags=len(lags),
+                    queries=len(queries),
+                )
 
     async def first_event(trigger: Any) -> dict[str, Any]:
         async for event in trigger.run():
@@ -150,8 +166,15 @@ async def _measure(n: int, args: argparse.Namespace) -> dict[str, Any]:
         raise RuntimeError("a trigger ended without an event")
 
     beat = asyncio.create_task(ticker())
-    # The triggerer's runner: one task per trigger iterating its run() generator.
-    events = await asyncio.gather(*(asyncio.create_task(first_event(t)) for t in triggers))
+    # The triggerer's runner: one task per trigger iterating its run() generator. Past the
+    # cap the unfinished ones are cancelled, as a triggerer cancels the triggers of timed-out
+    # tasks, so a run that cannot keep up still ends and reports how far it fell behind.
+    tasks = [asyncio.create_task(first_event(t)) for t in triggers]
+    finished, unfinished = await asyncio.wait(tasks, timeout=args.max_seconds)
+    for task in unfinished:
+        task.cancel()
+    await asyncio.gather(*unfinished, return_exceptions=True)
+    events = [task.result() for task in tasks if task in finished]
     done.set()
     await beat
     cpu = time.process_time() - cpu_before
@@ -162,6 +185,14 @@ async def _measure(n: int, args: argparse.Namespace) -> dict[str, Any]:
     verdicts: dict[str, int] = {}
     for event in events:
         verdicts[event["verdict"]] = verdicts.get(event["verdict"], 0) + 1
+    if unfinished:
+        verdicts[f"unfinished at {args.max_seconds:g} s"] = len(unfinished)
+    if not steady:  # never reached: report the whole run
+        steady.update(cpu=cpu_before, wall=wall_before, polls=0, lags=0, queries=0)
+    steady_polls = len(polls) - int(steady["polls"])
+    steady_cpu = cpu_before + cpu - steady["cpu"]
+    steady_wall = wall_before + wall - steady["wall"]
+    steady_lags = lags[int(steady["lags"]) :] or lags
     return {
         "n": n,
         "wall_s": wall,
@@ -179,6 +210,12 @@ async def _measure(n: int, args: argparse.Namespace) -> dict[str, Any]:
         "late_share": sum(d > interval for d in delays) / max(1, len(delays)),
         "poll_delay_p99_s": _pct(delays, 0.99),
         "verdicts": verdicts,
+        "steady_polls": steady_polls,
+        "steady_s": steady_wall,
+        "steady_cpu_ms_per_poll": steady_cpu / max(1, steady_polls) * 1000,
+        "steady_cpu_cores": steady_cpu / max(steady_wall, 1e-9),
+        "steady_lag_p99_ms": _pct(steady_lags, 0.99) * 1000,
+        "steady_queries_per_s": (len(queries) - steady["queries"]) / max(steady_wall, 1e-9),
     }
 
 
@@ -255,6 +292,7 @@ def drive(args: argparse.Namespace) -> int:
                 prom_cpu = _cpu_seconds(prom.pid)
                 command = [sys.executable, __file__, "--worker", str(n)]
                 command += ["--poll-interval", str(args.poll_interval), "--bake", str(args.bake)]
+                command += ["--max-seconds", str(args.max_seconds)]
                 out = subprocess.run(
                     command, env=worker_env, cwd=REPO, capture_output=True, text=True, check=False
                 )
@@ -294,6 +332,17 @@ def drive(args: argparse.Namespace) -> int:
             f"{r['queries_per_s']:.0f} | {r['query_p99_ms']:.0f} | {r['prometheus_cores']:.2f} | "
             f"{r['late_share'] * 100:.1f}% | {r['poll_delay_p99_s']:.2f} | {verdicts} |"
         )
+    print(
+        "\nSteady state (from the moment every trigger has taken its baseline poll):\n\n"
+        "| N | window (s) | polls | loop lag p99 (ms) | CPU ms / poll | CPU cores | queries / s |"
+    )
+    print("|---|---|---|---|---|---|---|")
+    for r in rows:
+        print(
+            f"| {r['n']} | {r['steady_s']:.0f} | {r['steady_polls']} | "
+            f"{r['steady_lag_p99_ms']:.1f} | {r['steady_cpu_ms_per_poll']:.1f} | "
+            f"{r['steady_cpu_cores']:.3f} | {r['steady_queries_per_s']:.0f} |"
+        )
     return 0
 
 
@@ -307,6 +356,12 @@ def main() -> int:
         "--bad-every", type=int, default=0, help="every k-th namespace's canary is bad"
     )
     parser.add_argument("--requests-per-second", type=float, default=20.0, help="per version")
+    parser.add_argument(
+        "--max-seconds",
+        type=float,
+        default=200.0,
+        help="cap on one N's run; unfinished triggers are cancelled and counted",
+    )
     parser.add_argument("--worker", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
