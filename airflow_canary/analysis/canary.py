@@ -6,6 +6,7 @@ import copy
 import json
 import math
 from collections.abc import Mapping, Sequence
+from functools import cached_property
 from typing import Any
 
 from airflow_canary.analysis.checks import Check, require_serializable
@@ -172,14 +173,20 @@ class CanaryAnalysis:
                 out[_query_id(check, role)] = promql
         return out
 
-    def plan(self, elapsed_seconds: float) -> list[Query]:
-        """The queries to run at this poll; none once the verdict is final."""
-        if self._state["final"] is not None:
-            return []
+    @cached_property
+    def _every_poll(self) -> tuple[Query, ...]:
+        """The counter and histogram queries, the same at every poll: built once."""
         queries = [Query(qid, promql) for qid, promql in self._counter_queries().items()]
         queries += [
             Query(qid, promql, "vector", by="le") for qid, promql in self._bucket_queries().items()
         ]
+        return tuple(queries)
+
+    def plan(self, elapsed_seconds: float) -> list[Query]:
+        """The queries to run at this poll; none once the verdict is final."""
+        if self._state["final"] is not None:
+            return []
+        queries = list(self._every_poll)
         start = self._state["start"]
         if start is None:
             # The baseline readings of the step, plus one run of every value and series query

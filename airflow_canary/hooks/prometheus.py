@@ -6,7 +6,7 @@ import asyncio
 import json
 import math
 from collections.abc import Hashable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit
@@ -455,7 +455,7 @@ class PrometheusHook(BaseHook):
             labels = dict(item.labels)
             index = labels.pop(UNION_LABEL, None)
             if index is not None and index.isdigit() and int(index) < len(out):
-                out[int(index)].append(replace(item, labels=labels))
+                out[int(index)].append(_relabelled(item, labels))
         return out  # type: ignore[return-value]
 
     # -- transport with retries ------------------------------------------------------------
@@ -631,6 +631,14 @@ class _Pool:
 
 #: The process's shared async clients, one per event loop and endpoint.
 _POOLS: dict[_PoolKey, _Pool] = {}
+
+
+def _relabelled(item: Sample | Series, labels: Mapping[str, str]) -> Sample | Series:
+    # Built directly: dataclasses.replace() inspects the fields on every call, and a poll's
+    # answer holds a few dozen samples (a histogram's buckets for both arms).
+    if isinstance(item, Sample):
+        return Sample(labels, item.value)
+    return Series(labels, item.points)
 
 
 async def _outcome(answer: Any) -> Any:
