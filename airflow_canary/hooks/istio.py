@@ -424,6 +424,46 @@ def _unserved(kind: IstioKind) -> IstioApiError:
     )
 
 
+@dataclass(frozen=True)
+class _Resource:
+    """Where the API serves a kind of custom object, and the kind's name for messages."""
+
+    group: str
+    version: str
+    plural: str
+    kind: str
+
+    @classmethod
+    def istio(cls, kind: IstioKind, version: str) -> _Resource:
+        return cls(GROUP, version, kind.value, kind.kind)
+
+    @classmethod
+    def route(cls, obj: RouteObject) -> _Resource:
+        return cls(obj.group, obj.versions[0], obj.plural, obj.kind)
+
+    def where(self, name: str, namespace: str) -> str:
+        return f"{self.kind} {name!r} in {namespace!r}"
+
+
+#: Builds the error for a 404 on an object from the API's exception (sync or async client).
+NotFound = Callable[[Any], IstioHookError]
+
+
+def _missing_istio_object(kind: IstioKind, name: str, namespace: str) -> NotFound:
+    return lambda exc: _not_found(kind.kind, name, namespace)
+
+
+def _missing_route(obj: RouteObject, name: str, namespace: str) -> NotFound:
+    return lambda exc: _route_not_found(obj, name, namespace, exc)
+
+
+def _refusal(exc: Any, action: str, not_found: NotFound) -> IstioHookError:
+    """The product's error for an API exception of either client (both carry ``status``)."""
+    if getattr(exc, "status", None) == 404:
+        return not_found(exc)
+    return _api_error(action, exc)
+
+
 def _no_destination_rule(
     host: str, namespaces: list[str], unreadable: list[str]
 ) -> IstioNotFoundError:
@@ -632,18 +672,52 @@ class IstioHook(BaseHook):
         return self._versions[kind]
 
     def get_istio_object(self, kind: IstioKind, name: str, namespace: str) -> Document:
-        version = self.served_version(kind)
+        resource = _Resource.istio(kind, self.served_version(kind))
+        return self._get_custom(
+            resource, name, namespace, _missing_istio_object(kind, name, namespace)
+        )
+
+    def _get_custom(
+        self, resource: _Resource, name: str, namespace: str, not_found: NotFound
+    ) -> Document:
+        r = resource
         try:
-            obj: Document = self._call(
+            found: Document = self._call(
                 lambda: self.custom_objects.get_namespaced_custom_object(
-                    GROUP, version, namespace, kind.value, name
+                    r.group, r.version, namespace, r.plural, name
                 )
             )
         except ApiException as exc:
-            if exc.status == 404:
-                raise _not_found(kind.kind, name, namespace) from exc
-            raise _api_error(f"read {kind.kind} {name!r} in {namespace!r}", exc) from exc
-        return obj
+            raise _refusal(exc, f"read {r.where(name, namespace)}", not_found) from exc
+        return found
+
+    def _update_custom(
+        self,
+        resource: _Resource,
+        name: str,
+        namespace: str,
+        transform: Transform,
+        not_found: NotFound,
+    ) -> UpdateResult:
+        """Apply the pure ``transform`` by read-modify-replace; no write if nothing changes."""
+        r = resource
+
+        def replace(body: Document) -> Document:
+            try:
+                written: Document = self._call(
+                    lambda: self.custom_objects.replace_namespaced_custom_object(
+                        r.group, r.version, namespace, r.plural, name, body, **WRITE_OPTIONS
+                    )
+                )
+            except ApiException as exc:
+                if exc.status == 409:
+                    raise
+                raise _refusal(exc, f"replace {r.where(name, namespace)}", not_found) from exc
+            return written
+
+        what = f"{r.kind} {name!r} in namespace {namespace!r}"
+        steps = _update_steps(what, transform, self.retry_policy, self._rng)
+        return self._run(steps, lambda: self._get_custom(r, name, namespace, not_found), replace)
 
     def list_istio_objects(self, kind: IstioKind, namespace: str) -> list[Document]:
         version = self.served_version(kind)
@@ -692,26 +766,9 @@ class IstioHook(BaseHook):
         self, kind: IstioKind, name: str, namespace: str, transform: Transform
     ) -> UpdateResult:
         """Apply the pure ``transform`` by read-modify-replace; no write if nothing changes."""
-        version = self.served_version(kind)
-
-        def replace(body: Document) -> Document:
-            try:
-                written: Document = self._call(
-                    lambda: self.custom_objects.replace_namespaced_custom_object(
-                        GROUP, version, namespace, kind.value, name, body, **WRITE_OPTIONS
-                    )
-                )
-            except ApiException as exc:
-                if exc.status == 404:
-                    raise _not_found(kind.kind, name, namespace) from exc
-                if exc.status == 409:
-                    raise
-                raise _api_error(f"replace {kind.kind} {name!r} in {namespace!r}", exc) from exc
-            return written
-
-        what = f"{kind.kind} {name!r} in namespace {namespace!r}"
-        steps = _update_steps(what, transform, self.retry_policy, self._rng)
-        return self._run(steps, lambda: self.get_istio_object(kind, name, namespace), replace)
+        resource = _Resource.istio(kind, self.served_version(kind))
+        missing = _missing_istio_object(kind, name, namespace)
+        return self._update_custom(resource, name, namespace, transform, missing)
 
     def update_virtual_service(
         self, name: str, namespace: str, transform: Transform
@@ -725,17 +782,9 @@ class IstioHook(BaseHook):
         if router.kind is RouterKind.ISTIO:
             return self.get_virtual_service(name, namespace)
         obj = router.route_object
-        try:
-            found: Document = self._call(
-                lambda: self.custom_objects.get_namespaced_custom_object(
-                    obj.group, obj.versions[0], namespace, obj.plural, name
-                )
-            )
-        except ApiException as exc:
-            if exc.status == 404:
-                raise _route_not_found(obj, name, namespace, exc) from exc
-            raise _api_error(f"read {obj.kind} {name!r} in {namespace!r}", exc) from exc
-        return found
+        return self._get_custom(
+            _Resource.route(obj), name, namespace, _missing_route(obj, name, namespace)
+        )
 
     def update_route(
         self, router: Router, name: str, namespace: str, transform: Transform
@@ -744,32 +793,8 @@ class IstioHook(BaseHook):
         if router.kind is RouterKind.ISTIO:
             return self.update_virtual_service(name, namespace, transform)
         obj = router.route_object
-
-        def replace(body: Document) -> Document:
-            try:
-                written: Document = self._call(
-                    lambda: self.custom_objects.replace_namespaced_custom_object(
-                        obj.group,
-                        obj.versions[0],
-                        namespace,
-                        obj.plural,
-                        name,
-                        body,
-                        field_manager=FIELD_MANAGER,
-                        field_validation="Strict",
-                    )
-                )
-            except ApiException as exc:
-                if exc.status == 404:
-                    raise _route_not_found(obj, name, namespace, exc) from exc
-                if exc.status == 409:
-                    raise
-                raise _api_error(f"replace {obj.kind} {name!r} in {namespace!r}", exc) from exc
-            return written
-
-        what = f"{obj.kind} {name!r} in namespace {namespace!r}"
-        steps = _update_steps(what, transform, self.retry_policy, self._rng)
-        return self._run(steps, lambda: self.get_route(router, name, namespace), replace)
+        missing = _missing_route(obj, name, namespace)
+        return self._update_custom(_Resource.route(obj), name, namespace, transform, missing)
 
     def list_reference_grants(self, namespace: str) -> list[Document]:
         """Gateway API ReferenceGrants of ``namespace`` (v1, else v1beta1); [] when none are served."""
@@ -1062,87 +1087,65 @@ class AsyncIstioHook:
                 raise _unserved(kind)
         return versions[kind]
 
-    async def _get(self, api: Any, kind: IstioKind, name: str, namespace: str) -> Document:
+    async def _aget_custom(
+        self, api: Any, resource: _Resource, name: str, namespace: str, not_found: NotFound
+    ) -> Document:
         from kubernetes_asyncio.client.exceptions import ApiException as AsyncApiException
 
-        version = await self._served_version(api, kind)
+        r = resource
         try:
-            obj: Document = await self._call(
+            found: Document = await self._call(
                 api,
                 lambda: api.get_namespaced_custom_object(
-                    GROUP, version, namespace, kind.value, name
+                    r.group, r.version, namespace, r.plural, name
                 ),
             )
         except AsyncApiException as exc:
-            if exc.status == 404:
-                raise _not_found(kind.kind, name, namespace) from exc
-            raise _api_error(f"read {kind.kind} {name!r} in {namespace!r}", exc) from exc
-        return obj
+            raise _refusal(exc, f"read {r.where(name, namespace)}", not_found) from exc
+        return found
 
-    async def aget_virtual_service(self, name: str, namespace: str = "default") -> Document:
-        api = await self._custom_objects()
-        return await self._get(api, IstioKind.VIRTUAL_SERVICE, name, namespace)
-
-    async def aupdate_virtual_service(
-        self, name: str, namespace: str, transform: Transform
-    ) -> UpdateResult:
-        """Async ``IstioHook.update_virtual_service``: same steps, same conflict handling."""
-        kind = IstioKind.VIRTUAL_SERVICE
-        api = await self._custom_objects()
-        version = await self._served_version(api, kind)
-        return await self._aupdate(
-            api,
-            (GROUP, version, kind.value, kind.kind),
-            name,
-            namespace,
-            transform,
-            lambda: self._get(api, kind, name, namespace),
-        )
-
-    async def _aupdate(
+    async def _aupdate_custom(
         self,
         api: Any,
-        resource: tuple[str, str, str, str],
+        resource: _Resource,
         name: str,
         namespace: str,
         transform: Transform,
-        read: Callable[[], Any],
+        not_found: NotFound,
     ) -> UpdateResult:
-        """The update steps over ``resource`` = (group, version, plural, kind)."""
+        """``IstioHook._update_custom``'s steps, driven asynchronously."""
         import asyncio
 
         from kubernetes_asyncio.client.exceptions import ApiException as AsyncApiException
 
-        group, version, plural, kind = resource
-        what = f"{kind} {name!r} in namespace {namespace!r}"
+        r = resource
+        what = f"{r.kind} {name!r} in namespace {namespace!r}"
         steps = _update_steps(what, transform, self.retry_policy, self._rng)
         try:
             step = next(steps)
             while True:
                 reply: Any = None
                 if isinstance(step, _Read):
-                    reply = await read()
+                    reply = await self._aget_custom(api, r, name, namespace, not_found)
                 elif isinstance(step, _Replace):
                     try:
                         reply = await self._call(
                             api,
                             partial(
                                 api.replace_namespaced_custom_object,
-                                group,
-                                version,
+                                r.group,
+                                r.version,
                                 namespace,
-                                plural,
+                                r.plural,
                                 name,
                                 step.body,
-                                field_manager=FIELD_MANAGER,
-                                field_validation="Strict",
+                                **WRITE_OPTIONS,
                             ),
                         )
                     except AsyncApiException as exc:
-                        if exc.status == 404:
-                            raise _not_found(kind, name, namespace) from exc
                         if exc.status != 409:
-                            raise _api_error(f"replace {what}", exc) from exc
+                            action = f"replace {r.where(name, namespace)}"
+                            raise _refusal(exc, action, not_found) from exc
                         reply = _CONFLICT
                 else:
                     await asyncio.sleep(step.seconds)
@@ -1151,46 +1154,39 @@ class AsyncIstioHook:
             result: UpdateResult = done.value
             return result
 
-    async def _aget_gateway(self, api: Any, router: Router, name: str, namespace: str) -> Document:
-        from kubernetes_asyncio.client.exceptions import ApiException as AsyncApiException
-
+    async def _route_resource(
+        self, api: Any, router: Router, name: str, namespace: str
+    ) -> tuple[_Resource, NotFound]:
+        """The route object's resource (an Istio kind at its served version) and its 404."""
+        if router.kind is RouterKind.ISTIO:
+            kind = IstioKind.VIRTUAL_SERVICE
+            version = await self._served_version(api, kind)
+            return _Resource.istio(kind, version), _missing_istio_object(kind, name, namespace)
         obj = router.route_object
-        try:
-            found: Document = await self._call(
-                api,
-                lambda: api.get_namespaced_custom_object(
-                    obj.group, obj.versions[0], namespace, obj.plural, name
-                ),
-            )
-        except AsyncApiException as exc:
-            if exc.status == 404:
-                raise _route_not_found(obj, name, namespace, exc) from exc
-            raise _api_error(f"read {obj.kind} {name!r} in {namespace!r}", exc) from exc
-        return found
+        return _Resource.route(obj), _missing_route(obj, name, namespace)
 
     async def aget_route(self, router: Router, name: str, namespace: str) -> Document:
         """Async ``IstioHook.get_route``."""
-        if router.kind is RouterKind.ISTIO:
-            return await self.aget_virtual_service(name, namespace)
         api = await self._custom_objects()
-        return await self._aget_gateway(api, router, name, namespace)
+        resource, not_found = await self._route_resource(api, router, name, namespace)
+        return await self._aget_custom(api, resource, name, namespace, not_found)
 
     async def aupdate_route(
         self, router: Router, name: str, namespace: str, transform: Transform
     ) -> UpdateResult:
-        """Async ``IstioHook.update_route``."""
-        if router.kind is RouterKind.ISTIO:
-            return await self.aupdate_virtual_service(name, namespace, transform)
-        obj = router.route_object
+        """Async ``IstioHook.update_route``: same steps, same conflict handling."""
         api = await self._custom_objects()
-        return await self._aupdate(
-            api,
-            (obj.group, obj.versions[0], obj.plural, obj.kind),
-            name,
-            namespace,
-            transform,
-            lambda: self._aget_gateway(api, router, name, namespace),
-        )
+        resource, not_found = await self._route_resource(api, router, name, namespace)
+        return await self._aupdate_custom(api, resource, name, namespace, transform, not_found)
+
+    async def aget_virtual_service(self, name: str, namespace: str = "default") -> Document:
+        return await self.aget_route(IstioRouter(), name, namespace)
+
+    async def aupdate_virtual_service(
+        self, name: str, namespace: str, transform: Transform
+    ) -> UpdateResult:
+        """Async ``IstioHook.update_virtual_service``."""
+        return await self.aupdate_route(IstioRouter(), name, namespace, transform)
 
     async def rollback_route(
         self, router: Router, name: str, namespace: str, reason: str = ""
