@@ -2,9 +2,11 @@
 
 Starts the local stack (mesh, Istio CRDs, model-v1, Prometheus, steady load), runs the
 ``canary_rollout`` DAG with ``airflow dags test`` and short bake times, and prints a table as
-it goes: the canary weight, requests, error rate and p99 per version from Prometheus, and each
-step's verdict. ``--canary bad`` (and its variants) deploys a worse model-v2 and shows the
-detection and the rollback with its reason. ``--router gateway-api`` runs the same DAG on a
+it goes: the canary weight (and the mirror of the shadow phase), requests, error rate and p99
+per version from Prometheus, and the shadow phase's and each step's verdict. ``--canary bad``
+(and its variants) deploys a worse model-v2 and shows the detection and the rollback with its
+reason; ``--canary bad-model`` is stopped in the shadow phase, and the closing lines show from
+Istio telemetry that no live request reached model-v2. ``--router gateway-api`` runs the same DAG on a
 Gateway API HTTPRoute (Services model-v1 and model-v2) instead of an Istio VirtualService, with
 the mesh's built-in Gateway API CRDs (or those of ``$CANARY_GATEWAY_API_CRDS``). Every process
 stops on exit and on Ctrl-C.
@@ -45,6 +47,20 @@ VERDICT_LINE = re.compile(
     r"after (?P<polls>\d+) polls - (?P<reason>.*?)(?: \[airflow\.[^\]]*\] loc=\S+)?$",
     re.MULTILINE,
 )
+#: the shadow phase's final verdict (the sensor logs every poll; a poll still judging is skipped)
+SHADOW_LINE = re.compile(
+    r"Shadow analysis (?P<verdict>PASS|FAIL|INCONCLUSIVE): (?!judging for )"
+    r"(?P<reason>.*?)(?: \[airflow\.[^\]]*\] loc=\S+)?$",
+    re.MULTILINE,
+)
+#: an example pair the shadow sensor logs with a FAIL: both versions' predictions
+SHADOW_EXAMPLE_LINE = re.compile(
+    r"(?P<check>[\w.-]+): request (?P<request>\S+): v1 (?P<stable>\{.*?\}), v2 (?P<canary>\{.*?\})"
+    r"(?: \[airflow\.[^\]]*\] loc=\S+)?$",
+    re.MULTILINE,
+)
+#: a shadow verdict's reason and, in parentheses at its end, how the records paired
+SHADOW_PAIRING = re.compile(r"(?P<reason>.*) \((?P<pairing>[\d,]+ pair\(s\) of .*)\)$")
 RUN_FINISHED_LINE = re.compile(r"DagRun Finished: .*?, state=(\w+)")
 #: the exception that ends a rolled-back run (not the source line a traceback quotes)
 ROLLED_BACK_LINE = re.compile(
@@ -91,8 +107,13 @@ def _traffic(stack: LocalStack) -> tuple[str, str]:
     except Exception as err:  # shown in the table; the DAG run reports real failures
         return "?", f"unreadable: {err}"[:22]
     weight = split.canary_percent
+    mirror = router.mirror_percent(route)
     step = f"{STEPS.index(int(weight)) + 1}/{len(STEPS)}" if weight in STEPS else "-"
+    if mirror:
+        step = "shadow"
     text = " ".join(f"{k}={v}%" for k, v in split.as_dict().items() if v)
+    if mirror:
+        text += f" +mirror {mirror:g}%"
     return step, text + (" +header" if router.header_routes(route) else "")
 
 
@@ -122,14 +143,14 @@ def _fmt(values: dict[str, float], fmt: str) -> str:
 
 def print_header() -> None:
     print(
-        f"{'time':>6}  {'step':<5} {'traffic':<22} {'req/s':<20} {'errors':<20} {'p99 ms':<20} verdict",
+        f"{'time':>6}  {'step':<6} {'traffic':<22} {'req/s':<20} {'errors':<20} {'p99 ms':<20} verdict",
         flush=True,
     )
 
 
 def print_row(row: Row) -> None:
     print(
-        f"{row.elapsed:5.0f}s  {row.step:<5} {row.weight:<22} {_fmt(row.rps, '{:.0f}'):<20} "
+        f"{row.elapsed:5.0f}s  {row.step:<6} {row.weight:<22} {_fmt(row.rps, '{:.0f}'):<20} "
         f"{_fmt(row.errors, '{:.1%}'):<20} {_fmt(row.p99, '{:.0f}'):<20} {row.verdict}",
         flush=True,
     )
@@ -152,10 +173,66 @@ def airflow_env(
     }
 
 
+def verdicts_in(text: str) -> list[tuple[str, str]]:
+    """(phase, "STATUS: reason") of every final verdict in a run's log, in order: the shadow
+    phase's (``shadow``) and each weight step's (``step``)."""
+    found = [(m.start(), "shadow", m) for m in SHADOW_LINE.finditer(text)]
+    found += [(m.start(), "step", m) for m in VERDICT_LINE.finditer(text)]
+    return [(phase, f"{m['verdict']}: {m['reason']}") for _, phase, m in sorted(found)]
+
+
+def print_verdicts(verdicts: list[tuple[str, str]], text: str) -> None:
+    """Each verdict with its reason split into lines; a shadow FAIL with its example pairs."""
+    print("\ndemo: verdicts, step by step:")
+    step = 0
+    for phase, verdict in verdicts:
+        status, _, reason = verdict.partition(": ")
+        if phase == "shadow":
+            label = "shadow phase"
+        else:
+            step += 1
+            label = f"step {step}"
+        print(f"  {label}: {status}")
+        pairing = SHADOW_PAIRING.match(reason) if phase == "shadow" else None
+        if pairing:
+            reason = pairing["reason"]
+        for part in reason.split("; "):
+            print(f"      {part}")
+        if pairing:
+            print(f"      records: {pairing['pairing']}")
+        if phase == "shadow" and status == "FAIL":
+            for example in list(SHADOW_EXAMPLE_LINE.finditer(text))[:3]:
+                print(
+                    f"      e.g. request {example['request']}: "
+                    f"v1 {example['stable']}, v2 {example['canary']}"
+                )
+
+
+def canary_requests(stack: LocalStack, version: str = "v2") -> dict[str, float]:
+    """Requests to ``version`` since the stack started, per Istio ``reporter``: ``source`` (a
+    caller's sidecar sent it: live traffic) and ``destination`` (its own sidecar received it,
+    mirrored copies included)."""
+    counts = {"source": 0.0, "destination": 0.0}
+    for series in stack.query(
+        f'sum by (reporter) (istio_requests_total{{destination_version="{version}"}})'
+    ):
+        counts[series["metric"].get("reporter", "?")] = float(series["value"][1])
+    return counts
+
+
 def run_demo(
-    canary: str, state_dir: Path, bake_seconds: int, rps: float, router: str = "istio"
+    canary: str,
+    state_dir: Path,
+    bake_seconds: int,
+    rps: float,
+    router: str = "istio",
+    shadow_seconds: int = 20,
 ) -> int:
-    conf = {"bake_time_seconds": bake_seconds, **CANARIES[canary]}
+    conf = {
+        "bake_time_seconds": bake_seconds,
+        "shadow_duration_seconds": shadow_seconds,
+        **CANARIES[canary],
+    }
     print(
         f"demo: canary '{canary}' ({json.dumps(CANARIES[canary]) if CANARIES[canary] else 'a good model-v2'}); state in {state_dir}"
     )
@@ -183,7 +260,7 @@ def run_demo(
         )
         print_header()
         started = time.monotonic()
-        verdicts: list[str] = []
+        verdicts: list[tuple[str, str]] = []
         with log_path.open("wb") as log:
             run = subprocess.Popen(
                 [*airflow, "dags", "test", "canary_rollout", "-c", json.dumps(conf)],
@@ -193,16 +270,12 @@ def run_demo(
                 start_new_session=True,
             )
             try:
-                seen = 0
                 last: tuple[str, str] | None = None
                 last_printed = 0.0
                 while run.poll() is None:
                     time.sleep(2)
-                    text = log_path.read_text(errors="replace")
-                    for match in VERDICT_LINE.finditer(text[seen:]):
-                        verdicts.append(f"{match['verdict']}: {match['reason']}")
-                    seen = len(text)
-                    row = sample(stack, started, verdicts[-1][:70] if verdicts else "")
+                    verdicts = verdicts_in(log_path.read_text(errors="replace"))
+                    row = sample(stack, started, verdicts[-1][1][:70] if verdicts else "")
                     # a row when traffic moves or a verdict arrives, else every 10 s
                     if (row.weight, row.verdict) != last or row.elapsed - last_printed >= 10:
                         print_row(row)
@@ -211,20 +284,23 @@ def run_demo(
                 if run.poll() is None:
                     os.killpg(run.pid, signal.SIGTERM)
                     run.wait(timeout=30)
-        print_row(sample(stack, started, verdicts[-1][:70] if verdicts else ""))
         text = log_path.read_text(errors="replace")
+        verdicts = verdicts_in(text)
+        print_row(sample(stack, started, verdicts[-1][1][:70] if verdicts else ""))
         finished = RUN_FINISHED_LINE.findall(text)
         succeeded = bool(finished) and finished[-1] == "success"
-        print("\ndemo: verdicts, step by step:")
-        for index, verdict in enumerate(verdicts, 1):
-            status, _, reason = verdict.partition(": ")
-            print(f"  step {index}: {status}")
-            for part in reason.split("; "):
-                print(f"      {part}")
+        print_verdicts(verdicts, text)
         rolled_back = ROLLED_BACK_LINE.search(text)
         if rolled_back:
             print(f"\ndemo: {rolled_back['reason']}")
         print(f"\ndemo: DAG run {'succeeded: model-v2 promoted' if succeeded else 'failed'}")
+        time.sleep(2 * stack.config.scrape_interval_seconds)  # the last requests scraped
+        v2 = canary_requests(stack)
+        print(
+            f"demo: Istio telemetry, requests to model-v2: {v2['source']:,.0f} sent by a "
+            f'caller\'s sidecar (reporter="source": live requests), {v2["destination"]:,.0f} '
+            f'received by its own (reporter="destination": live and mirrored)'
+        )
         route = stack.route()
         print(f"\ndemo: final {route['kind']}:")
         print(
@@ -251,6 +327,12 @@ def main(argv: list[str] | None = None) -> int:
         help="traffic backend: an Istio VirtualService, or a Gateway API HTTPRoute",
     )
     parser.add_argument("--bake-seconds", type=int, default=30, help="bake time of each step")
+    parser.add_argument(
+        "--shadow-seconds",
+        type=int,
+        default=20,
+        help="how long the shadow phase judges model-v2 on mirrored requests",
+    )
     parser.add_argument("--rps", type=float, default=200.0, help="steady load on model-service")
     parser.add_argument("--state-dir", type=Path, default=None, help="where to keep logs and state")
     args = parser.parse_args(argv)
@@ -266,7 +348,14 @@ def main(argv: list[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, interrupt)
     try:
-        return run_demo(args.canary, state_dir, args.bake_seconds, args.rps, args.router)
+        return run_demo(
+            args.canary,
+            state_dir,
+            args.bake_seconds,
+            args.rps,
+            args.router,
+            args.shadow_seconds,
+        )
     except KeyboardInterrupt:
         print("\ndemo: interrupted; everything stopped", file=sys.stderr)
         return 130

@@ -4,11 +4,37 @@ A plain module beside the DAG files (it defines no DAG), so that every DAG rolli
 model deploys the same model-v2 and offers the same trigger-form params: Airflow puts the DAGs
 folder on ``sys.path`` when it parses and runs DAG files. The manifest's templates read the
 DAG's params, so a DAG using it offers ``v2_error_rate`` and ``v2_extra_latency_ms``.
+
+Both versions log every prediction (docs/prediction-logs.md) under ``PREDICTION_LOG_DIR``, where
+a shadow phase reads them: model-v1 to ``v1.jsonl`` (the local stack starts it so), model-v2 to a
+file of its own per DAG run, so a rollout never pairs records of an earlier one.
 """
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 from airflow.sdk import Param
+
+#: the folder of the prediction logs; a cluster would use a store both Airflow and the model
+#: pods reach (``s3://...``), the local stack a folder of its state (``CANARY_PREDICTION_LOG_DIR``)
+PREDICTION_LOG_DIR = (
+    Path(
+        os.environ.get(
+            "CANARY_PREDICTION_LOG_DIR",
+            Path(os.environ.get("AIRFLOW_HOME", "~/airflow")) / "canary-predictions",
+        )
+    )
+    .expanduser()
+    .resolve()
+)
+#: model-v1's prediction log
+V1_PREDICTION_LOG = f"file://{PREDICTION_LOG_DIR}/v1.jsonl"
+#: model-v2's prediction log, one per DAG run (a template of the run id)
+V2_PREDICTION_LOG = (
+    f"file://{PREDICTION_LOG_DIR}/v2-{{{{ run_id | replace(':', '-') | replace('+', '-') }}}}.jsonl"
+)
 
 #: model-v2's Deployment; the MODEL_PATH template reads the ``train`` task's XCom
 MODEL_V2_MANIFEST = {
@@ -35,6 +61,7 @@ MODEL_V2_MANIFEST = {
                                 "name": "MODEL_PATH",
                                 "value": "{{ ti.xcom_pull(task_ids='train')['path'] }}",
                             },
+                            {"name": "MODEL_PREDICTION_LOG", "value": V2_PREDICTION_LOG},
                             {"name": "MODEL_ERROR_RATE", "value": "{{ params.v2_error_rate }}"},
                             {
                                 "name": "MODEL_EXTRA_LATENCY_MS",

@@ -1,7 +1,10 @@
 """Example: retrain a model and roll it out as a canary, 1% -> 10% -> 50% -> 100%, with rollback.
 
-``canary_rollout``: train -> deploy_v2 -> canary (header route, weight steps, health analysis
-after each step, promote or roll back). Triggered by hand (the trigger form edits the params
+``canary_rollout``: train -> deploy_v2 -> canary (shadow phase, header route, weight steps,
+health analysis after each step, promote or roll back). In the shadow phase every live request
+is mirrored to model-v2, whose answers nobody sees, and v2's predictions are compared with
+v1's on the same requests: a model that answers otherwise is rolled back before any user
+request reaches it. Triggered by hand (the trigger form edits the params
 below) or by a new model published on the ``canary_model`` asset, which the weekly
 ``retrain_model_weekly`` DAG does. Heavy imports live inside the tasks so this file parses fast.
 
@@ -19,13 +22,18 @@ from pathlib import Path
 
 import pendulum
 from airflow.sdk import DAG, Asset, Param, task
-from canary_model import MODEL_PARAMS, MODEL_V2_MANIFEST
+from canary_model import MODEL_PARAMS, MODEL_V2_MANIFEST, V1_PREDICTION_LOG, V2_PREDICTION_LOG
 
-from airflow_canary.analysis import ErrorRateCheck, LatencyCheck, ModelAccuracyCheck
+from airflow_canary.analysis import (
+    ErrorRateCheck,
+    LatencyCheck,
+    ModelAccuracyCheck,
+    PredictionAgreementCheck,
+)
 from airflow_canary.assets.canary import promotion_asset
 from airflow_canary.notifications.rollout import RolloutNotifier
 from airflow_canary.operators.deploy import DeployModelVersionOperator
-from airflow_canary.rollout import canary_rollout
+from airflow_canary.rollout import ShadowPhase, canary_rollout
 from airflow_canary.routing.router import route_parameter
 
 #: the candidate model; the weekly retrain publishes it, the rollout consumes it
@@ -36,6 +44,7 @@ MODEL_DIR = Path(
     )
 ).expanduser()
 BAKE_TIME_SECONDS = int(os.environ.get("CANARY_BAKE_TIME_SECONDS", "120"))
+SHADOW_DURATION_SECONDS = int(os.environ.get("CANARY_SHADOW_DURATION_SECONDS", "120"))
 POLL_INTERVAL_SECONDS = float(os.environ.get("CANARY_POLL_INTERVAL_SECONDS", "5"))
 STEPS = [1, 10, 50, 100]
 #: the traffic backend: "istio" (VirtualService + DestinationRule subsets) or "gateway-api"
@@ -84,6 +93,12 @@ PARAMS = {
         minimum=1,
         description="how long each step is judged before it may pass",
     ),
+    "shadow_duration_seconds": Param(
+        SHADOW_DURATION_SECONDS,
+        type="integer",
+        minimum=1,
+        description="how long v2's predictions on mirrored requests are judged before it may pass",
+    ),
     **MODEL_PARAMS,
 }
 
@@ -92,6 +107,14 @@ CHECKS = [
     LatencyCheck(quantile=0.99, max_ratio=1.5),
     ModelAccuracyCheck(max_drop=0.05),
 ]
+#: before any user request reaches v2: every live request mirrored to it, its predicted class
+#: the same as v1's on at least 98% of them
+SHADOW = ShadowPhase(
+    prediction_log=[V1_PREDICTION_LOG, V2_PREDICTION_LOG],
+    checks=[PredictionAgreementCheck(max_disagreement=0.02)],
+    percent=100,
+    duration="{{ params.shadow_duration_seconds }}",
+)
 
 
 def _train(context: dict, *, use_published: bool) -> dict:
@@ -157,6 +180,7 @@ with DAG(
         checks=CHECKS,
         bake_time="{{ params.bake_time_seconds }}",
         poll_interval=POLL_INTERVAL_SECONDS,
+        shadow=SHADOW,
         router=ROUTER,
         stable_subset=ROUTE_TARGET["stable"],
         canary_subset=ROUTE_TARGET["canary"],

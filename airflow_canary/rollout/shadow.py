@@ -8,7 +8,7 @@ from datetime import timedelta
 from typing import Any
 
 from airflow_canary.analysis.shadow import ShadowCheck, record_format
-from airflow_canary.durations import to_seconds
+from airflow_canary.durations import Duration, to_seconds
 from airflow_canary.routing import validate_mirror_percent
 from airflow_canary.templating import is_template
 
@@ -25,7 +25,8 @@ class ShadowPhase:
         list of them (``file://``, ``s3://``, ...; a template is allowed)
     :param checks: ``PredictionAgreementCheck`` / ``PredictionDeltaCheck``, at least one
     :param percent: the share of requests mirrored to v2, a number 0..100 (default 100)
-    :param duration: how long to judge before a PASS is possible (timedelta or seconds)
+    :param duration: how long to judge before a PASS is possible (timedelta or seconds; a
+        template is allowed, e.g. ``"{{ params.shadow_duration_seconds }}"``)
     :param poll_interval: seconds between polls; None: the rollout's ``poll_interval``
     :param pairing_window: the largest time between a pair's two records (timedelta or seconds)
     :param log_format: a format from ``airflow_canary.analysis.shadow.FORMATS``
@@ -38,7 +39,7 @@ class ShadowPhase:
     prediction_log: str | Sequence[str]
     checks: Sequence[ShadowCheck | Mapping[str, Any]]
     percent: float = 100
-    duration: timedelta | float = 300
+    duration: Duration = 300
     poll_interval: timedelta | float | None = None
     pairing_window: timedelta | float = 30
     log_format: str = "jsonl"

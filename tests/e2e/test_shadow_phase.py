@@ -1,8 +1,9 @@
-"""The shadow phase end to end: real Airflow, the local mesh mirroring live load, real model servers.
+"""The example DAG's shadow phase end to end: real Airflow, the local mesh mirroring live load, real model servers.
 
 A worse model is stopped in the shadow phase before any live request reaches it (Istio
 telemetry: v2's only requests are the mirrored copies its own sidecar reports); an identical
-model passes the phase and is promoted.
+model (the session's promoted run: ``train`` fits v1's very model again) passes the phase; a v2
+that fails every mirrored request fails the phase for want of pairs.
 """
 
 from __future__ import annotations
@@ -11,19 +12,18 @@ import json
 import time
 import urllib.parse
 import urllib.request
-from pathlib import Path
 
 import pytest
 
 from tests.e2e.conftest import E2E
+from tests.fixtures.example_runs import PromotedRun
+from tests.fixtures.stack import FAST
 
 ALL_V1 = [{"route": [{"destination": {"host": "model-service", "subset": "v1"}, "weight": 100}]}]
-ALL_V2 = [{"route": [{"destination": {"host": "model-service", "subset": "v2"}, "weight": 100}]}]
 
 
 @pytest.fixture
-def shadow_e2e(e2e: E2E) -> E2E:
-    e2e.add_dag_file(Path(__file__).parent / "dags" / "canary_e2e_shadow.py")
+def e2e_clean(e2e: E2E) -> E2E:
     e2e.reset_traffic()
     return e2e
 
@@ -42,14 +42,15 @@ def settled_v2_requests(e2e: E2E, reporter: str) -> float:
     return v2_requests(e2e, reporter)
 
 
-def test_a_worse_model_is_stopped_in_the_shadow_phase(shadow_e2e: E2E) -> None:
-    live_before = settled_v2_requests(shadow_e2e, "source")
-    seen_before = v2_requests(shadow_e2e, "destination")
-    run = shadow_e2e.run_dag("canary_e2e_shadow", {"model": "bad"})
+def test_a_worse_model_is_stopped_in_the_shadow_phase(e2e_clean: E2E) -> None:
+    live_before = settled_v2_requests(e2e_clean, "source")
+    seen_before = v2_requests(e2e_clean, "destination")
+    run = e2e_clean.run_dag("canary_rollout", {**FAST, "model_quality": "bad"})
     assert run.state == "failed"
     states = run.task_states()
     assert states["canary.shadow.analyze"] == "failed", states
     assert states["canary.header_route"] == "upstream_failed"
+    assert states["canary.step_1.set_weight"] == "upstream_failed"
     assert states["canary.rollback"] == "success"
     verdict = run.xcom("canary.shadow.analyze", "verdict")
     assert verdict["verdict"] == "FAIL", verdict
@@ -61,27 +62,34 @@ def test_a_worse_model_is_stopped_in_the_shadow_phase(shadow_e2e: E2E) -> None:
     assert run.xcom("canary.rollback")["reason"].startswith(
         "canary.shadow.analyze: health analysis FAIL: v2 disagrees with v1"
     )
-    assert shadow_e2e.stack.virtual_service()["spec"]["http"] == ALL_V1  # mirror removed
+    assert e2e_clean.stack.virtual_service()["spec"]["http"] == ALL_V1  # mirror removed
     # Istio telemetry: v2's sidecar saw the mirrored copies; no caller's sidecar ever sent a
     # live request to v2 (mirrored copies have no source report, istio/istio#23496).
-    assert settled_v2_requests(shadow_e2e, "source") <= live_before  # no live request to v2
-    assert v2_requests(shadow_e2e, "destination") > seen_before
+    assert settled_v2_requests(e2e_clean, "source") <= live_before  # no live request to v2
+    assert v2_requests(e2e_clean, "destination") > seen_before
 
 
-def test_an_identical_model_passes_the_shadow_phase_and_is_promoted(shadow_e2e: E2E) -> None:
-    run = shadow_e2e.run_dag("canary_e2e_shadow", {"model": "same"})
-    assert run.state == "success", run.log[-4000:]
+def test_an_identical_model_passes_the_shadow_phase(promoted_run: PromotedRun) -> None:
+    run = promoted_run.run
+    states = run.task_states()
+    assert [states[f"canary.shadow.{t}"] for t in ("mirror_on", "analyze", "mirror_off")] == [
+        "success"
+    ] * 3
     verdict = run.xcom("canary.shadow.analyze", "verdict")
     assert verdict["verdict"] == "PASS", verdict
-    assert verdict["pairing"]["pairs"] >= verdict["checks"][0]["canary_requests"] > 0
-    assert verdict["checks"][0]["canary_value"] == 0.0
-    assert shadow_e2e.stack.virtual_service()["spec"]["http"] == ALL_V2
+    check = verdict["checks"][0]
+    assert check["name"] == "prediction-agreement" and check["canary_value"] == 0.0
+    assert verdict["pairing"]["pairs"] >= check["canary_requests"] > 0
+    assert verdict["pairing"]["unpaired_canary"] == 0
+    # every live request mirrored, and the mirror off before the header route and step 1
+    assert run.xcom("canary.shadow.mirror_on")["mirror_percent"] == 100.0
+    assert run.xcom("canary.shadow.mirror_off")["mirror_percent"] == 0.0
 
 
-def test_a_v2_failing_on_mirrored_requests_fails_the_phase(shadow_e2e: E2E) -> None:
+def test_a_v2_failing_on_mirrored_requests_fails_the_phase(e2e_clean: E2E) -> None:
     # v2 answers every mirrored request with HTTP 500: it writes no prediction, no pair forms,
     # and the phase ends without the pairs it needs; never a PASS.
-    run = shadow_e2e.run_dag("canary_e2e_shadow", {"model": "same", "v2_error_rate": 1.0})
+    run = e2e_clean.run_dag("canary_rollout", {**FAST, "v2_error_rate": 1.0})
     assert run.state == "failed"
     verdict = run.xcom("canary.shadow.analyze", "verdict")
     assert verdict["verdict"] == "INCONCLUSIVE", verdict
@@ -92,4 +100,4 @@ def test_a_v2_failing_on_mirrored_requests_fails_the_phase(shadow_e2e: E2E) -> N
     assert run.xcom("canary.rollback")["reason"].startswith(
         "canary.shadow.analyze: health analysis INCONCLUSIVE: too few pairs"
     )
-    assert shadow_e2e.stack.virtual_service()["spec"]["http"] == ALL_V1
+    assert e2e_clean.stack.virtual_service()["spec"]["http"] == ALL_V1
