@@ -80,11 +80,16 @@ def _proportion_limits(
         )
 
 
-def _positive(check: str, what: str, value: float | None) -> None:
+def positive_number(check: str, what: str, value: object) -> float | None:
+    """``value`` as a float when it is a finite number above 0; None stays None (no limit).
+
+    :raises AnalysisError: naming the check, the field and the value otherwise
+    """
     if value is None:
-        return
-    if not is_finite_number(value) or value <= 0:
+        return None
+    if not is_finite_number(value) or float(value) <= 0:  # type: ignore[arg-type]
         raise AnalysisError(f"{check}: {what} must be a positive number, got {value!r}")
+    return float(value)  # type: ignore[arg-type]
 
 
 def _count(check: str, what: str, value: object) -> None:
@@ -424,7 +429,7 @@ class LatencyCheck(Check):
                 f"{self.name}: quantile must be strictly between 0 and 1 (e.g. 0.99), "
                 f"got {self.quantile!r}"
             )
-        _positive(self.name, "max_ms", self.max_ms)
+        positive_number(self.name, "max_ms", self.max_ms)
         _ratio(self.name, "max_ratio", self.max_ratio)
         _count(self.name, "min_requests", self.min_requests)
         if (
@@ -437,7 +442,7 @@ class LatencyCheck(Check):
                 f"{buckets_ms!r}"
             )
         if self.slo_ms is not None:
-            _positive(self.name, "slo_ms", self.slo_ms)
+            positive_number(self.name, "slo_ms", self.slo_ms)
             if self.slo_ms not in self.buckets_ms:
                 raise AnalysisError(
                     f"{self.name}: slo_ms must be a bucket bound of {DURATION}_bucket so the "
@@ -657,7 +662,7 @@ class PredictionDriftCheck(Check):
             raise AnalysisError(
                 f"{self.name}: max_psi must be a positive number (e.g. 0.2), got None"
             )
-        _positive(self.name, "max_psi", self.max_psi)
+        positive_number(self.name, "max_psi", self.max_psi)
         _count(self.name, "min_predictions", self.min_predictions)
         if not _is_number(self.epsilon) or not 0 < self.epsilon < 0.01:
             raise AnalysisError(

@@ -20,7 +20,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
 from typing import Any, ClassVar
 
-from airflow_canary.analysis.checks import require_check_name
+from airflow_canary.analysis.checks import positive_number, require_check_name
 from airflow_canary.analysis.shadow.pairing import Pair
 from airflow_canary.analysis.values import AnalysisError
 from airflow_canary.parameters import is_finite_number
@@ -29,12 +29,6 @@ from airflow_canary.parameters import is_finite_number
 def _share(check: str, what: str, value: object) -> float:
     if not is_finite_number(value) or not 0 < float(value) < 1:  # type: ignore[arg-type]
         raise AnalysisError(f"{check}: {what} must be a share between 0 and 1, got {value!r}")
-    return float(value)  # type: ignore[arg-type]
-
-
-def _positive(check: str, what: str, value: object) -> float:
-    if not is_finite_number(value) or float(value) <= 0:  # type: ignore[arg-type]
-        raise AnalysisError(f"{check}: {what} must be a positive number, got {value!r}")
     return float(value)  # type: ignore[arg-type]
 
 
@@ -136,14 +130,14 @@ class PredictionDeltaCheck(ShadowCheck):
                 f"{self.name}: give max_mean_abs, max_quantile_abs or both, got neither"
             )
         if self.max_mean_abs is not None:
-            _positive(self.name, "max_mean_abs", self.max_mean_abs)
+            positive_number(self.name, "max_mean_abs", self.max_mean_abs)
         if self.max_quantile_abs is not None:
-            _positive(self.name, "max_quantile_abs", self.max_quantile_abs)
+            positive_number(self.name, "max_quantile_abs", self.max_quantile_abs)
         _share(self.name, "quantile", self.quantile)
         if self.on not in ("value", "scores"):
             raise AnalysisError(f"{self.name}: on must be 'value' or 'scores', got {self.on!r}")
         if self.clip is not None:
-            _positive(self.name, "clip", self.clip)
+            positive_number(self.name, "clip", self.clip)
             if self.max_mean_abs is not None and self.clip <= self.max_mean_abs:
                 raise AnalysisError(
                     f"{self.name}: clip must be above max_mean_abs {self.max_mean_abs:g}, "
