@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta, timezone
@@ -24,6 +25,9 @@ from airflow_canary.durations import Duration, literal_seconds, to_seconds
 from airflow_canary.names import label_value
 from airflow_canary.templating import is_template
 
+#: XCom key of what the phase judges (its checks with their limits, duration, window), written
+#: when it starts; the health analyses' key, so the rollouts page reads both alike
+ANALYSIS_XCOM_KEY = "analysis"
 #: XCom key of the latest verdict (the health analyses' key, so rollback reasons and reports read
 #: it alike), pushed at every poll and before the task returns or raises.
 VERDICT_XCOM_KEY = "verdict"
@@ -79,7 +83,8 @@ class ShadowAnalysisSensor(BaseSensorOperator):
     check has its pairs needed, else raises ``AirflowSensorTimeout`` saying how many pairs were
     missing. A location that does not exist or cannot be read fails the first poll naming it.
     The verdict (with the pairing's counts and example pairs) is pushed under XCom key
-    ``verdict`` at every poll and returned on PASS. ``mode="reschedule"`` is refused:
+    ``verdict`` at every poll and returned on PASS; what is judged (each check with its limits,
+    the duration and the pairing window) under ``analysis`` when the task starts. ``mode="reschedule"`` is refused:
     the judge's clock starts with the task.
 
     :param prediction_log: where both versions' records are, a location URL
@@ -159,31 +164,61 @@ class ShadowAnalysisSensor(BaseSensorOperator):
         self._started_at: float | None = None
         self._since: datetime | None = None
         self._polls = 0
+        self._reset_logs()
+
+    def _reset_logs(self) -> None:
+        """Forget what was read: the next poll reads every log from its start."""
+        from airflow_canary.hooks.prediction_log import LogCursor
+
+        self._cursor = LogCursor()
+        self._logs = ReadResult(sources=[])
+        self._before_phase = 0
 
     def execute(self, context: Any) -> Any:
         self._started_at = time.monotonic()
         # Records from before the phase (a log kept across rollouts) are counted, not paired.
         self._since = datetime.now(timezone.utc) - timedelta(seconds=self.pairing_window_seconds)
         self._polls = 0
+        self._reset_logs()
         duration = to_seconds("duration", self.duration)
         self.timeout = duration + 3 * float(self.poke_interval)
+        context["ti"].xcom_push(
+            key=ANALYSIS_XCOM_KEY,
+            value={
+                "phase": "shadow",
+                "started_at": datetime.now(timezone.utc).isoformat(),
+                "stable_version": self.stable_version,
+                "canary_version": self.canary_version,
+                "duration_seconds": duration,
+                "pairing_window_seconds": self.pairing_window_seconds,
+                "checks": [check.to_dict() for check in self.shadow_checks],
+            },
+        )
         return super().execute(context)
 
     def read(self) -> ReadResult:
-        """Every record of every location; AirflowFailException naming one that cannot be read."""
+        """Every record of the phase so far; AirflowFailException naming a location that cannot
+        be read. Each poll reads only what was appended since the last one; records from before
+        the phase are counted (``before_phase`` of the pairing), not kept."""
         from airflow_canary.hooks.prediction_log import PredictionLogError, read_prediction_log
 
-        result = ReadResult(sources=[])
         for location in _locations(self.task_id, self.prediction_log):
             try:
-                result.extend(
-                    read_prediction_log(
-                        location, conn_id=self.object_storage_conn_id, format=self.log_format
-                    )
+                new = read_prediction_log(
+                    location,
+                    conn_id=self.object_storage_conn_id,
+                    format=self.log_format,
+                    cursor=self._cursor,
                 )
             except PredictionLogError as err:
                 raise AirflowFailException(f"shadow analysis cannot read its logs: {err}") from err
-        return result
+            if self._since is not None:
+                kept = [record for record in new.records if record.time >= self._since]
+                dropped = len(new.records) - len(kept)
+                new.records, new.rows = kept, new.rows - dropped
+                self._before_phase += dropped
+            self._logs.extend(new)
+        return self._logs
 
     def poke(self, context: Any) -> bool | PokeReturnValue:
         """One poll: read, pair, judge; done on PASS, raises on FAIL or a final INCONCLUSIVE."""
@@ -200,6 +235,9 @@ class ShadowAnalysisSensor(BaseSensorOperator):
             canary_version=self.canary_version,
             window_seconds=self.pairing_window_seconds,
             since=self._since,
+        )
+        pairing = dataclasses.replace(
+            pairing, before_phase=pairing.before_phase + self._before_phase
         )
         outcome = self.judge.judge(
             pairing,

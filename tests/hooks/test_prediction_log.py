@@ -39,3 +39,24 @@ def test_an_unreadable_log_is_an_error_naming_the_location_and_the_cause(tmp_pat
         PredictionLogError, match="cannot read prediction log location .*UnicodeDecodeError"
     ):
         read_prediction_log(f"file://{tmp_path}/log.jsonl")
+
+
+def test_a_cursor_reads_each_whole_line_once_and_keeps_line_numbers(tmp_path: Path) -> None:
+    from airflow_canary.hooks.prediction_log import LogCursor
+
+    log = tmp_path / "v1.jsonl"
+    lines = [json.dumps({**GOOD, "request_id": f"r{i}"}) for i in range(4)]
+    # the third line is still being written: no newline yet
+    log.write_text(lines[0] + "\n" + lines[1] + "\n" + lines[2][:20])
+    cursor = LogCursor()
+    first = read_prediction_log(f"file://{log}", cursor=cursor)
+    assert [r.request_id for r in first.records] == ["r0", "r1"] and first.rows == 2
+    with log.open("a") as stream:
+        stream.write(lines[2][20:] + "\n" + json.dumps({"request_id": "r3"}) + "\n")
+    second = read_prediction_log(f"file://{log}", cursor=cursor)
+    assert [r.request_id for r in second.records] == ["r2"]
+    assert second.missing["version"].example.endswith("v1.jsonl:4")  # the file's own line
+    assert read_prediction_log(f"file://{log}", cursor=cursor).rows == 0  # nothing new
+    log.write_text(lines[3] + "\n")  # replaced by a shorter file: read from its start
+    third = read_prediction_log(f"file://{log}", cursor=cursor)
+    assert [r.request_id for r in third.records] == ["r3"]

@@ -192,7 +192,7 @@ class ReadResult:
     def extend(self, other: ReadResult) -> None:
         self.records += other.records
         self.rows += other.rows
-        self.sources += other.sources
+        self.sources += [source for source in other.sources if source not in self.sources]
         for mine, theirs in ((self.missing, other.missing), (self.invalid, other.invalid)):
             for key, problem in theirs.items():
                 if key in mine:
