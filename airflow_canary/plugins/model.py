@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
@@ -22,6 +23,8 @@ ROLLOUT_OPERATORS = frozenset(
         "RolloutRollbackOperator",
         "FailRolloutOperator",
         "NotifyRolloutOperator",
+        "SetMirrorOperator",
+        "ShadowAnalysisSensor",
     }
 )
 
@@ -29,7 +32,7 @@ ROLLOUT_OPERATORS = frozenset(
 _TASK_ID = re.compile(
     r"^(?:(?P<group>.+)\.)?(?:step_(?P<step>[1-9]\d*)\.(?P<step_role>set_weight|analyze|unhealthy|approve|rejected)"
     r"|(?P<role>plan|header_route|promote|decommission_stable|task_failed|rollback|fail_rollout"
-    r"|notify))$"
+    r"|notify|shadow\.mirror_on|shadow\.analyze|shadow\.mirror_off))$"
 )
 
 VERDICT_KEY = "verdict"
@@ -62,6 +65,9 @@ class TaskRole(str, Enum):
     ROLLBACK = "rollback"
     FAIL_ROLLOUT = "fail_rollout"
     NOTIFY = "notify"
+    SHADOW_MIRROR_ON = "shadow.mirror_on"
+    SHADOW_ANALYZE = "shadow.analyze"
+    SHADOW_MIRROR_OFF = "shadow.mirror_off"
 
 
 #: Roles that exist only in a step task group, so their ids alone mark a rollout.
@@ -180,6 +186,91 @@ class Step:
 
 
 @dataclass(frozen=True)
+class ShadowExample:
+    """An example pair a shadow verdict keeps: the request and both versions' predictions (JSON)."""
+
+    check: str
+    request_id: str
+    stable: str
+    canary: str
+
+
+@dataclass(frozen=True)
+class ShadowPairing:
+    """How the shadow phase's prediction records paired: every record in a pair or a count."""
+
+    pairs: int | None
+    stable_records: int | None
+    canary_records: int | None
+    unpaired_stable: int | None
+    unpaired_canary: int | None
+    pending: int | None
+    input_mismatch: int | None
+    duplicates: int | None
+    other_versions: int | None
+    before_phase: int | None
+    unpaired_examples: tuple[str, ...] = ()
+
+    @classmethod
+    def read(cls, value: Any) -> ShadowPairing | None:
+        if not isinstance(value, Mapping):
+            return None
+        counts = {name: _count(value.get(name)) for name in _PAIRING_COUNTS}
+        examples = value.get("unpaired_examples")
+        return cls(
+            **counts,
+            unpaired_examples=tuple(e for e in examples if isinstance(e, str))
+            if isinstance(examples, list)
+            else (),
+        )
+
+
+_PAIRING_COUNTS = (
+    "pairs",
+    "stable_records",
+    "canary_records",
+    "unpaired_stable",
+    "unpaired_canary",
+    "pending",
+    "input_mismatch",
+    "duplicates",
+    "other_versions",
+    "before_phase",
+)
+
+
+def _count(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+@dataclass(frozen=True)
+class ShadowStep:
+    """The shadow phase (``shadow.mirror_on -> shadow.analyze -> shadow.mirror_off``).
+
+    ``mirror_percent`` is the share of live requests mirrored to the canary; the verdict's
+    checks compare the two versions' predictions on paired requests (``canary_value`` is the
+    disagreement share or the delta, ``canary_requests`` the pairs), ``pairing`` counts every
+    record, and ``examples`` are the pairs a FAIL keeps (request id, both predictions).
+    """
+
+    mirror_percent: float | None
+    mirrored_at: str | None
+    mirror_on: TaskRef | None
+    analysis: TaskRef | None
+    mirror_off: TaskRef | None
+    verdict: str | None
+    reason: str | None
+    judge: str | None
+    polls: int | None
+    elapsed_seconds: float | None
+    checks: tuple[CheckResult, ...]
+    limits: tuple[tuple[str, str], ...]
+    pairing: ShadowPairing | None
+    examples: tuple[ShadowExample, ...]
+    live: bool = False
+
+
+@dataclass(frozen=True)
 class PendingApproval:
     """An approval gate waiting for a person: where to answer it."""
 
@@ -229,6 +320,8 @@ class Rollout:
     #: each route's split after the latest traffic task, e.g. ``tcp[0]: v1 90% v2 10%``
     routes: tuple[str, ...] = field(default=())
     pending_approvals: tuple[PendingApproval, ...] = field(default=())
+    #: the shadow phase before the first step, when the rollout has one
+    shadow: ShadowStep | None = None
 
     @classmethod
     def unreadable(cls, run: RunRow, group: str, links: UiLinks, problem: str) -> Rollout:
@@ -686,6 +779,7 @@ def assemble(
     )
 
     outcome = _outcome(run, by_role, rollback_reason is not None)
+    shadow = _shadow_step(by_role, xcoms, ref, missing, xcom_hidden)
     return Rollout(
         dag_id=run.dag_id,
         run_id=run.run_id,
@@ -713,7 +807,76 @@ def assemble(
         missing=tuple(missing),
         routes=next((r for r in (route_splits(v) for _, v in reversed(traffic)) if r), ()),
         pending_approvals=tuple(pending),
+        shadow=shadow,
     )
+
+
+def _shadow_step(
+    by_role: Mapping[TaskRole, TaskRow],
+    xcoms: Mapping[str, Mapping[str, Any]],
+    ref: Any,
+    missing: list[str],
+    xcom_hidden: bool,
+) -> ShadowStep | None:
+    """The shadow phase from its three tasks and their XComs; None when the rollout has none."""
+    rows = [
+        by_role.get(role)
+        for role in (TaskRole.SHADOW_MIRROR_ON, TaskRole.SHADOW_ANALYZE, TaskRole.SHADOW_MIRROR_OFF)
+    ]
+    mirror_on, analysis, mirror_off = rows
+    if not any(rows):
+        return None
+    mirrored = (
+        _mapping(xcoms.get(mirror_on.task_id, {}).get(RETURN_KEY))
+        if mirror_on is not None and not xcom_hidden
+        else None
+    )
+    task_xcoms = xcoms.get(analysis.task_id, {}) if analysis is not None and not xcom_hidden else {}
+    verdict: Mapping[str, Any] | None = None
+    checks: tuple[CheckResult, ...] = ()
+    if analysis is not None and not xcom_hidden:
+        verdict, problem = verdict_of(task_xcoms)
+        if verdict is not None:
+            checks, problem = _checks(verdict)
+        if problem is not None and (verdict is not None or analysis.state in ("success", "failed")):
+            missing.append(f"{analysis.task_id}: {problem}")
+    got = verdict or {}
+    # The sensor pushes its verdict at every poll; one that is not final is evidence so far.
+    live = bool(got) and got.get("final") is False
+    polls = got.get("polls")
+    return ShadowStep(
+        mirror_percent=_number(mirrored.get("mirror_percent")) if mirrored else None,
+        mirrored_at=_text(mirrored.get("at")) if mirrored else None,
+        mirror_on=ref(mirror_on),
+        analysis=ref(analysis),
+        mirror_off=ref(mirror_off),
+        verdict=None if live else _text(got.get("verdict")),
+        reason=_text(got.get("reason")),
+        judge=_text(got.get("judge")),
+        polls=polls if isinstance(polls, int) and not isinstance(polls, bool) else None,
+        elapsed_seconds=_number(got.get("elapsed_seconds")),
+        checks=checks,
+        limits=_limits(task_xcoms.get(ANALYSIS_KEY)),
+        pairing=ShadowPairing.read(got.get("pairing")),
+        examples=_shadow_examples(got.get("examples")),
+        live=live,
+    )
+
+
+def _shadow_examples(value: Any) -> tuple[ShadowExample, ...]:
+    """The example pairs of a shadow verdict; entries that are not example pairs are left out."""
+    if not isinstance(value, list):
+        return ()
+    found = []
+    for item in value:
+        if not isinstance(item, Mapping) or not isinstance(item.get("request_id"), str):
+            continue
+        sides = [_mapping(item.get(side)) or {} for side in ("stable", "canary")]
+        stable, canary = (json.dumps(side.get("prediction"), sort_keys=True) for side in sides)
+        found.append(
+            ShadowExample(_text(item.get("check")) or "?", item["request_id"], stable, canary)
+        )
+    return tuple(found)
 
 
 #: task states of an analysis that is still judging

@@ -7,7 +7,14 @@ from dataclasses import dataclass
 from datetime import datetime
 from html import escape
 
-from airflow_canary.plugins.model import CheckResult, Outcome, Rollout, Step
+from airflow_canary.plugins.model import (
+    CheckResult,
+    Outcome,
+    Rollout,
+    ShadowPairing,
+    ShadowStep,
+    Step,
+)
 
 _OUTCOME_LABEL = {
     Outcome.RUNNING: "Running",
@@ -59,6 +66,9 @@ tr.check-row > td { padding-top: 0; }
   padding: 6px 10px; margin: 8px 0; }
 table.checks.live { border-left: 3px solid #e6c65c; }
 .live-note { font-size: 12px; color: #6b5a1e; margin: 2px 0; }
+tr.shadow > td:first-child { font-weight: 600; }
+.pairing { font-size: 12px; margin: 4px 0; } .examples { font-size: 12px; }
+.examples code { font-size: 11px; }
 .missing { color: var(--inc); font-size: 12px; margin: 6px 0 0; padding-left: 18px; }
 .empty { color: var(--muted); padding: 24px 0; }
 """
@@ -175,7 +185,7 @@ def _card(rollout: Rollout, now: datetime) -> str:
 {approvals}
 {rollback}
 {weight_chart(rollout, now)}
-{_steps_table(rollout.steps)}
+{_steps_table(rollout.steps, rollout.shadow)}
 <p class="tasks">Tasks: {tasks or "none recorded"}</p>
 {missing}
 </section>"""
@@ -191,10 +201,10 @@ def _weight(step: Step) -> str:
     return f"{step.weight}%" if step.weight is not None else "weight unknown"
 
 
-def _steps_table(steps: Sequence[Step]) -> str:
-    if not steps:
+def _steps_table(steps: Sequence[Step], shadow: ShadowStep | None = None) -> str:
+    if not steps and shadow is None:
         return '<p class="empty">No weight steps recorded yet.</p>'
-    rows: list[str] = []
+    rows: list[str] = _shadow_rows(shadow) if shadow is not None else []
     for step in steps:
         verdict = step.verdict or _pending(step)
         verdict_class = f"verdict-{step.verdict}" if step.verdict else "verdict-none"
@@ -263,6 +273,103 @@ def _steps_table(steps: Sequence[Step]) -> str:
     return f'<table class="steps"><thead>{head}</thead><tbody>{"".join(rows)}</tbody></table>'
 
 
+def _shadow_rows(shadow: ShadowStep) -> list[str]:
+    """The shadow phase as the first step: its verdict, then its checks, pairing and examples."""
+    if shadow.live:
+        verdict = f"analysing… poll {shadow.polls}" if shadow.polls is not None else "analysing…"
+        verdict_class = "verdict-none live"
+    elif shadow.verdict:
+        verdict, verdict_class = shadow.verdict, f"verdict-{shadow.verdict}"
+    else:
+        state = shadow.analysis.state if shadow.analysis is not None else None
+        verdict, verdict_class = _task_pending(state), "verdict-none"
+    detail = ", ".join(
+        part
+        for part in (
+            shadow.judge or "",
+            f"{shadow.polls} polls" if shadow.polls is not None else "",
+            f"{shadow.elapsed_seconds:.0f} s" if shadow.elapsed_seconds is not None else "",
+        )
+        if part
+    )
+    links = " · ".join(
+        f'<a href="{escape(ref.url)}" target="_top">{escape(label)}</a>'
+        for ref, label in (
+            (shadow.mirror_on, "mirror task"),
+            (shadow.analysis, "analysis task"),
+            (shadow.mirror_off, "mirror-off task"),
+        )
+        if ref is not None
+    )
+    mirror = f"mirror {shadow.mirror_percent:g}%" if shadow.mirror_percent is not None else "mirror"
+    rows = [
+        f'<tr class="step shadow" data-step="shadow"><td>shadow</td><td class="num">{mirror}</td>'
+        f"<td>{_short_time(shadow.mirrored_at)}</td><td>—</td>"
+        f'<td class="verdict {verdict_class}">{escape(verdict)}</td>'
+        f"<td>{escape(shadow.reason or '')}</td><td>{escape(detail)}</td><td>{links}</td></tr>"
+    ]
+    parts = []
+    if shadow.checks:
+        parts.append(_checks_table(shadow.checks, dict(shadow.limits), live=shadow.live))
+    if shadow.pairing is not None:
+        parts.append(_pairing(shadow.pairing))
+    if shadow.examples:
+        examples = "".join(
+            f'<tr class="example" data-request-id="{escape(e.request_id)}">'
+            f"<td><code>{escape(e.request_id)}</code></td><td>{escape(e.check)}</td>"
+            f"<td><code>{escape(e.stable)}</code></td><td><code>{escape(e.canary)}</code></td></tr>"
+            for e in shadow.examples
+        )
+        parts.append(
+            '<table class="examples"><thead><tr><th>Example request</th><th>Check</th>'
+            f"<th>Stable predicted</th><th>Canary predicted</th></tr></thead><tbody>{examples}"
+            "</tbody></table>"
+        )
+    if parts:
+        rows.append(f'<tr class="check-row"><td></td><td colspan="7">{"".join(parts)}</td></tr>')
+    return rows
+
+
+#: how the page names the counts of a shadow phase's pairing
+_PAIRING_LABELS = (
+    ("pairs", "pairs"),
+    ("stable_records", "stable records"),
+    ("canary_records", "canary records"),
+    ("unpaired_stable", "stable without a canary answer"),
+    ("unpaired_canary", "canary without a stable answer"),
+    ("pending", "still within the pairing window"),
+    ("input_mismatch", "different inputs, not compared"),
+    ("duplicates", "duplicates"),
+    ("other_versions", "of other versions"),
+    ("before_phase", "from before the phase"),
+)
+
+
+def _pairing(pairing: ShadowPairing) -> str:
+    """Every count of the pairing (each record is in a pair or in one of them), and examples."""
+    items = "".join(
+        f'<div data-count="{name}"><dt>{escape(label)}</dt><dd>{count:,}</dd></div>'
+        for name, label in _PAIRING_LABELS
+        if (count := getattr(pairing, name)) is not None
+    )
+    unpaired = ""
+    if pairing.unpaired_examples:
+        ids = ", ".join(f"<code>{escape(i)}</code>" for i in pairing.unpaired_examples)
+        unpaired = f'<p class="pairing unpaired">Unpaired, e.g. {ids}</p>'
+    return f'<dl class="facts pairing">{items}</dl>{unpaired}'
+
+
+def _task_pending(state: str | None) -> str:
+    """What an analysis task without a verdict is doing, from its state."""
+    if state in (None, "scheduled", "queued", "none"):
+        return "not started"
+    if state in ("running", "deferred", "up_for_reschedule"):
+        return "analysing…"
+    if state in ("skipped", "upstream_failed"):
+        return state.replace("_", " ")
+    return f"no verdict recorded (task {state})"
+
+
 def _pending(step: Step) -> str:
     state = step.analysis.state if step.analysis is not None else None
     if step.analysis is None:
@@ -271,13 +378,7 @@ def _pending(step: Step) -> str:
             weight_state = step.set_weight.state if step.set_weight is not None else None
             return "skipped" if weight_state == "skipped" else "no analysis at 100%"
         return "no analysis task"
-    if state in (None, "scheduled", "queued", "none"):
-        return "not started"
-    if state in ("running", "deferred", "up_for_reschedule"):
-        return "analysing…"
-    if state == "skipped":
-        return "skipped"
-    return f"no verdict recorded (task {state})"
+    return _task_pending(state)
 
 
 def _fmt(value: float | None, *, ratio: bool = False) -> str:

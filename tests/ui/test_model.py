@@ -373,3 +373,139 @@ def test_the_nav_link_resolves_under_a_base_url_sub_path() -> None:
     # Airflow's UI page carries <base href="{base_url}/">: a relative href follows the sub-path.
     assert urljoin("https://host/airflow/", view["href"]) == f"https://host/airflow{URL_PREFIX}/"
     assert urljoin("https://host/", view["href"]) == f"https://host{URL_PREFIX}/"
+
+
+def _shadow_verdict(disagree_every: int, duration: float) -> dict[str, Any]:
+    """A verdict as the shadow sensor pushes it, from the real judge over 300 paired requests."""
+    from datetime import timedelta
+
+    from airflow_canary.analysis.shadow import (
+        Prediction,
+        PredictionAgreementCheck,
+        PredictionRecord,
+        ShadowJudge,
+        input_hash,
+        pair_records,
+    )
+
+    records = [
+        PredictionRecord(
+            request_id=f"req-{i}",
+            version=version,
+            time=T0 + timedelta(milliseconds=10 * i),
+            input_hash=input_hash([float(i)]),
+            prediction=Prediction(class_=0 if version == "v2" and i % disagree_every == 0 else 1),
+        )
+        for i in range(300)
+        for version in ("v1", "v2")
+    ]
+    records.append(  # v1 answered, v2 did not: unpaired
+        PredictionRecord("req-lost", "v1", T0, input_hash([0.5]), Prediction(class_=1))
+    )
+    pairing = pair_records(
+        records,
+        stable_version="v1",
+        canary_version="v2",
+        window_seconds=1,
+        now=T0 + timedelta(minutes=1),
+    )
+    checks = [PredictionAgreementCheck(max_disagreement=0.02, min_pairs=200)]
+    outcome = ShadowJudge(alpha=0.01, budget_share=0.25).judge(
+        pairing, checks, elapsed_seconds=12.0, duration_seconds=duration, polls=3
+    )
+    return outcome.to_dict()
+
+
+def _shadow_rollout(verdict: dict[str, Any], analyze_state: str) -> Any:
+    ids = [
+        "canary.plan",
+        "canary.shadow.mirror_on",
+        "canary.shadow.analyze",
+        "canary.shadow.mirror_off",
+        "canary.header_route",
+        "canary.step_1.set_weight",
+        "canary.step_1.analyze",
+        "canary.rollback",
+    ]
+    states = {"canary.plan": "success", "canary.shadow.mirror_on": "success"}
+    states["canary.shadow.analyze"] = analyze_state
+    tasks = [_task(task_id, states.get(task_id)) for task_id in ids]
+    record = {
+        "phase": "shadow",
+        "checks": [
+            {
+                "type": "prediction_agreement",
+                "name": "prediction-agreement",
+                "max_disagreement": 0.02,
+            }
+        ],
+    }
+    mirror = {**_traffic(0, "2026-11-26T04:50:02+00:00"), "mirror_percent": 100.0}
+    xcoms = {
+        "canary.plan": {"return_value": PLAN},
+        "canary.shadow.mirror_on": {"return_value": mirror},
+        "canary.shadow.analyze": {"verdict": verdict, "analysis": record},
+    }
+    return assemble(RUN, "canary", tasks, xcoms, UiLinks("/airflow/"))
+
+
+def test_the_shadow_phase_is_a_step_with_its_pairs_limit_unpaired_records_and_examples() -> None:
+    assert classify("canary.shadow.analyze", None) == TaskId("canary", TaskRole.SHADOW_ANALYZE)
+    verdict = _shadow_verdict(disagree_every=5, duration=60)  # 20% disagree: FAIL early
+    rollout = _shadow_rollout(verdict, "failed")
+    shadow = rollout.shadow
+    assert shadow is not None and rollout.missing == ()
+    assert (shadow.verdict, shadow.mirror_percent, shadow.polls) == ("FAIL", 100.0, 3)
+    assert shadow.reason == verdict["reason"]
+    assert shadow.reason.startswith("v2 disagrees with v1 on 20% of 300 paired requests")
+    assert shadow.limits == (("prediction-agreement", "max_disagreement=0.02"),)
+    assert shadow.pairing is not None
+    assert (shadow.pairing.pairs, shadow.pairing.unpaired_stable) == (300, 1)
+    assert shadow.pairing.unpaired_examples == ("req-lost",)
+    assert [e.request_id for e in shadow.examples] == [
+        "req-0",
+        "req-5",
+        "req-10",
+        "req-15",
+        "req-20",
+    ]
+    assert (
+        shadow.examples[0].stable == '{"class": 1}' and shadow.examples[0].canary == '{"class": 0}'
+    )
+
+    html = render_page([rollout], PageContext("viewer", T0, 25))
+    row = re.search(r'<tr class="step shadow" data-step="shadow">(.*?)</tr>', html)
+    assert row is not None, html
+    cells = [unescape(c) for c in re.findall(r"<td[^>]*>(.*?)</td>", row.group(1))]
+    assert cells[:5] == ["shadow", "mirror 100%", "04:50:02", "—", "FAIL"]
+    # the check: the disagreement share, the limit, the pairs it was judged on
+    assert _check_row(html, "prediction-agreement")[:6] == [
+        "prediction-agreement",
+        "FAIL",
+        "0.2",
+        "—",
+        "max_disagreement=0.02",
+        "300",
+    ]
+    counts = dict(re.findall(r'<div data-count="(\w+)"><dt>[^<]*</dt><dd>([\d,]+)</dd>', html))
+    assert counts["pairs"] == "300" and counts["unpaired_stable"] == "1"
+    assert counts["stable_records"] == "301" and counts["canary_records"] == "300"
+    assert "Unpaired, e.g. <code>req-lost</code>" in html
+    examples = re.findall(r'<tr class="example" data-request-id="([^"]+)">', html)
+    assert examples == ["req-0", "req-5", "req-10", "req-15", "req-20"]
+
+
+def test_a_shadow_phase_still_judging_shows_its_poll_not_a_verdict() -> None:
+    verdict = _shadow_verdict(disagree_every=1000, duration=60)  # 1 of 300: below the limit
+    assert verdict["verdict"] == "INCONCLUSIVE" and verdict["final"] is False
+    rollout = _shadow_rollout(verdict, "running")
+    assert rollout.shadow is not None
+    assert rollout.shadow.live and rollout.shadow.verdict is None
+    html = render_page([rollout], PageContext("viewer", T0, 25))
+    assert "analysing… poll 3" in html and 'table class="checks live"' in html
+
+
+def test_a_rollout_without_a_shadow_phase_has_none() -> None:
+    rollout = assemble(RUN, "canary", _layout({"canary.plan": "success"}), {}, UiLinks("/airflow/"))
+    assert rollout.shadow is None
+    assert 'data-step="shadow"' not in render_page([rollout], PageContext("viewer", T0, 25))

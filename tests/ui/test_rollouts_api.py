@@ -212,6 +212,42 @@ def test_page_shows_steps_verdicts_and_rollback_reason(
     assert "<svg" in page.text
 
 
+def test_the_shadow_phase_is_shown_as_a_step_with_its_numbers(
+    api_server: ApiServer, rollout_runs: UiRuns
+) -> None:
+    run = rollout_runs.healthy
+    shadow = _rollouts(api_server, "viewer", "canary_rollout")[run.run_id]["shadow"]
+    recorded = run.xcom("canary.shadow.analyze", "verdict")
+    assert (shadow["verdict"], shadow["reason"]) == ("PASS", recorded["reason"])
+    assert shadow["mirror_percent"] == 100.0 and not shadow["live"]
+    assert shadow["mirrored_at"] == run.xcom("canary.shadow.mirror_on")["at"]
+    assert [
+        task["state"] for task in (shadow["mirror_on"], shadow["analysis"], shadow["mirror_off"])
+    ] == ["success"] * 3
+    # the limit the sensor recorded when it started, the pairs and every record's outcome
+    assert shadow["limits"] == [["prediction-agreement", "max_disagreement=0.02"]]
+    (check,) = shadow["checks"]
+    assert (check["name"], check["status"], check["canary_value"]) == (
+        "prediction-agreement",
+        "PASS",
+        0.0,
+    )
+    assert check["canary_requests"] == recorded["pairing"]["pairs"] > 0
+    pairing = recorded["pairing"]
+    assert shadow["pairing"] == pairing
+    assert shadow["examples"] == []  # a PASS keeps no example pairs
+
+    with api_server.client("viewer") as client:
+        page = client.get("/canary-rollouts/")
+    card = page.text.split(f'data-run-id="{run.run_id}"', 1)[1].split("</section>", 1)[0]
+    assert (
+        '<tr class="step shadow" data-step="shadow"><td>shadow</td><td class="num">mirror 100%'
+        in card
+    )
+    assert f'<div data-count="pairs"><dt>pairs</dt><dd>{pairing["pairs"]:,}</dd></div>' in card
+    assert "max_disagreement=0.02" in card
+
+
 def test_plugin_is_listed_with_its_nav_entry(api_server: ApiServer) -> None:
     with api_server.client("admin") as client:
         plugins = client.get("/api/v2/plugins").json()["plugins"]
