@@ -11,9 +11,22 @@ from __future__ import annotations
 
 import io
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from typing import Any
 
-from airflow_canary.analysis.shadow.records import ReadResult, read_records, record_format
+from airflow_canary.analysis.shadow.records import (
+    InvalidRecord,
+    ReadResult,
+    read_records,
+    record_format,
+    record_from_mapping,
+)
+
+#: Writers (a version's replicas) interleave their lines a little out of time order, so a
+#: first read that skips old lines starts this long before ``LogCursor.skip_before``.
+SKIP_SLACK = timedelta(seconds=60)
+#: Bytes read to find one line's time while searching a log for where to start.
+_PROBE_BYTES = 65536
 
 
 class PredictionLogError(OSError):
@@ -23,9 +36,17 @@ class PredictionLogError(OSError):
 @dataclass
 class LogCursor:
     """How far each log file has been read: per file path, the bytes of the whole lines read
-    and how many lines they are (so later rows keep their true line numbers)."""
+    and how many lines they are (so later rows keep their true line numbers).
+
+    With ``skip_before`` (timezone-aware), the first read of a file starts at a line written
+    at least ``SKIP_SLACK`` before it, found by bisecting the file on its lines' times (logs
+    are appended in time order); the lines before are counted in ``skipped``, not parsed.
+    A line whose time cannot be read stops the search there.
+    """
 
     positions: dict[str, tuple[int, int]] = field(default_factory=dict)
+    skip_before: datetime | None = None
+    skipped: int = 0
 
 
 def read_prediction_log(
@@ -87,6 +108,12 @@ def _read_appended(path: Any, cursor: LogCursor, parse: Any, encoding: str) -> R
         size = stream.seek(0, io.SEEK_END)
         if size < start:  # replaced by a shorter file: read it anew
             start, lines = 0, 0
+        if key not in cursor.positions and cursor.skip_before is not None:
+            start = _line_start_before(
+                stream, size, cursor.skip_before - SKIP_SLACK, parse, encoding
+            )
+            lines = _count_lines(stream, start)
+            cursor.skipped += lines
         stream.seek(start)
         data = stream.read(size - start)
     end = data.rfind(b"\n") + 1
@@ -95,3 +122,47 @@ def _read_appended(path: Any, cursor: LogCursor, parse: Any, encoding: str) -> R
     result = read_records(rows, key)
     cursor.positions[key] = (start + end, lines + text.count("\n"))
     return result
+
+
+def _line_start_before(stream: Any, size: int, moment: datetime, parse: Any, encoding: str) -> int:
+    """The start of a line written before ``moment`` with no later line before it: bisect the
+    file on its lines' times; 0 when the file starts after ``moment`` or a time is unreadable."""
+    low, high = 0, size  # the line at ``low`` is from before ``moment`` (or ``low`` is 0)
+    while high - low > _PROBE_BYTES:
+        middle = (low + high) // 2
+        stream.seek(middle)
+        chunk = stream.read(_PROBE_BYTES)
+        begin = chunk.find(b"\n") + 1
+        end = chunk.find(b"\n", begin)
+        if begin == 0 or end < 0:
+            break  # a line longer than the probe: stop narrowing
+        written = _line_time(chunk[begin:end], parse, encoding)
+        if written is None:
+            break
+        if written < moment:
+            low = middle + begin
+        else:
+            high = middle
+    return low
+
+
+def _line_time(line: bytes, parse: Any, encoding: str) -> datetime | None:
+    try:
+        rows = list(parse(io.StringIO(line.decode(encoding, errors="replace"))))
+        row = rows[0][1] if rows else None
+        return record_from_mapping(row).time if isinstance(row, dict) else None
+    except (InvalidRecord, KeyError, TypeError, ValueError):
+        return None
+
+
+def _count_lines(stream: Any, end: int) -> int:
+    """How many lines the first ``end`` bytes hold (``end`` is a line start)."""
+    stream.seek(0)
+    count, left = 0, end
+    while left > 0:
+        chunk = stream.read(min(left, 1 << 20))
+        if not chunk:
+            break
+        count += chunk.count(b"\n")
+        left -= len(chunk)
+    return count

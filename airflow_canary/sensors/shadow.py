@@ -170,7 +170,8 @@ class ShadowAnalysisSensor(BaseSensorOperator):
         """Forget what was read: the next poll reads every log from its start."""
         from airflow_canary.hooks.prediction_log import LogCursor
 
-        self._cursor = LogCursor()
+        # The first poll skips, unparsed, what a log held long before the phase.
+        self._cursor = LogCursor(skip_before=self._since)
         self._logs = ReadResult(sources=[])
         self._before_phase = 0
 
@@ -237,7 +238,7 @@ class ShadowAnalysisSensor(BaseSensorOperator):
             since=self._since,
         )
         pairing = dataclasses.replace(
-            pairing, before_phase=pairing.before_phase + self._before_phase
+            pairing, before_phase=pairing.before_phase + self._before_phase + self._cursor.skipped
         )
         outcome = self.judge.judge(
             pairing,

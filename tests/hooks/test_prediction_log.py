@@ -60,3 +60,45 @@ def test_a_cursor_reads_each_whole_line_once_and_keeps_line_numbers(tmp_path: Pa
     log.write_text(lines[3] + "\n")  # replaced by a shorter file: read from its start
     third = read_prediction_log(f"file://{log}", cursor=cursor)
     assert [r.request_id for r in third.records] == ["r3"]
+
+
+def test_a_first_read_skips_unparsed_what_the_log_held_long_before_the_phase(
+    tmp_path: Path,
+) -> None:
+    from datetime import datetime, timedelta, timezone
+
+    from airflow_canary.hooks.prediction_log import SKIP_SLACK, LogCursor
+
+    t0 = datetime(2026, 12, 1, 3, 0, tzinfo=timezone.utc)
+    log = tmp_path / "v1.jsonl"
+    # 3,000 records, one a second (about 600 KB): the phase starts at the 2,500th
+    log.write_text(
+        "".join(
+            json.dumps(
+                {**GOOD, "request_id": f"r{i}", "time": (t0 + timedelta(seconds=i)).isoformat()}
+            )
+            + "\n"
+            for i in range(3000)
+        )
+    )
+    since = t0 + timedelta(seconds=2500)
+    cursor = LogCursor(skip_before=since)
+    result = read_prediction_log(f"file://{log}", cursor=cursor)
+    read = [r.request_id for r in result.records]
+    # every record of the phase, and at most the slack and one bisection probe before it
+    assert read[-500:] == [f"r{i}" for i in range(2500, 3000)]
+    assert cursor.skipped + len(read) == 3000
+    assert (
+        2500 - SKIP_SLACK.total_seconds() - 400
+        < cursor.skipped
+        <= 2500 - SKIP_SLACK.total_seconds()
+    )
+    # lines keep their numbers: a fault appended now is reported at line 3,001
+    with log.open("a") as stream:
+        stream.write(json.dumps({"request_id": "late"}) + "\n")
+    late = read_prediction_log(f"file://{log}", cursor=cursor)
+    assert late.missing["version"].example.endswith("v1.jsonl:3001")
+    # a log that starts after the phase began is read from its first line
+    fresh = LogCursor(skip_before=t0)
+    assert len(read_prediction_log(f"file://{log}", cursor=fresh).records) == 3000
+    assert fresh.skipped == 0
