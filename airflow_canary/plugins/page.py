@@ -212,15 +212,7 @@ def _steps_table(steps: Sequence[Step], shadow: ShadowStep | None = None) -> str
             # The poll's status so far is evidence, not a verdict: say so.
             verdict = f"analysing… poll {step.polls}" if step.polls is not None else "analysing…"
             verdict_class = "verdict-none live"
-        detail = ", ".join(
-            part
-            for part in (
-                step.judge or "",
-                f"{step.polls} polls" if step.polls is not None else "",
-                f"{step.elapsed_seconds:.0f} s" if step.elapsed_seconds is not None else "",
-            )
-            if part
-        )
+        detail = _judged(step.judge, step.polls, step.elapsed_seconds)
         links = [
             f'<a href="{escape(ref.url)}" target="_top">{escape(label)}</a>'
             for ref, label in ((step.set_weight, "weight task"), (step.analysis, "analysis task"))
@@ -273,6 +265,16 @@ def _steps_table(steps: Sequence[Step], shadow: ShadowStep | None = None) -> str
     return f'<table class="steps"><thead>{head}</thead><tbody>{"".join(rows)}</tbody></table>'
 
 
+def _judged(judge: str | None, polls: int | None, elapsed_seconds: float | None) -> str:
+    """``sequential, 6 polls, 31 s``: how a verdict was reached, as far as it is known."""
+    parts = (
+        judge or "",
+        f"{polls} polls" if polls is not None else "",
+        f"{elapsed_seconds:.0f} s" if elapsed_seconds is not None else "",
+    )
+    return ", ".join(part for part in parts if part)
+
+
 def _shadow_rows(shadow: ShadowStep) -> list[str]:
     """The shadow phase as the first step: its verdict, then its checks, pairing and examples."""
     if shadow.live:
@@ -283,15 +285,7 @@ def _shadow_rows(shadow: ShadowStep) -> list[str]:
     else:
         state = shadow.analysis.state if shadow.analysis is not None else None
         verdict, verdict_class = _task_pending(state), "verdict-none"
-    detail = ", ".join(
-        part
-        for part in (
-            shadow.judge or "",
-            f"{shadow.polls} polls" if shadow.polls is not None else "",
-            f"{shadow.elapsed_seconds:.0f} s" if shadow.elapsed_seconds is not None else "",
-        )
-        if part
-    )
+    detail = _judged(shadow.judge, shadow.polls, shadow.elapsed_seconds)
     links = " · ".join(
         f'<a href="{escape(ref.url)}" target="_top">{escape(label)}</a>'
         for ref, label in (
