@@ -361,7 +361,7 @@ def canary_rollout(
                 promote_task_id=promote.task_id,
                 rollback_task_id=rollback.task_id,
                 plan_task_id=plan_task.task_id,
-                analysis_task_ids=[a.task_id for a in analyzes],
+                analysis_task_ids=[a.task_id for a in shadow_analyses + analyzes],
             )
             [promote, rollback] >> notify
     return group

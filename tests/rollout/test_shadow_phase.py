@@ -30,7 +30,14 @@ def _dag(shadow: ShadowPhase | None, **kwargs: Any) -> DAG:
 
 
 def test_the_shadow_phase_runs_between_plan_and_the_header_route() -> None:
-    dag = _dag(ShadowPhase(prediction_log="file:///logs", checks=[AGREE], percent=50, duration=60))
+    from airflow.providers.smtp.notifications.smtp import SmtpNotifier
+
+    from airflow_canary.notifications.rollout import RolloutNotifier
+
+    dag = _dag(
+        ShadowPhase(prediction_log="file:///logs", checks=[AGREE], percent=50, duration=60),
+        notifiers=[RolloutNotifier(SmtpNotifier(to="oncall@example.com"))],
+    )
     tasks = dag.task_dict
     assert tasks["canary.shadow.mirror_on"].upstream_task_ids == {"canary.plan"}
     assert tasks["canary.shadow.mirror_on"].percent == 50
@@ -43,6 +50,8 @@ def test_the_shadow_phase_runs_between_plan_and_the_header_route() -> None:
     rollback = tasks["canary.rollback"]
     assert rollback.analysis_task_ids[0] == "canary.shadow.analyze"
     assert tasks["canary.promote"].analysis_task_ids[0] == "canary.shadow.analyze"
+    # the rollout's report (mail, chat) shows the shadow phase's verdict first
+    assert tasks["canary.notify"].analysis_task_ids[0] == "canary.shadow.analyze"
 
 
 def test_the_shadow_phase_is_one_judged_step_of_the_error_budget() -> None:
