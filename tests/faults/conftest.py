@@ -48,6 +48,17 @@ class Rollout:
         """The split of every version of the route seen, in order."""
         return [seen.split for seen in self.watch.seen]
 
+    @property
+    def canary_weights(self) -> list[int]:
+        """The canary's weight through the run, each change once (a write of the header route
+        leaves the weight as it was)."""
+        weights: list[int] = []
+        for split in self.splits:
+            weight = split.get("v2", 0)
+            if not weights or weights[-1] != weight:
+                weights.append(weight)
+        return weights
+
     def missing_records(self) -> tuple[list[str], str]:
         """What a finished run must have recorded and did not; and a sentence of what was checked.
 
@@ -78,7 +89,7 @@ def run_rollout(
     deployment: Deployment,
     conf: dict[str, Any],
     inject: Callable[[Deployment, str, RouteWatch], dict[str, Any]] | None = None,
-    timeout: float = 420,
+    timeout: float = 900,
 ) -> Rollout:
     """Reset traffic, trigger ``canary_rollout`` with ``conf``, call
     ``inject(deployment, run_id, watch)`` (the fault; it returns what it did), then wait for the

@@ -20,11 +20,12 @@ OUTCOMES = REPO / "artifacts" / "fault-outcomes.jsonl"
 
 
 def split_of(virtual_service: Mapping[str, Any]) -> dict[str, int]:
-    """The weighted route's split as ``{subset: weight}`` (0..100), from a VirtualService.
+    """The weighted route's split as ``{subset: weight}`` (1..100), from a VirtualService.
 
     The weighted route is the http route without ``match`` (header routes for testers match a
     header and send them to one version). A single destination without a weight gets 100,
-    as in Istio. An object with no such route gives ``{}``.
+    as in Istio; a destination at weight 0 receives nothing and is left out. An object with
+    no such route gives ``{}``.
     """
     for route in virtual_service.get("spec", {}).get("http") or []:
         if route.get("match"):
@@ -35,7 +36,7 @@ def split_of(virtual_service: Mapping[str, Any]) -> dict[str, int]:
             subset = str(destination.get("destination", {}).get("subset", "?"))
             default = 100 if len(destinations) == 1 else 0
             split[subset] = split.get(subset, 0) + int(destination.get("weight", default))
-        return split
+        return {subset: weight for subset, weight in split.items() if weight}
     return {}
 
 
