@@ -171,11 +171,15 @@ def kill_worker_of(task_id: str) -> Any:
         checked = {"at": 0.0}
 
         def seen_and_killed() -> bool:
-            pids = deployment.kill_worker(ti_id)  # the process table only: fast, no database
-            if pids:
+            # the process table first (fast, no database), then whether the task runs yet: a
+            # worker killed before its task reported running would leave it queued instead
+            if ti_id in deployment.worker_titles().values() and (
+                deployment.task_states(DAG_ID, run_id).get(task_id) == "running"
+            ):
+                pids = deployment.kill_worker(ti_id)
                 killed.extend(pids)
                 version["at_kill"] = watch.seen[-1].resource_version if watch.seen else ""
-                return True
+                return bool(pids)
             if time.monotonic() - checked["at"] > 5:
                 checked["at"] = time.monotonic()
                 state = deployment.task_states(DAG_ID, run_id).get(task_id)
