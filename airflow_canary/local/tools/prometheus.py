@@ -23,6 +23,8 @@ from types import TracebackType
 
 import yaml
 
+from airflow_canary.local.lifetime import die_with_parent
+
 INSTALL_HINT = (
     "prometheus not found on PATH; install it with `apt-get install prometheus` (Debian/Ubuntu) "
     "or download it from prometheus.io"
@@ -321,6 +323,7 @@ class PrometheusServer:
             stdout=log,
             stderr=subprocess.STDOUT,
             cwd=self._workdir,
+            preexec_fn=die_with_parent(),  # no Prometheus outlives a SIGKILLed owner
         )
 
     def _wait_ready(self) -> None:

@@ -20,6 +20,8 @@ from typing import Any
 
 import yaml
 
+from airflow_canary.local.lifetime import die_with_parent
+
 REPO = Path(__file__).resolve().parents[3]
 EXAMPLE_MANIFESTS = REPO / "examples" / "manifests"
 #: the image the example manifests use; the mesh runs ``serve-model`` for it
@@ -104,6 +106,7 @@ def _spawn(name: str, args: list[str], log: Path, env: Mapping[str, str] | None 
             stdin=subprocess.DEVNULL,
             env={**os.environ, **(env or {})},
             start_new_session=True,  # Ctrl-C reaches the stack, which stops its parts in order
+            preexec_fn=die_with_parent(),  # and a SIGKILLed stack leaves no part behind
         )
     return _Process(name, popen, log)
 

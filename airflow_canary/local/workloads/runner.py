@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import copy
-import ctypes
 import enum
 import hashlib
 import json
@@ -15,7 +14,6 @@ import random
 import re
 import signal
 import socket
-import sys
 import time
 from collections.abc import Callable
 from datetime import datetime, timezone
@@ -25,6 +23,7 @@ from typing import Any
 import aiohttp
 
 from airflow_canary.local.apiserver.store import NotFound, ObjectStore, ResourceKey
+from airflow_canary.local.lifetime import die_with_parent
 from airflow_canary.local.workloads.imagemap import command_for_image, load_image_map
 
 __all__ = ["ProcessRunner", "load_image_map", "PORT_ANNOTATION"]
@@ -60,13 +59,6 @@ def free_port() -> int:
 def template_hash(template: dict[str, Any]) -> str:
     digest = hashlib.sha256(json.dumps(template, sort_keys=True).encode()).hexdigest()
     return digest[:10]
-
-
-def _die_with_parent() -> None:
-    """In the child before exec: get SIGKILL if the mesh dies without stopping us (Linux only)."""
-    if sys.platform.startswith("linux"):
-        pr_set_pdeathsig = 1
-        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
 
 
 def _expand(value: str, env: dict[str, str]) -> str:
@@ -312,7 +304,7 @@ class Replica:
                     stdout=logfile,
                     stderr=asyncio.subprocess.STDOUT,
                     start_new_session=True,
-                    preexec_fn=_die_with_parent,
+                    preexec_fn=die_with_parent(),
                 )
             except OSError as exc:
                 logfile.write(f"--- cannot start {argv[0]!r}: {exc}\n".encode())
