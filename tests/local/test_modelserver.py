@@ -403,6 +403,21 @@ def test_train_if_missing_then_sigterm_stops_cleanly(tmp_path: Path) -> None:
             {"MODEL_TRAIN_IF_MISSING": "great"},
             "quality must be one of good, bad, got 'great'",
         ),
+        (
+            ["--model", "m", "--version", "v1", "--crash-after-requests", "-1"],
+            {},
+            "crash-after-requests must be an integer >= 0 (0: never), got -1",
+        ),
+        (
+            ["--model", "m", "--version", "v1"],
+            {"MODEL_CRASH_AFTER_REQUESTS": "soon"},
+            "MODEL_CRASH_AFTER_REQUESTS must be an integer, got 'soon'",
+        ),
+        (
+            ["--model", "m", "--version", "v1"],
+            {"MODEL_CRASH_MODE": "explode"},
+            "MODEL_CRASH_MODE must be one of exit, fail, got 'explode'",
+        ),
     ],
 )
 def test_invalid_configuration_is_named(argv: list[str], env: dict[str, str], message: str) -> None:
@@ -438,3 +453,47 @@ def test_cli_exits_2_on_bad_flags() -> None:
     )
     assert out.returncode == 2
     assert "serve-model: error rate must be a number in [0, 1], got 2.0" in out.stderr
+
+
+def _predict(url: str) -> httpx.Response:
+    return httpx.post(f"{url}/predict", json={"instances": [[0.1] * 30]}, timeout=5)
+
+
+def test_crash_mode_exit_kills_the_process_after_n_requests(
+    model_path: Path, tmp_path: Path
+) -> None:
+    server = launch(
+        [],
+        tmp_path / "crash.log",
+        env={
+            "MODEL_PATH": str(model_path),
+            "MODEL_VERSION": "v2",
+            "MODEL_CRASH_AFTER_REQUESTS": "3",
+        },
+    )
+    try:
+        wait_ready(server)
+        assert [_predict(server.url).status_code for _ in range(3)] == [200, 200, 200]
+        # The fourth request finds the process gone, as an OOM kill under load leaves it.
+        with pytest.raises(httpx.TransportError):
+            _predict(server.url)
+        assert server.process.wait(timeout=10) == -signal.SIGKILL
+    finally:
+        server.stop()
+
+
+def test_crash_mode_fail_answers_500_and_stays_healthy(model_path: Path, tmp_path: Path) -> None:
+    server = launch(
+        ["--model", str(model_path), "--version", "v2", "--crash-after-requests", "2"],
+        tmp_path / "fail.log",
+        env={"MODEL_CRASH_MODE": "fail"},
+    )
+    try:
+        wait_ready(server)
+        codes = [_predict(server.url).status_code for _ in range(5)]
+        assert codes == [200, 200, 500, 500, 500]
+        assert "model runtime broken after 2 requests" in _predict(server.url).json()["error"]
+        assert httpx.get(f"{server.url}/healthz", timeout=5).status_code == 200
+        assert server.process.poll() is None
+    finally:
+        server.stop()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import enum
 import json
 import math
 import os
@@ -51,6 +52,22 @@ ENV_ERROR_RATE = "MODEL_ERROR_RATE"
 ENV_EXTRA_LATENCY_MS = "MODEL_EXTRA_LATENCY_MS"
 ENV_TRAIN_IF_MISSING = "MODEL_TRAIN_IF_MISSING"
 ENV_PREDICTION_LOG = "MODEL_PREDICTION_LOG"
+ENV_CRASH_AFTER_REQUESTS = "MODEL_CRASH_AFTER_REQUESTS"
+ENV_CRASH_MODE = "MODEL_CRASH_MODE"
+
+
+class CrashMode(enum.Enum):
+    """How a server crashes after ``--crash-after-requests`` predictions (a fault to inject).
+
+    ``exit``: the process kills itself with SIGKILL, as the kernel's OOM killer ends a server
+    that ran out of memory under load; in-flight requests lose their connection, and the
+    process runner restarts it with back-off (CrashLoopBackOff), as the kubelet does.
+    ``fail``: the process stays up and ``/healthz`` keeps answering 200 (it does not look at
+    the model), but every ``/predict`` answers 500, as a server whose model runtime broke.
+    """
+
+    EXIT = "exit"
+    FAIL = "fail"
 
 
 class ConfigError(ValueError):
@@ -70,6 +87,9 @@ class ServerConfig:
     train_if_missing: ModelQuality | None = None
     feedback_capacity: int = DEFAULT_FEEDBACK_CAPACITY
     prediction_log: Path | None = None
+    #: crash after this many /predict requests (0: never); how, says ``crash_mode``
+    crash_after_requests: int = 0
+    crash_mode: CrashMode = CrashMode.EXIT
 
     def __post_init__(self) -> None:
         if not self.version:
@@ -84,6 +104,11 @@ class ServerConfig:
             )
         if self.feedback_capacity < 1:
             raise ConfigError(f"feedback capacity must be >= 1, got {self.feedback_capacity}")
+        if self.crash_after_requests < 0:
+            raise ConfigError(
+                "crash-after-requests must be an integer >= 0 (0: never), "
+                f"got {self.crash_after_requests}"
+            )
 
 
 class RequestError(Exception):
@@ -142,6 +167,16 @@ def parse_config(argv: Sequence[str], env: Mapping[str, str]) -> ServerConfig:
         help="append a prediction record per answered instance to this JSON Lines file, live and "
         f"mirrored requests alike (docs/prediction-logs.md; a path or file:// URL; env {ENV_PREDICTION_LOG})",
     )
+    parser.add_argument(
+        "--crash-after-requests",
+        help="crash after this many /predict requests, a fault to inject (0: never; "
+        f"env {ENV_CRASH_AFTER_REQUESTS})",
+    )
+    parser.add_argument(
+        "--crash-mode",
+        choices=[m.value for m in CrashMode],
+        help=f"exit: SIGKILL itself (an OOM kill); fail: stay up answering 500 (env {ENV_CRASH_MODE})",
+    )
     args = parser.parse_args(list(argv))
 
     model = args.model or env.get(ENV_MODEL_PATH)
@@ -179,8 +214,21 @@ def parse_config(argv: Sequence[str], env: Mapping[str, str]) -> ServerConfig:
         raise ConfigError(
             f"--prediction-log must be a local path or file:// URL (the server appends to it), got {log!r}"
         )
+    crash_raw = args.crash_after_requests
+    crash_source = "--crash-after-requests"
+    if crash_raw is None:
+        crash_raw, crash_source = env.get(ENV_CRASH_AFTER_REQUESTS) or "0", ENV_CRASH_AFTER_REQUESTS
+    crash_after = int(_number(crash_source, crash_raw, int))
+    mode_raw = args.crash_mode or env.get(ENV_CRASH_MODE) or CrashMode.EXIT.value
+    try:
+        crash_mode = CrashMode(mode_raw)
+    except ValueError:
+        choices = ", ".join(m.value for m in CrashMode)
+        raise ConfigError(f"{ENV_CRASH_MODE} must be one of {choices}, got {mode_raw!r}") from None
     return ServerConfig(
         model_path=Path(model),
+        crash_after_requests=crash_after,
+        crash_mode=crash_mode,
         prediction_log=Path(log) if log else None,
         version=version,
         host=args.host,
@@ -274,6 +322,7 @@ class ModelServer:
         self.load_error: str | None = None
         self._rng = rng or random.Random()
         self._recent: OrderedDict[str, list[Any]] = OrderedDict()
+        self._predict_requests = 0
         self.prediction_log = (
             PredictionLog(config.prediction_log) if config.prediction_log is not None else None
         )
@@ -455,6 +504,26 @@ class ModelServer:
                     503,
                     {
                         "error": "model is still loading",
+                        "version": version,
+                        "request_id": request_id,
+                    },
+                )
+            self._predict_requests += 1
+            crash_after = self.config.crash_after_requests
+            if crash_after and self._predict_requests > crash_after:
+                if self.config.crash_mode is CrashMode.EXIT:
+                    print(
+                        f"serve-model: crashing after {crash_after} requests (SIGKILL)",
+                        file=sys.stderr,
+                        flush=True,
+                    )
+                    os.kill(os.getpid(), signal.SIGKILL)
+                status = 500
+                return self._json(
+                    500,
+                    {
+                        "error": f"model runtime broken after {crash_after} requests "
+                        "(--crash-after-requests)",
                         "version": version,
                         "request_id": request_id,
                     },
