@@ -3,7 +3,8 @@
 A plain module beside the DAG files (it defines no DAG), so that every DAG rolling out this
 model deploys the same model-v2 and offers the same trigger-form params: Airflow puts the DAGs
 folder on ``sys.path`` when it parses and runs DAG files. The manifest's templates read the
-DAG's params, so a DAG using it offers ``v2_error_rate`` and ``v2_extra_latency_ms``.
+DAG's params, so a DAG using it offers ``v2_error_rate``, ``v2_extra_latency_ms``,
+``v2_crash_after_requests`` and ``v2_crash_mode``.
 
 Both versions log every prediction (docs/prediction-logs.md) under ``PREDICTION_LOG_DIR``, where
 a shadow phase reads them: model-v1 to ``v1.jsonl`` (the local stack starts it so), model-v2 to a
@@ -67,6 +68,11 @@ MODEL_V2_MANIFEST = {
                                 "name": "MODEL_EXTRA_LATENCY_MS",
                                 "value": "{{ params.v2_extra_latency_ms }}",
                             },
+                            {
+                                "name": "MODEL_CRASH_AFTER_REQUESTS",
+                                "value": "{{ params.v2_crash_after_requests }}",
+                            },
+                            {"name": "MODEL_CRASH_MODE", "value": "{{ params.v2_crash_mode }}"},
                         ],
                         "readinessProbe": {
                             "httpGet": {"path": "/healthz", "port": 8080},
@@ -93,5 +99,17 @@ MODEL_PARAMS = {
     ),
     "v2_extra_latency_ms": Param(
         0, type="integer", minimum=0, description="latency added to every v2 answer"
+    ),
+    "v2_crash_after_requests": Param(
+        0,
+        type="integer",
+        minimum=0,
+        description="each v2 pod crashes after this many predictions (0: never)",
+    ),
+    "v2_crash_mode": Param(
+        "exit",
+        enum=["exit", "fail"],
+        description="exit: the pod's process is killed (an OOM kill) and restarted with "
+        "back-off; fail: it stays up and answers every prediction with HTTP 500",
     ),
 }

@@ -78,8 +78,11 @@ class Endpoint:
 async def _listen(
     runner: web.AppRunner, port: int, flag: str, ssl_context: ssl.SSLContext | None
 ) -> int:
+    # SO_REUSEADDR, as Go's net.Listen (kube-apiserver) sets it: a restarted mesh binds its port
+    # while the previous one's connections linger in TIME_WAIT; a socket listening there still
+    # holds the port (EADDRINUSE).
     site = web.TCPSite(
-        runner, HOST, port, shutdown_timeout=2.0, reuse_address=False, ssl_context=ssl_context
+        runner, HOST, port, shutdown_timeout=2.0, reuse_address=True, ssl_context=ssl_context
     )
     try:
         await site.start()

@@ -8,6 +8,7 @@ import re
 import signal
 import subprocess
 import sys
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
@@ -130,3 +131,30 @@ def test_cli_rejects_a_bad_target_with_the_value() -> None:
     _, err = process.communicate(timeout=60)
     assert process.returncode == 2
     assert "HOST:PORT[/metrics_path], got 'nohost'" in err
+
+
+def _series_samples(url: str, promql: str) -> list[float]:
+    query = urllib.parse.urlencode({"query": promql})
+    result = _get_json(f"{url}/api/v1/query?{query}")["data"]["result"]
+    return [float(t) for series in result for t, _v in series.get("values", [])]
+
+
+def test_a_killed_server_restarts_on_its_port_with_its_samples() -> None:
+    from airflow_canary.local.tools.prometheus import free_port
+
+    port = free_port()
+    # Prometheus scrapes itself: samples of ``up`` accumulate from the first scrape on.
+    with PrometheusServer(port, [f"127.0.0.1:{port}/metrics"], 0.5) as server:
+        server.wait_for_scrape()
+        before = _series_samples(server.url, "up[1h]")
+        assert before
+        assert server.kill() == -signal.SIGKILL
+        with pytest.raises(OSError):
+            urllib.request.urlopen(f"{server.url}/-/ready", timeout=2)
+        server.start()
+        assert server.port == port
+        server.wait_for_scrape()
+        after = _series_samples(server.url, "up[1h]")
+        # The samples scraped before the crash came back from storage, and scraping went on.
+        assert set(before) <= set(after)
+        assert max(after) > max(before)

@@ -206,15 +206,18 @@ class PrometheusServer:
         return self._process.pid if self._process else None
 
     def start(self) -> PrometheusServer:
+        """Start Prometheus; after :meth:`kill`, again on the same port, config and storage."""
         if self._process is not None:
             raise RuntimeError("PrometheusServer is already started")
         binary = find_binary(self.binary)
-        self._workdir = Path(tempfile.mkdtemp(prefix="airflow-canary-prometheus-"))
+        restart = self._workdir is not None
+        if self._workdir is None:
+            self._workdir = Path(tempfile.mkdtemp(prefix="airflow-canary-prometheus-"))
         self._write_config()
         # A port picked here may be taken by someone else before Prometheus binds it; retry then.
-        attempts = 3 if self.requested_port == 0 else 1
+        attempts = 3 if self.requested_port == 0 and not restart else 1
         for attempt in range(attempts):
-            self.port = self.requested_port or free_port(self.host)
+            self.port = self.port if restart else (self.requested_port or free_port(self.host))
             try:
                 self._spawn(binary)
                 self._wait_ready()
@@ -227,6 +230,22 @@ class PrometheusServer:
                 self._cleanup()
                 raise
         raise AssertionError("unreachable")
+
+    def kill(self, sig: signal.Signals = signal.SIGKILL, timeout_seconds: float = 30.0) -> int:
+        """Send ``sig`` (SIGKILL: a crash) and wait for Prometheus to exit; its exit code.
+
+        The config and the storage stay: :meth:`start` runs Prometheus again on the same port,
+        and it replays its write-ahead log, as after a crash on a server.
+        """
+        process, self._process = self._process, None
+        if process is None:
+            raise RuntimeError("PrometheusServer is not started")
+        process.send_signal(sig)
+        code = process.wait(timeout=timeout_seconds)
+        log, self._log_file = self._log_file, None
+        if log is not None:
+            log.close()  # type: ignore[attr-defined]
+        return code
 
     def stop(self, timeout_seconds: float = 10.0) -> int | None:
         """Stop Prometheus (SIGTERM, then SIGKILL) and remove temporary files; returns its exit code."""

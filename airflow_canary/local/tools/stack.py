@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -96,9 +97,16 @@ class _Process:
             self.popen.wait(timeout=timeout)
 
 
-def _spawn(name: str, args: list[str], log: Path, env: Mapping[str, str] | None = None) -> _Process:
+def _spawn(
+    name: str,
+    args: list[str],
+    log: Path,
+    env: Mapping[str, str] | None = None,
+    *,
+    append: bool = False,
+) -> _Process:
     log.parent.mkdir(parents=True, exist_ok=True)
-    with log.open("wb") as handle:
+    with log.open("ab" if append else "wb") as handle:
         popen = subprocess.Popen(
             args,
             stdout=handle,
@@ -270,9 +278,19 @@ class LocalStack:
         path.write_text(yaml.safe_dump({MODEL_IMAGE: command}))
         return path
 
+    @property
+    def mesh_state_file(self) -> Path:
+        """Where the mesh keeps its API objects, so that a restarted mesh serves the same ones."""
+        return self.state_dir / "mesh" / "objects.json"
+
     def _start_mesh(self, image_map: Path) -> None:
         if self.kubeconfig.exists():
             self.kubeconfig.unlink()
+        if self.mesh_state_file.exists():
+            self.mesh_state_file.unlink()
+        self._launch_mesh(image_map)
+
+    def _launch_mesh(self, image_map: Path) -> None:
         args = [
             sys.executable, "-m", "airflow_canary.cli", "mesh",
             "--api-port", str(self.api_port),
@@ -280,11 +298,13 @@ class LocalStack:
             "--metrics-port", str(self.metrics_port),
             "--kubeconfig", str(self.kubeconfig),
             "--state-dir", str(self.state_dir / "mesh"),
+            "--state-file", str(self.mesh_state_file),
             "--image-map", str(image_map),
             *(["--crds", str(self.config.crds_dir)] if self.config.crds_dir else []),
         ]  # fmt: skip
-        mesh = _spawn("mesh", args, self.logs_dir / "mesh.log")
-        self._processes.append(mesh)
+        # Appended to: a restarted mesh's log follows the previous one's.
+        mesh = _spawn("mesh", args, self.logs_dir / "mesh.log", append=True)
+        self._processes.insert(0, mesh)  # stopped last: the other parts talk to it
         deadline = time.monotonic() + START_TIMEOUT_SECONDS
         while not self.kubeconfig.exists():
             if mesh.popen.poll() is not None or time.monotonic() > deadline:
@@ -302,6 +322,52 @@ class LocalStack:
                     raise StackError(f"the mesh API did not answer:\n{mesh.log_tail()}") from None
                 time.sleep(0.1)
 
+    def _part(self, name: str) -> _Process:
+        for process in self._processes:
+            if process.name == name:
+                return process
+        raise StackError(f"the stack runs no {name!r}; it runs {[p.name for p in self._processes]}")
+
+    def kill_mesh(self, sig: signal.Signals = signal.SIGKILL) -> None:
+        """End the mesh process (its API server, data plane and the pods it runs) with ``sig``.
+
+        Its API objects stay in :attr:`mesh_state_file`; :meth:`start_mesh` brings it back.
+        """
+        mesh = self._part("mesh")
+        self._processes.remove(mesh)
+        mesh.popen.send_signal(sig)
+        mesh.popen.wait(timeout=30)
+
+    def start_mesh(self) -> None:
+        """Start the mesh again on the same ports with the same state file, token and certificate.
+
+        The API serves the objects it had (same resourceVersions, as etcd keeps them for a
+        restarted kube-apiserver); the pods of the previous mesh died with it, so the process
+        runner starts every Deployment's replicas anew, as a kubelet does after a node restart.
+        Clients keep working with the kubeconfig they read before.
+        """
+        self._launch_mesh(self.state_dir / "image-map.yaml")
+
+    def restart_mesh(self, sig: signal.Signals = signal.SIGKILL) -> None:
+        """:meth:`kill_mesh`, then :meth:`start_mesh`."""
+        self.kill_mesh(sig)
+        self.start_mesh()
+
+    @property
+    def prometheus(self) -> Any:
+        """The stack's ``PrometheusServer``."""
+        if self._prometheus is None:
+            raise StackError("the stack runs no Prometheus")
+        return self._prometheus
+
+    def kill_prometheus(self, sig: signal.Signals = signal.SIGKILL) -> None:
+        """End Prometheus with ``sig``; its storage stays for :meth:`start_prometheus`."""
+        self.prometheus.kill(sig)
+
+    def start_prometheus(self) -> None:
+        """Start Prometheus again on the same port with the same storage (its WAL is replayed)."""
+        self.prometheus.start()
+
     def api_client(self) -> Any:
         """A ``kubernetes`` ApiClient for the mesh, from the kubeconfig it wrote."""
         from kubernetes import config
@@ -311,11 +377,14 @@ class LocalStack:
     def _start_prometheus(self) -> None:
         from airflow_canary.local.tools.prometheus import PrometheusServer
 
+        storage = self.state_dir / "prometheus"
+        shutil.rmtree(storage, ignore_errors=True)  # a new stack starts with no samples
         self._prometheus = PrometheusServer(
             self.prometheus_port,
             [f"127.0.0.1:{self.metrics_port}/stats/prometheus"],
             self.config.scrape_interval_seconds,
             pod_discovery_urls=[f"http://127.0.0.1:{self.metrics_port}/sd/pods"],
+            storage_dir=storage,  # kept across kill_prometheus() / start_prometheus()
         )
         self._prometheus.start()
 

@@ -40,6 +40,8 @@ with DAG(
         "bake_time_seconds": 5,
         "v2_error_rate": MODEL_PARAMS["v2_error_rate"],
         "v2_extra_latency_ms": MODEL_PARAMS["v2_extra_latency_ms"],
+        "v2_crash_after_requests": MODEL_PARAMS["v2_crash_after_requests"],
+        "v2_crash_mode": MODEL_PARAMS["v2_crash_mode"],
     },
 ) as dag:
     deploy_v2 = DeployModelVersionOperator(
