@@ -83,7 +83,13 @@ class IstioConflictError(IstioHookError):
 
 
 class IstioUnavailableError(IstioHookError, ConnectionError):
-    """The Kubernetes API could not be reached within the retry budget; nothing was written."""
+    """The Kubernetes API could not be reached within the retry budget.
+
+    A read that gave up wrote nothing. A write whose last attempt lost its connection may have
+    been stored before the connection dropped (the client cannot know): the message says so,
+    and the object must be read to see which state it is in. The product's writes carry a
+    ``resourceVersion``, so such a write landed whole or not at all.
+    """
 
 
 class IstioApiError(IstioHookError):
@@ -272,11 +278,25 @@ def _retry_options(
     }
 
 
-def _gave_up(host: str, attempts: int, elapsed: float, exc: BaseException) -> IstioUnavailableError:
+def _gave_up(
+    host: str, attempts: int, elapsed: float, exc: BaseException, *, write: bool = False
+) -> IstioUnavailableError:
+    """The error for a call that used up its retry budget on transient failures.
+
+    Whether anything was written: a read writes nothing; a write answered with an HTTP status
+    (500, 429, 503, 504) was not stored; a write whose connection failed may have been
+    stored before the reply was lost (a dropped connection after the API server committed it).
+    """
     if getattr(exc, "status", None) is None:
+        outcome = (
+            "the last write may or may not have been stored (its connection failed before a "
+            "reply): read the object to see its state"
+            if write
+            else "nothing was written"
+        )
         return IstioUnavailableError(
             f"Kubernetes API at {host} is unreachable after {attempts} attempts over "
-            f"{elapsed:.1f}s: {_short_error(exc)}; nothing was written. Check that the "
+            f"{elapsed:.1f}s: {_short_error(exc)}; {outcome}. Check that the "
             f"API server is running and that the kubernetes connection points at it"
         )
     return IstioUnavailableError(
@@ -598,10 +618,10 @@ class IstioHook(BaseHook):
 
     # Calls and retries
 
-    def _call(self, fn: Callable[[], Any]) -> Any:
+    def _call(self, fn: Callable[[], Any], *, write: bool = False) -> Any:
         """Run one API call, retrying connection failures and transient statuses in budget
         (tenacity; ``Retry-After`` honoured); past the budget, IstioUnavailableError names the
-        last error."""
+        last error and, for a ``write``, whether it may have been stored."""
 
         def transient(exc: BaseException) -> bool:
             if isinstance(exc, ApiException):
@@ -617,11 +637,12 @@ class IstioHook(BaseHook):
                 raise
             attempts = int(retrying.statistics.get("attempt_number", 1))
             host = self.api_client.configuration.host
-            raise _gave_up(host, attempts, time.monotonic() - started, exc) from exc
+            elapsed = time.monotonic() - started
+            raise _gave_up(host, attempts, elapsed, exc, write=write) from exc
 
-    def _raw(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    def _raw(self, fn: Callable[..., Any], *args: Any, write: bool = False, **kwargs: Any) -> Any:
         """A typed-API call returning the server's JSON as a dict, not a generated model."""
-        response = self._call(lambda: fn(*args, _preload_content=False, **kwargs))
+        response = self._call(lambda: fn(*args, _preload_content=False, **kwargs), write=write)
         return json.loads(response.data)
 
     def _run(
@@ -707,7 +728,8 @@ class IstioHook(BaseHook):
                 written: Document = self._call(
                     lambda: self.custom_objects.replace_namespaced_custom_object(
                         r.group, r.version, namespace, r.plural, name, body, **WRITE_OPTIONS
-                    )
+                    ),
+                    write=True,
                 )
             except ApiException as exc:
                 if exc.status == 409:
@@ -848,6 +870,7 @@ class IstioHook(BaseHook):
                     name,
                     namespace,
                     body,
+                    write=True,
                     field_manager=SCALE_FIELD_MANAGER,
                     field_validation="Strict",
                 )
@@ -912,7 +935,7 @@ class IstioHook(BaseHook):
         body["apiVersion"] = api_version
         body.setdefault("metadata", {})["namespace"] = ns
         try:
-            after: Document = self._call(lambda: apply(body, force_conflicts))
+            after: Document = self._call(lambda: apply(body, force_conflicts), write=True)
         except ApiException as exc:
             if exc.status == 409:
                 raise _apply_conflict(f"{kind} {name!r} in namespace {ns!r}", exc) from exc
@@ -1040,7 +1063,7 @@ class AsyncIstioHook:
         shared = await self._shared()
         return async_k8s.CustomObjectsApi(shared.api_client)
 
-    async def _call(self, api: Any, fn: Callable[[], Any]) -> Any:
+    async def _call(self, api: Any, fn: Callable[[], Any], *, write: bool = False) -> Any:
         import asyncio
 
         import aiohttp
@@ -1063,7 +1086,8 @@ class AsyncIstioHook:
                 raise
             attempts = int(retrying.statistics.get("attempt_number", 1))
             host = api.api_client.configuration.host
-            raise _gave_up(host, attempts, time.monotonic() - started, exc) from exc
+            elapsed = time.monotonic() - started
+            raise _gave_up(host, attempts, elapsed, exc, write=write) from exc
 
     async def _served_version(self, api: Any, kind: IstioKind) -> str:
         from kubernetes_asyncio.client.exceptions import ApiException as AsyncApiException
@@ -1141,6 +1165,7 @@ class AsyncIstioHook:
                                 step.body,
                                 **WRITE_OPTIONS,
                             ),
+                            write=True,
                         )
                     except AsyncApiException as exc:
                         if exc.status != 409:

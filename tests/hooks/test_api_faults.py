@@ -233,3 +233,49 @@ def test_the_triggers_rollback_through_30_percent_faults_ends_on_stable_or_fails
     _faults(faulty, errorFraction=0)
     assert result["split"] == {"v1": 100, "v2": 0}
     assert _spec(faulty) == all_v1
+
+
+def test_giving_up_on_a_write_whose_connection_dropped_does_not_claim_nothing_was_written(
+    faulty: Seeded,
+) -> None:
+    """A dropped connection after a stored write (kube-apiserver committed it, the reply was
+    lost) leaves the client unable to know: the error must say the write may have landed."""
+    from airflow_canary.hooks.istio import IstioHook, IstioUnavailableError, RetryPolicy
+
+    hook = IstioHook(
+        retry_policy=RetryPolicy(
+            connect_attempts=3, connect_backoff_seconds=0.01, connect_deadline_seconds=10
+        )
+    )
+    current = hook.get_virtual_service(VIRTUAL_SERVICE, faulty.namespace)
+    body = {**current, "metadata": {**current["metadata"], "labels": {"written": "yes"}}}
+    _faults(faulty, errorFraction=1, errorKinds=["reset-after-write"])
+    with pytest.raises(IstioUnavailableError) as read_error:
+        hook._call(
+            lambda: hook.custom_objects.get_namespaced_custom_object(
+                "networking.istio.io", "v1", faulty.namespace, "virtualservices", VIRTUAL_SERVICE
+            )
+        )
+    assert "nothing was written" in str(read_error.value)
+    attempts = []
+
+    def replace() -> Any:
+        # The first attempt is stored and its reply lost; later ones are dropped before the
+        # API server handles them (an API server going away), so the client never learns.
+        if attempts:
+            _faults(faulty, errorKinds=["reset"])
+        attempts.append(1)
+        return hook.custom_objects.replace_namespaced_custom_object(
+            "networking.istio.io", "v1", faulty.namespace, "virtualservices", VIRTUAL_SERVICE, body
+        )
+
+    with pytest.raises(IstioUnavailableError) as write_error:
+        hook._call(replace, write=True)
+    assert len(attempts) == 3
+    message = str(write_error.value)
+    assert "nothing was written" not in message
+    assert "may or may not have been stored" in message
+    _faults(faulty, errorFraction=0)
+    # And indeed it was: the first attempt's write landed before its connection dropped.
+    stored = hook.get_virtual_service(VIRTUAL_SERVICE, faulty.namespace)
+    assert stored["metadata"]["labels"] == {"written": "yes"}
