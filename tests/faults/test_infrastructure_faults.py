@@ -27,7 +27,7 @@ from typing import Any
 import pytest
 
 from tests.faults.conftest import Rollout, run_rollout, slow
-from tests.faults.outcomes import Outcome, record
+from tests.faults.outcomes import Outcome, record, split_of
 from tests.faults.route_watch import RouteWatch
 from tests.fixtures.deployment import Deployment
 from tests.fixtures.stack import FAST
@@ -95,17 +95,39 @@ def half_changed(run: Rollout, steps: list[int]) -> list[dict[str, int]]:
 
 
 def seconds_to_safe(run: Rollout, fault_at: float, finished_at: float) -> float:
-    """From the fault to the first state with all traffic on one version, else to the run's end."""
+    """From the fault to the first state with all traffic on one version (the watcher's, or the
+    trigger's rollback time), else to the run's end."""
+    candidates = [finished_at]
     for seen in run.watch.seen:
         if seen.at >= fault_at and 100 in seen.split.values():
-            return round(seen.at - fault_at, 1)
-    return round(finished_at - fault_at, 1)
+            candidates.append(seen.at)
+            break
+    for verdict in run.verdicts.values():
+        if verdict.get("rolled_back_at"):
+            rolled = verdict["rolled_back_at"].replace("Z", "+00:00")
+            candidates.append(datetime.fromisoformat(rolled).timestamp())
+    return round(max(0.0, min(candidates) - fault_at), 1)
 
 
-def verdict_of(run: Rollout) -> str:
+def v2_path(run: Rollout, final: dict[str, int]) -> list[int]:
+    """v2's weight in every state the route went through, the final one read from the API."""
+    path: list[int] = []
+    for weight in [*(s.get("v2", 0) for s in run.splits), final["v2"]]:
+        if not path or path[-1] != weight:
+            path.append(weight)
+    return path
+
+
+def final_split(deployment: Deployment) -> dict[str, int]:
+    """The route's split read from the API after the run: the watcher may stop before the
+    last write's event reaches it."""
+    split = split_of(deployment.stack.stack.virtual_service())
+    return {"v1": split.get("v1", 0), "v2": split.get("v2", 0)}
+
+
+def verdict_of(run: Rollout, final: dict[str, int]) -> str:
     """The rollout's verdict: the last judged step's, with how the run ended."""
     judged = [run.verdicts[t]["verdict"] for t in STEP_ANALYSES if t in run.verdicts]
-    final = run.splits[-1] if run.splits else {}
     if run.tasks.get("canary.promote") == "success":
         outcome = "promoted"
     elif run.state == "failed" and final.get("v2", 0) == 0:
@@ -122,14 +144,15 @@ def record_outcome(
     fault_at: float,
     finished_at: float,
     test: str,
+    final: dict[str, int],
 ) -> None:
     missing, checked = run.missing_records()
     record(
         Outcome(
             fault=fault,
             injected_at=injected_at,
-            verdict=verdict_of(run),
-            final_split=run.splits[-1] if run.splits else {},
+            verdict=verdict_of(run, final),
+            final_split=final,
             seconds_to_safe=seconds_to_safe(run, fault_at, finished_at),
             records_lost=bool(missing),
             records_checked=checked,
@@ -180,10 +203,9 @@ def stop_run(deployment: Deployment, run_id: str) -> None:
         api.patch(f"/dags/canary_rollout/dagRuns/{run_id}", json={"state": "failed"})
 
 
-def assert_finished_safely(run: Rollout, steps: list[int]) -> None:
+def assert_finished_safely(run: Rollout, steps: list[int], final: dict[str, int]) -> None:
     assert run.state in ("success", "failed"), run.tasks
     assert half_changed(run, steps) == []
-    final = run.splits[-1]
     if run.state == "success":
         assert final == {"v1": 0, "v2": 100}
         assert run.tasks["canary.promote"] == "success"
@@ -217,6 +239,7 @@ def test_30_percent_api_errors_mid_rollout_complete_within_the_retry_budget(
     fault_at = 0.0
     try:
         run, fault_at, finished_at = faulted_rollout(deployment, FAST, 20, inject)
+        final = final_split(deployment)
     finally:
         injected = mesh_faults(deployment, errorFraction=0)["injected"]
     record_outcome(
@@ -226,12 +249,13 @@ def test_30_percent_api_errors_mid_rollout_complete_within_the_retry_budget(
         fault_at,
         finished_at,
         "test_30_percent_api_errors_mid_rollout_complete_within_the_retry_budget",
+        final,
     )
     # The faults happened, of several kinds.
     assert sum(injected.values()) >= 3 and len(injected) >= 2, injected
-    assert_finished_safely(run, FAST["steps"])
+    assert_finished_safely(run, FAST["steps"], final)
     assert run.state == "success", (run.tasks, run.verdicts)
-    assert [s.get("v2", 0) for s in run.splits] == [0, 20, 40, 60, 100]
+    assert v2_path(run, final) == [0, 20, 40, 60, 100]
 
 
 @slow
@@ -249,6 +273,7 @@ def test_a_20_second_write_outage_mid_rollout_fails_loudly_then_the_retry_comple
         return "every write rejected for 20 s"
 
     run, fault_at, finished_at = faulted_rollout(deployment, FAST, 20, inject)
+    final = final_split(deployment)
     injected = mesh_faults(deployment)["injected"]
     record_outcome(
         "Kubernetes API: every write rejected for 20 s",
@@ -257,10 +282,11 @@ def test_a_20_second_write_outage_mid_rollout_fails_loudly_then_the_retry_comple
         fault_at,
         finished_at,
         "test_a_20_second_write_outage_mid_rollout_fails_loudly_then_the_retry_completes",
+        final,
     )
-    assert_finished_safely(run, FAST["steps"])
+    assert_finished_safely(run, FAST["steps"], final)
     assert run.state == "success", (run.tasks, run.verdicts)
-    assert [s.get("v2", 0) for s in run.splits] == [0, 20, 40, 60, 100]
+    assert v2_path(run, final) == [0, 20, 40, 60, 100]
     # No version of the route was written during the outage.
     assert not [s for s in run.watch.seen if fault_at < s.at < fault_at + 19], run.watch.seen
     assert injected.get("reject-write", 0) >= 1, injected
@@ -284,6 +310,7 @@ def test_a_restarted_mesh_api_server_mid_rollout_lets_the_rollout_continue(
         return "mesh SIGKILLed and restarted"
 
     run, fault_at, finished_at = faulted_rollout(deployment, FAST, 20, inject)
+    final = final_split(deployment)
     record_outcome(
         "Kubernetes API server (mesh) SIGKILLed and restarted with its state file",
         "step 1 (20%) bake",
@@ -291,10 +318,11 @@ def test_a_restarted_mesh_api_server_mid_rollout_lets_the_rollout_continue(
         fault_at,
         finished_at,
         "test_a_restarted_mesh_api_server_mid_rollout_lets_the_rollout_continue",
+        final,
     )
-    assert_finished_safely(run, FAST["steps"])
+    assert_finished_safely(run, FAST["steps"], final)
     assert run.state == "success", (run.tasks, run.verdicts)
-    assert [s.get("v2", 0) for s in run.splits] == [0, 20, 40, 60, 100]
+    assert v2_path(run, final) == [0, 20, 40, 60, 100]
 
 
 # -- Prometheus ---------------------------------------------------------------------------------
@@ -321,6 +349,7 @@ def test_prometheus_killed_mid_bake_gives_inconclusive_polls_and_judges_nothing_
     run, fault_at, finished_at = faulted_rollout(
         deployment, conf, 20, inject, delay=2 * POLL_SECONDS
     )
+    final = final_split(deployment)
     record_outcome(
         "Prometheus SIGKILLed mid-bake, restarted",
         "step 1 (20%) bake",
@@ -328,8 +357,9 @@ def test_prometheus_killed_mid_bake_gives_inconclusive_polls_and_judges_nothing_
         fault_at,
         finished_at,
         "test_prometheus_killed_mid_bake_gives_inconclusive_polls_and_judges_nothing_on_the_gap",
+        final,
     )
-    assert_finished_safely(run, conf["steps"])
+    assert_finished_safely(run, conf["steps"], final)
     first = run.verdicts["canary.step_1.analyze"]
     polls = poll_lines(deployment, run.run_id, "canary.step_1.analyze")
     # A poll whose queries failed judges no check: its line has no check in it. After the
@@ -385,6 +415,7 @@ def test_model_v2_crashing_under_load_at_10_percent_is_rolled_back_from_the_trig
         return "model-v2 pods break after 40 predictions each"
 
     run, fault_at, finished_at = faulted_rollout(deployment, conf, 10, inject)
+    final = final_split(deployment)
     errors_at = first_v2_errors(deployment, fault_at - 5, finished_at)
     record_outcome(
         f"model-v2 crashes under load ({mode})",
@@ -393,13 +424,14 @@ def test_model_v2_crashing_under_load_at_10_percent_is_rolled_back_from_the_trig
         errors_at or fault_at,
         finished_at,
         "test_model_v2_crashing_under_load_at_10_percent_is_rolled_back_from_the_trigger",
+        final,
     )
-    assert_finished_safely(run, conf["steps"])
+    assert_finished_safely(run, conf["steps"], final)
     assert run.state == "failed"
     verdict = run.verdicts["canary.step_1.analyze"]
     assert verdict["verdict"] == "FAIL", verdict
     assert verdict["rolled_back_at"], "the trigger rolled back itself"
-    assert [s.get("v2", 0) for s in run.splits] == [0, 10, 0]
+    assert v2_path(run, final) == [0, 10, 0]
     assert errors_at is not None, "Prometheus never saw v2's errors"
     # Polls are evaluated at started_at + (n - 1) * poll_interval on Prometheus's data (a late
     # trigger replays them), so count in polls, not in the machine's wall-clock: the poll that
