@@ -87,7 +87,13 @@ def test_promotion_emits_an_asset_event_that_starts_the_downstream_dag(
     assert event.extra["outcome"] == "promoted" and event.extra["version"] == "v2"
     assert event.extra["rollout"] == {"dag_id": "canary_rollout", "run_id": run.run_id}
     assert {v["verdict"] for v in event.extra["verdicts"].values()} == {"PASS"}
-    assert len(event.extra["verdicts"]) == 3  # steps 20, 40, 60; the 100% step is the promotion
+    # the shadow phase and steps 20, 40, 60; the 100% step is the promotion
+    assert sorted(event.extra["verdicts"]) == [
+        "canary.shadow.analyze",
+        "canary.step_1.analyze",
+        "canary.step_2.analyze",
+        "canary.step_3.analyze",
+    ]
 
     # A scheduler loop turns the queued asset event into a run of the downstream DAG.
     rollout_stack.airflow("scheduler", "--num-runs", "3", timeout=240)

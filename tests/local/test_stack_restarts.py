@@ -47,9 +47,16 @@ def test_a_killed_mesh_comes_back_with_its_objects_on_its_ports(
     assert after["metadata"]["resourceVersion"] == vs["metadata"]["resourceVersion"]
     assert after["spec"] == vs["spec"]
     # The pods died with the mesh; the Deployment's replicas are new ones, ready again.
-    stack.wait_for_deployment(api, "model-v1")
-    pods_after = {p.metadata.name for p in CoreV1Api(api).list_namespaced_pod("default").items}
+    # The restored Deployment's status still counts the dead pods as ready until the runner has
+    # replaced them: wait for the replacement, not for the stale status.
+    deadline = time.monotonic() + 60
+    while True:
+        pods_after = {p.metadata.name for p in CoreV1Api(api).list_namespaced_pod("default").items}
+        if (pods_after and not pods_after & pods_before) or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
     assert pods_after and not pods_after & pods_before
+    stack.wait_for_deployment(api, "model-v1")
     deadline = time.monotonic() + 30
     while (code := _predict(stack).status_code) != 200 and time.monotonic() < deadline:
         time.sleep(0.2)

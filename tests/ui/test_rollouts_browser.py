@@ -65,7 +65,8 @@ def test_rollouts_page_in_browser(
             "canary.step_1.analyze: health analysis FAIL"
             in rolled_back.locator(".rollback").inner_text()
         )
-        steps = rolled_back.locator("table.steps > tbody > tr.step")
+        # the weight steps; the shadow phase's row before them has no weight
+        steps = rolled_back.locator("table.steps > tbody > tr.step[data-weight]")
         assert [steps.nth(i).get_attribute("data-weight") for i in range(steps.count())] == [
             "20",
             "40",
@@ -81,7 +82,8 @@ def test_rollouts_page_in_browser(
 
         healthy = page.locator(f'section.rollout[data-run-id="{rollout_runs.healthy.run_id}"]')
         assert healthy.locator(".badge").inner_text() == "Promoted"
-        healthy_verdicts = healthy.locator("table.steps > tbody > tr.step td.verdict")
+        assert healthy.locator("tr.step.shadow td.verdict").inner_text() == "PASS"
+        healthy_verdicts = healthy.locator("table.steps > tbody > tr.step[data-weight] td.verdict")
         assert healthy_verdicts.all_inner_texts() == ["PASS", "PASS", "PASS", "no analysis at 100%"]
         assert healthy.locator("svg.chart g.verdict-marker").count() == 3
 
