@@ -69,7 +69,30 @@ def get_provider_info() -> dict:
                 "python-modules": ["airflow_canary.triggers.health"],
             },
             {"integration-name": "Istio", "python-modules": ["airflow_canary.triggers.deploy"]},
+            {
+                "integration-name": "Canary rollout",
+                "python-modules": ["airflow_canary.triggers.shadow"],
+            },
         ],
+        "config": {
+            "canary": {
+                "description": "Settings of the canary provider.",
+                "options": {
+                    "trigger_settle_seconds": {
+                        "description": (
+                            "Seconds a canary trigger keeps its final event after it started, "
+                            "so that the scheduler has processed the deferring worker's exit "
+                            "before the task resumes (a stale exit report fails a resumed "
+                            "task: apache/airflow#67287, #72716). 0 turns the wait off."
+                        ),
+                        "version_added": "0.1.0",
+                        "type": "float",
+                        "example": "10",
+                        "default": "10",
+                    }
+                },
+            }
+        },
         "hooks": [
             {"integration-name": "Istio", "python-modules": ["airflow_canary.hooks.istio"]},
             {

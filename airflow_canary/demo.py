@@ -64,7 +64,8 @@ SHADOW_PAIRING = re.compile(r"(?P<reason>.*) \((?P<pairing>[\d,]+ pair\(s\) of .
 RUN_FINISHED_LINE = re.compile(r"DagRun Finished: .*?, state=(\w+)")
 #: the exception that ends a rolled-back run (not the source line a traceback quotes)
 ROLLED_BACK_LINE = re.compile(
-    r"AirflowFailException: (?P<reason>Canary (?:rolled back|rollout failed).*)$", re.MULTILINE
+    r"AirflowFailException: (?P<reason>Canary (?:rolled back|rollout failed|stopped before).*)$",
+    re.MULTILINE,
 )
 
 
@@ -166,6 +167,9 @@ def airflow_env(
         "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
         "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home}/airflow.db",
+        # ``dags test`` runs triggers in-process: no executor whose report of a deferral
+        # could race the trigger's event (airflow_canary/triggers/settle.py)
+        "AIRFLOW__CANARY__TRIGGER_SETTLE_SECONDS": "0",
         "CANARY_BAKE_TIME_SECONDS": str(bake_seconds),
         "CANARY_POLL_INTERVAL_SECONDS": str(poll_seconds),
         "CANARY_ROUTER": stack.config.router,

@@ -4,7 +4,7 @@ A plain module beside the DAG files (it defines no DAG), so that every DAG rolli
 model deploys the same model-v2 and offers the same trigger-form params: Airflow puts the DAGs
 folder on ``sys.path`` when it parses and runs DAG files. The manifest's templates read the
 DAG's params, so a DAG using it offers ``v2_error_rate``, ``v2_extra_latency_ms``,
-``v2_crash_after_requests`` and ``v2_crash_mode``.
+``v2_crash_after_requests``, ``v2_crash_mode`` and ``v2_crash_on``.
 
 Both versions log every prediction (docs/prediction-logs.md) under ``PREDICTION_LOG_DIR``, where
 a shadow phase reads them: model-v1 to ``v1.jsonl`` (the local stack starts it so), model-v2 to a
@@ -73,6 +73,7 @@ MODEL_V2_MANIFEST = {
                                 "value": "{{ params.v2_crash_after_requests }}",
                             },
                             {"name": "MODEL_CRASH_MODE", "value": "{{ params.v2_crash_mode }}"},
+                            {"name": "MODEL_CRASH_ON", "value": "{{ params.v2_crash_on }}"},
                         ],
                         "readinessProbe": {
                             "httpGet": {"path": "/healthz", "port": 8080},
@@ -111,5 +112,11 @@ MODEL_PARAMS = {
         enum=["exit", "fail"],
         description="exit: the pod's process is killed (an OOM kill) and restarted with "
         "back-off; fail: it stays up and answers every prediction with HTTP 500",
+    ),
+    "v2_crash_on": Param(
+        "all",
+        enum=["all", "live", "mirrored"],
+        description="which predictions count toward the crash: all, live (users' requests) or "
+        "mirrored (the shadow phase's copies)",
     ),
 }

@@ -27,6 +27,7 @@ from canary_model import MODEL_PARAMS, MODEL_V2_MANIFEST, V1_PREDICTION_LOG, V2_
 from airflow_canary.analysis import (
     ErrorRateCheck,
     LatencyCheck,
+    MirroredErrorRateCheck,
     ModelAccuracyCheck,
     PredictionAgreementCheck,
 )
@@ -108,10 +109,16 @@ CHECKS = [
     ModelAccuracyCheck(max_drop=0.05),
 ]
 #: before any user request reaches v2: every live request mirrored to it, its predicted class
-#: the same as v1's on at least 98% of them
+#: the same as v1's on at least 98% of them, and at most a fifth of the mirrored requests
+#: answered with an error (Istio telemetry from v2's own sidecar). The shadow phase stops a v2
+#: that is broken; a few percent more errors than v1 is for the weight steps to judge, against
+#: v1 on the same live traffic (ErrorRateCheck(max_increase=0.02) above).
 SHADOW = ShadowPhase(
     prediction_log=[V1_PREDICTION_LOG, V2_PREDICTION_LOG],
-    checks=[PredictionAgreementCheck(max_disagreement=0.02)],
+    checks=[
+        PredictionAgreementCheck(max_disagreement=0.02),
+        MirroredErrorRateCheck(max_rate=0.2),
+    ],
     percent=100,
     duration="{{ params.shadow_duration_seconds }}",
 )

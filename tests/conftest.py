@@ -18,6 +18,10 @@ os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
 os.environ["AIRFLOW__CORE__DAGS_FOLDER"] = str(Path(_home) / "dags")
 os.environ["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] = f"sqlite:///{_home}/airflow.db"
 os.environ.setdefault("AIRFLOW__CORE__UNIT_TEST_MODE", "False")
+# ``airflow dags test`` and triggers run in-process have no executor whose report of a deferral
+# could race the trigger's event (airflow_canary/triggers/settle.py): no wait. The fault suite's
+# deployment, with a real scheduler and executor, sets the default back.
+os.environ.setdefault("AIRFLOW__CANARY__TRIGGER_SETTLE_SECONDS", "0")
 
 pytest_plugins = [
     "tests.fixtures.airflow_env",

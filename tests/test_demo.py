@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from airflow_canary.demo import print_verdicts, verdicts_in
+from airflow_canary.demo import ROLLED_BACK_LINE, print_verdicts, verdicts_in
 
 SUFFIX = (
     " [airflow.task.operators.airflow_canary.sensors.shadow.ShadowAnalysisSensor] loc=shadow.py:213"
@@ -51,3 +51,19 @@ def test_a_shadow_fail_is_printed_with_its_records_and_example_pairs(
         f"      records: {PAIRING}",
         "      e.g. request 4ff09c80: v1 {'class': 0}, v2 {'class': 1}",
     ]
+
+
+@pytest.mark.parametrize(
+    "reason",
+    [
+        "Canary rolled back to stable: canary.step_2.analyze: health analysis FAIL: error rate",
+        "Canary rollout failed before any traffic moved: canary.plan: no VirtualService",
+        "Canary stopped before it served any live request (mirror removed): "
+        "canary.shadow.analyze: health analysis FAIL: v2 disagrees with v1",
+    ],
+)
+def test_every_way_fail_rollout_ends_a_run_is_read_from_the_log(reason: str) -> None:
+    """The reason fail_rollout raises (rollout/operators.py) is the demo's last word on a run."""
+    log = f"{FAIL_LOG}airflow.sdk.exceptions.AirflowFailException: {reason}\n"
+    found = ROLLED_BACK_LINE.search(log)
+    assert found is not None and found["reason"] == reason

@@ -16,6 +16,8 @@ from airflow_canary.analysis.checks import (
 from airflow_canary.analysis.judges import Judge, make_judge
 from airflow_canary.analysis.promql import ISTIO_DURATION_BUCKETS_MS, escape_label_value
 from airflow_canary.analysis.shadow import (
+    MirroredErrorRateCheck,
+    MirroredLatencyCheck,
     PredictionAgreementCheck,
     PredictionDeltaCheck,
 )
@@ -41,6 +43,8 @@ __all__ = [
     "ErrorRateCheck",
     "Judge",
     "LatencyCheck",
+    "MirroredErrorRateCheck",
+    "MirroredLatencyCheck",
     "ModelAccuracyCheck",
     "PredictionAgreementCheck",
     "PredictionDeltaCheck",

@@ -5,11 +5,13 @@ from __future__ import annotations
 import copy
 import json
 import math
+import re
 from collections.abc import Mapping, Sequence
 from functools import cached_property
 from typing import Any
 
 from airflow_canary.analysis.checks import Check, require_serializable
+from airflow_canary.analysis.checks import role as arm_role
 from airflow_canary.analysis.judges import make_judge
 from airflow_canary.analysis.judges.base import Classification
 from airflow_canary.analysis.observations import (
@@ -17,12 +19,21 @@ from airflow_canary.analysis.observations import (
     Counts,
     Observation,
     advance_buckets,
-    advance_counter,
+    advance_counters,
+    clean_number,
     clean_series,
     clean_value,
     parse_le,
 )
-from airflow_canary.analysis.values import AnalysisError, Arm, Arms, Query, QueryFailure, Status
+from airflow_canary.analysis.values import (
+    AnalysisError,
+    Arm,
+    Arms,
+    Query,
+    QueryFailure,
+    Status,
+    require_max_inconclusive_polls,
+)
 from airflow_canary.analysis.verdict import Verdict
 
 STATE_FORMAT = 1
@@ -36,6 +47,10 @@ def _duration_text(seconds: float) -> str:
 
 def _query_id(check: Check, role: str) -> str:
     return f"{check.name}/{role}"
+
+
+#: a query that reads 0, not nothing, when its series are absent: ``(sum(...) or vector(0))``
+_ZERO_FALLBACK = re.compile(r"\bor\s+vector\(\s*0\s*\)[\s)]*$")
 
 
 class CanaryAnalysis:
@@ -76,14 +91,7 @@ class CanaryAnalysis:
                 f"bake_time_seconds ({bake_time_seconds:g}) must be at least poll_interval_seconds "
                 f"({poll_interval_seconds:g}), or no poll would ever see the end of the bake"
             )
-        if (
-            isinstance(max_inconclusive_polls, bool)
-            or not isinstance(max_inconclusive_polls, int)
-            or max_inconclusive_polls < 1
-        ):
-            raise AnalysisError(
-                f"max_inconclusive_polls must be an integer >= 1, got {max_inconclusive_polls!r}"
-            )
+        require_max_inconclusive_polls(max_inconclusive_polls)
         checks = list(checks)
         if not checks:
             raise AnalysisError(
@@ -164,6 +172,18 @@ class CanaryAnalysis:
         for check in self.checks:
             for role, promql in check.counters(self.arms).items():
                 out[_query_id(check, role)] = promql
+        return out
+
+    @cached_property
+    def _subset_counters(self) -> dict[str, str]:
+        """Each arm's bad-requests counter id -> its requests counter id (``advance_counters``)."""
+        out = {}
+        for check in self.checks:
+            roles = check.counters(self.arms)
+            for arm in Arm:
+                bad, total = arm_role(arm, "bad"), arm_role(arm, "total")
+                if bad in roles and total in roles:
+                    out[_query_id(check, bad)] = _query_id(check, total)
         return out
 
     def _bucket_queries(self) -> dict[str, str]:
@@ -249,33 +269,28 @@ class CanaryAnalysis:
                     )
                 )
             reason = f"Prometheus query failed ({st['failed_polls']} of {self.max_inconclusive_polls} allowed in a row): {failures[0]}"
-            return Verdict(
-                Status.INCONCLUSIVE,
-                False,
-                reason,
-                (),
-                st["polls"],
-                elapsed_seconds,
-                self.judge.name,
-            )
+            return self._inconclusive(reason, elapsed_seconds)
         st["failed_polls"] = 0
-        for qid in self._counter_queries():
-            st["counters"][qid] = advance_counter(st["counters"].get(qid), samples[qid])
+        if st["start"] is None and not self._has_baseline_data(samples):
+            reason = (
+                "no baseline yet: Prometheus has no sample above zero for any of the step's "
+                "counters at this time (no traffic yet, or a gap in its history); the first "
+                "poll with data is the baseline"
+            )
+            return self._inconclusive(reason, elapsed_seconds)
+        counters = self._counter_queries()
+        st["counters"].update(
+            advance_counters(
+                st["counters"], {qid: samples[qid] for qid in counters}, self._subset_counters
+            )
+        )
         buckets = st.setdefault("buckets", {})
         for qid in self._bucket_queries():
             buckets[qid] = advance_buckets(buckets.get(qid), samples[qid])
         if st["start"] is None:
             st["start"] = float(elapsed_seconds)
             reason = "took the baseline readings of the step; the comparison starts now"
-            return Verdict(
-                Status.INCONCLUSIVE,
-                False,
-                reason,
-                (),
-                st["polls"],
-                elapsed_seconds,
-                self.judge.name,
-            )
+            return self._inconclusive(reason, elapsed_seconds)
         self._record_history(elapsed_seconds)
         bake_done = self._bake_done(elapsed_seconds)
         results: list[Classification] = []
@@ -284,6 +299,42 @@ class CanaryAnalysis:
             results.append(self.judge.classify(obs, st["judge_state"][check.name]))
         results = self.judge.combine(results, st["judge_state"], bake_done)
         return self._decide(elapsed_seconds, bake_done, results)
+
+    def _inconclusive(self, reason: str, elapsed_seconds: float) -> Verdict:
+        """A verdict that is not final: keep polling."""
+        return Verdict(
+            Status.INCONCLUSIVE,
+            False,
+            reason,
+            (),
+            self._state["polls"],
+            elapsed_seconds,
+            self.judge.name,
+        )
+
+    def _has_baseline_data(self, samples: Mapping[str, Any]) -> bool:
+        """Whether a poll can be the step's baseline.
+
+        It can unless nothing reads above zero and every counter that has no ``or vector(0)``
+        fallback is absent. Counting a series absent at the baseline from zero is right for a
+        counter nobody incremented yet (the canary's, before its first request); but when every
+        plain ``sum(...)`` is absent and the fallbacks read 0, Prometheus had nothing at that
+        time: a gap in its history (e.g. while it restarted), or no traffic at all yet. A
+        baseline of zeros there would count every request since the counters were created
+        into the step's comparison; the first poll with data is the baseline instead.
+        """
+        plain = []
+        for qid, promql in self._counter_queries().items():
+            value = clean_number(samples.get(qid))
+            if value is not None and value > 0:
+                return True
+            if not _ZERO_FALLBACK.search(promql):
+                plain.append(value)
+        for qid in self._bucket_queries():
+            raw = samples.get(qid)
+            if isinstance(raw, dict) and any((clean_number(v) or 0.0) > 0 for v in raw.values()):
+                return True
+        return not plain or any(value is not None for value in plain)
 
     def _record_history(self, elapsed: float) -> None:
         window = self.judge.window_seconds

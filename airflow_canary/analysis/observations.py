@@ -36,12 +36,22 @@ def clean_series(sample: object) -> tuple[float, ...]:
     return tuple(v for v in (clean_value(x) for x in sample) if v is not None)
 
 
-def advance_counter(track: dict[str, Any] | None, raw: object) -> dict[str, Any]:
+def advance_counter(
+    track: dict[str, Any] | None, raw: object, ceiling: float | None = None
+) -> dict[str, Any]:
     """Fold one cumulative reading into ``{"last", "total", "seen"}``.
 
     ``total`` is the increase since the first reading. An absent series counts as zero
     until it first appears (a counter nobody incremented has not been created yet); after
     that, absence or a bad number (NaN, negative) is no data and changes nothing.
+
+    ``ceiling`` is the most this counter can have risen since the previous reading: the
+    increase, over the same interval, of the counter it counts a subset of (an arm's bad
+    requests are a subset of its requests). A rise above it cannot all be new: a series was
+    missing from the previous reading (a pod's scrape gap, read as 0 through an
+    ``or vector(0)`` fallback) and is back with its history. The reading becomes the new
+    reference and the interval adds zero, as for a restart below; counting it would add the
+    series' whole history to the comparison.
 
     A reading below the previous one means a pod restarted and its counters began again.
     The readings are sums over pods, so the drop says nothing about how many events the
@@ -56,7 +66,37 @@ def advance_counter(track: dict[str, Any] | None, raw: object) -> dict[str, Any]
         return dict(track)
     last = float(track["last"])
     step = value - last if value >= last else 0.0
+    if ceiling is not None and step > ceiling:
+        step = 0.0
     return {"last": value, "total": float(track["total"]) + step, "seen": True}
+
+
+def advance_counters(
+    tracks: Mapping[str, dict[str, Any]],
+    samples: Mapping[str, object],
+    subsets: Mapping[str, str],
+) -> dict[str, dict[str, Any]]:
+    """Fold one poll's cumulative readings (by query id) into their tracks (``advance_counter``).
+
+    ``subsets`` maps the id of a counter that counts a subset of another's events (an arm's
+    bad requests) to that other counter's id (the arm's requests). Such a counter's rise in
+    the interval is bounded by the other's rise (the ``ceiling`` of ``advance_counter``), when
+    the other has a reading at this poll. Returns new tracks for every id in ``samples``.
+    """
+    out = {
+        qid: advance_counter(tracks.get(qid), raw)
+        for qid, raw in samples.items()
+        if qid not in subsets
+    }
+    for qid, parent in subsets.items():
+        if qid not in samples:
+            continue
+        ceiling = None
+        before = tracks.get(parent)
+        if before is not None and parent in out and clean_number(samples.get(parent)) is not None:
+            ceiling = float(out[parent]["total"]) - float(before["total"])
+        out[qid] = advance_counter(tracks.get(qid), samples[qid], ceiling)
+    return out
 
 
 def parse_le(text: str) -> float | None:

@@ -111,3 +111,11 @@ class QueryFailure:
 
 
 Sample: TypeAlias = "float | None | list[float] | dict[str, float] | QueryFailure"
+
+
+def require_max_inconclusive_polls(value: object) -> int:
+    """``max_inconclusive_polls``: failed Prometheus polls in a row that end an analysis FAIL,
+    a whole number >= 1; AnalysisError naming the value otherwise."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise AnalysisError(f"max_inconclusive_polls must be an integer >= 1, got {value!r}")
+    return value

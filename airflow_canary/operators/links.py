@@ -14,6 +14,8 @@ from urllib.parse import urlencode
 from airflow.sdk import BaseHook, BaseOperatorLink
 from airflow.sdk.execution_time.xcom import XCom
 
+from airflow_canary.timestamps import timestamp_or_none
+
 log = logging.getLogger(__name__)
 
 #: Placeholders a ``dashboard_url_template`` may use.
@@ -44,20 +46,10 @@ class Window:
         window = verdict.get("window")
         if not isinstance(window, Mapping):
             return None
-        start, end = _parse_time(window.get("start")), _parse_time(window.get("end"))
+        start, end = timestamp_or_none(window.get("start")), timestamp_or_none(window.get("end"))
         if start is None or end is None or end < start:
             return None
         return cls(start, end)
-
-
-def _parse_time(value: Any) -> datetime | None:
-    if not isinstance(value, str):
-        return None
-    try:
-        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
 
 
 def prometheus_graph_url(base_url: str, queries: Sequence[CheckQueries], window: Window) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator
@@ -335,6 +336,11 @@ class SetMirrorOperator(CanaryTrafficOperator):
         not a template, NaN, 150), at DAG parse time when literal; for a route that already
         mirrors elsewhere with Istio's single ``mirror`` field; nothing is written then
     :returns: the traffic step's XCom value with ``mirror_percent`` (float, 0.0 when none)
+        and, when a mirror is on afterwards, ``mirrored_since``: the UTC time (ISO 8601) just
+        before this attempt's write, before which it mirrored no request (a shadow analysis's
+        ``since``). When the mirror was already in place (a retry after an earlier try wrote)
+        it is this attempt's time, so the requests mirrored since that earlier write are
+        counted as from before the phase, never paired with records from before the mirror
     """
 
     template_fields: Sequence[str] = (*CanaryTrafficOperator.template_fields, "percent")
@@ -379,6 +385,13 @@ class SetMirrorOperator(CanaryTrafficOperator):
         if self.remove:
             return router.remove_mirror(route)
         return router.set_mirror(route, self.mirror_share())
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        before_write = datetime.now(timezone.utc)
+        result = super().execute(context)
+        if result["mirror_percent"] > 0:
+            result["mirrored_since"] = before_write.isoformat()
+        return result
 
     def result(self, update: UpdateResult, target: RouteTarget) -> dict[str, Any]:
         return {
@@ -558,7 +571,16 @@ class RollbackCanaryOperator(CanaryTrafficOperator):
             result["split"],
             self.reason,
         )
-        return {**result, "reason": str(self.reason), "rolled_back": True}
+        return {**result, "reason": str(self.reason)}
+
+    def router_result(self, router: Router, update: UpdateResult) -> dict[str, Any]:
+        before = update.before
+        live = router.read_split(before).canary_percent > 0 or bool(router.header_routes(before))
+        return {
+            **super().router_result(router, update),
+            "rolled_back": live or router.mirror_percent(before) > 0,
+            "live_traffic": live,
+        }
 
     def result(self, update: UpdateResult, target: RouteTarget) -> dict[str, Any]:
         before = read_split(update.before, target)
@@ -573,9 +595,15 @@ class RollbackCanaryOperator(CanaryTrafficOperator):
         )
         from airflow_canary.hooks.istio import traffic_result
 
-        had_canary = before.canary_share > 0 or bool(product_header_routes(update.before))
+        live = before.canary_share > 0 or bool(product_header_routes(update.before))
+        had_canary = live or mirror_percent(update.before, target) > 0
         return traffic_result(
-            self.namespace, target, update, reason=str(self.reason), rolled_back=had_canary
+            self.namespace,
+            target,
+            update,
+            reason=str(self.reason),
+            rolled_back=had_canary,
+            live_traffic=live,
         )
 
 

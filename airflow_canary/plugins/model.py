@@ -10,6 +10,8 @@ from datetime import datetime, timezone
 from enum import Enum
 from typing import Any
 
+from airflow_canary.timestamps import timestamp_or_none
+
 #: Operator class names that mark a task as part of a canary rollout.
 ROLLOUT_OPERATORS = frozenset(
     {
@@ -249,7 +251,9 @@ class ShadowStep:
 
     ``mirror_percent`` is the share of live requests mirrored to the canary; the verdict's
     checks compare the two versions' predictions on paired requests (``canary_value`` is the
-    disagreement share or the delta, ``canary_requests`` the pairs), ``pairing`` counts every
+    disagreement share, the delta or the PSI, ``canary_requests`` the pairs) or count the
+    canary's answers to the mirrored requests from Istio telemetry (``canary_value`` the share
+    that failed or was slow, ``canary_requests`` the mirrored requests), ``pairing`` counts every
     record, and ``examples`` are the pairs a FAIL keeps (request id, both predictions).
     """
 
@@ -413,17 +417,6 @@ def marks_rollout(found: TaskId, operator: str | None) -> bool:
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
-
-
-def _moment(text: str | None) -> datetime | None:
-    """An ISO time as an aware datetime (naive ones are UTC), None when absent or unreadable."""
-    if not text:
-        return None
-    try:
-        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
 
 
 def _iso(value: datetime | None) -> str | None:
@@ -762,7 +755,12 @@ def assemble(
             )
         )
     # Points without a time keep their task order at the end (stable sort).
-    weights.sort(key=lambda point: (_moment(point.at) is None, _moment(point.at) or _EPOCH))
+    weights.sort(
+        key=lambda point: (
+            timestamp_or_none(point.at) is None,
+            timestamp_or_none(point.at) or _EPOCH,
+        )
+    )
 
     rollback_reason = rolled_back_at = None
     rollback_row = by_role.get(TaskRole.ROLLBACK)

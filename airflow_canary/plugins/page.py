@@ -15,6 +15,7 @@ from airflow_canary.plugins.model import (
     ShadowStep,
     Step,
 )
+from airflow_canary.timestamps import timestamp_or_none
 
 _OUTCOME_LABEL = {
     Outcome.RUNNING: "Running",
@@ -116,17 +117,8 @@ def _clock(moment: datetime) -> str:
 
 
 def _short_time(text: str | None) -> str:
-    moment = _parse(text)
+    moment = timestamp_or_none(text)
     return moment.strftime("%H:%M:%S") if moment is not None else "—"
-
-
-def _parse(text: str | None) -> datetime | None:
-    if not text:
-        return None
-    try:
-        return datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        return None
 
 
 def _card(rollout: Rollout, now: datetime) -> str:
@@ -421,10 +413,10 @@ def weight_chart(rollout: Rollout, now: datetime) -> str:
     points = list(rollout.weights)
     if not points:
         return '<p class="empty">No weight changes recorded yet.</p>'
-    times = [_parse(point.at) for point in points]
+    times = [timestamp_or_none(point.at) for point in points]
     end_text = rollout.end_date if rollout.outcome is not Outcome.RUNNING else None
-    end = _parse(end_text) or (now if rollout.outcome is Outcome.RUNNING else None)
-    decided = {step.index: _parse(step.decided_at) for step in rollout.steps}
+    end = timestamp_or_none(end_text) or (now if rollout.outcome is Outcome.RUNNING else None)
+    decided = {step.index: timestamp_or_none(step.decided_at) for step in rollout.steps}
     timed = all(t is not None for t in times)
     if timed:
         stamps = [t.timestamp() for t in times if t is not None]

@@ -476,6 +476,8 @@ class RolloutRollbackOperator(_EmitsRolloutAsset, RollbackCanaryOperator):
         if not result.get("rolled_back") and (moved or in_trigger):
             result["rolled_back"] = True
             result["already_stable"] = True
+        if "live_traffic" in result:  # a weight or header task ran: users may have met v2
+            result["live_traffic"] = bool(result["live_traffic"] or moved or in_trigger)
         self.emit_asset_event(context, reason=self.reason)
         return result
 
@@ -555,7 +557,9 @@ class NotifyRolloutOperator(BaseOperator):
     def build_report(self, context: Any) -> RolloutReport:
         ti = context["ti"]
         rollback = ti.xcom_pull(task_ids=self.rollback_task_id)
-        rolled_back = isinstance(rollback, Mapping) and bool(rollback.get("rolled_back"))
+        # The rollback task ran: the rollout did not promote, whether or not traffic had moved
+        # (the Canary rollouts page decides the same way).
+        rolled_back = isinstance(rollback, Mapping)
         plan = ti.xcom_pull(task_ids=self.plan_task_id)
         plan = plan if isinstance(plan, Mapping) else {}
         weights = step_weights(self.analysis_task_ids, plan.get("steps"))
@@ -623,4 +627,8 @@ class FailRolloutOperator(BaseOperator):
         reason = result.get("reason") or "reason not recorded"
         if result.get("rolled_back") is False:
             raise AirflowFailException(f"Canary rollout failed before any traffic moved: {reason}")
+        if result.get("live_traffic") is False:  # only a shadow mirror was removed
+            raise AirflowFailException(
+                f"Canary stopped before it served any live request (mirror removed): {reason}"
+            )
         raise AirflowFailException(f"Canary rolled back to stable: {reason}")

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
+from airflow_canary.analysis.checks import PredictionDriftCheck
 from airflow_canary.analysis.shadow import ShadowCheck, record_format
 from airflow_canary.durations import Duration, to_seconds
 from airflow_canary.routing import validate_mirror_percent
@@ -23,7 +24,10 @@ class ShadowPhase:
 
     :param prediction_log: where both versions' prediction records are, a location URL or a
         list of them (``file://``, ``s3://``, ...; a template is allowed)
-    :param checks: ``PredictionAgreementCheck`` / ``PredictionDeltaCheck``, at least one
+    :param checks: shadow checks, at least one: ``PredictionAgreementCheck``,
+        ``PredictionDeltaCheck``, ``PredictionDriftCheck`` (on the paired requests),
+        ``MirroredErrorRateCheck``, ``MirroredLatencyCheck`` (v2's answers to the mirrored
+        requests, from Istio telemetry through the rollout's ``prometheus_conn_id``)
     :param percent: the share of requests mirrored to v2, a number 0..100 (default 100)
     :param duration: how long to judge before a PASS is possible (timedelta or seconds; a
         template is allowed, e.g. ``"{{ params.shadow_duration_seconds }}"``)
@@ -37,7 +41,7 @@ class ShadowPhase:
     """
 
     prediction_log: str | Sequence[str]
-    checks: Sequence[ShadowCheck | Mapping[str, Any]]
+    checks: Sequence[ShadowCheck | PredictionDriftCheck | Mapping[str, Any]]
     percent: float = 100
     duration: Duration = 300
     poll_interval: timedelta | float | None = None

@@ -16,6 +16,11 @@ from airflow_canary.target import KUBERNETES_CONN_ID, TrafficTarget
 PROMETHEUS_CONN_ID = "prometheus_default"
 
 
+#: the wait before a traffic write's retry (``traffic_retries``): the write is idempotent, and
+#: a worker's death is noticed by the scheduler's heartbeat timeout before it anyway
+TRAFFIC_RETRY_DELAY = timedelta(seconds=5)
+
+
 def canary_rollout(
     *,
     checks: Sequence[Any],
@@ -53,6 +58,7 @@ def canary_rollout(
     approval_timeout: timedelta | None = None,
     approval_timeout_choice: str = "Roll back",
     shadow: ShadowPhase | None = None,
+    traffic_retries: int = 3,
 ) -> TaskGroup:
     """Build the rollout task group inside the current DAG.
 
@@ -93,8 +99,9 @@ def canary_rollout(
     ``dashboard_url_template`` (e.g. a Grafana URL with ``{namespace}``, ``{canary_version}``,
     ``{start_ms}``, ``{end_ms}``) adds a "Dashboard" link to every analysis task.
 
-    ``deferrable`` (default ``[operators] default_deferrable``) makes the analyses wait in the
-    triggerer, which also rolls back (``rollback_in_trigger``) the moment a step fails.
+    ``deferrable`` (default ``[operators] default_deferrable``) makes the steps' analyses wait in
+    the triggerer, which also rolls back (``rollback_in_trigger``) the moment a step fails. The
+    shadow phase's analysis polls in the worker.
 
     ``promote`` emits an asset event on ``canary://<namespace>/<route>`` (``<route>`` the
     VirtualService or HTTPRoute), ``rollback`` one on ``canary://<namespace>/<route>/rollback``
@@ -118,6 +125,12 @@ def canary_rollout(
     ``shadow.mirror_off`` stops mirroring before the header route; a FAIL rolls back (which
     removes the mirror) before any user request reaches the canary. With the sequential judge
     the phase is one more judged step of the rollout's error budget.
+
+    ``traffic_retries`` (default 3, ``TRAFFIC_RETRY_DELAY`` apart) are the Airflow retries of
+    every task that writes the route (mirror, header route, weights, promote, rollback): their
+    writes are idempotent (each sets the route to a target state), so a try whose worker died
+    mid-write is completed by the next instead of failing the rollout. They apply whatever the
+    DAG's ``default_args`` say; 0 turns them off.
     """
     from airflow.providers.standard.operators.empty import EmptyOperator
 
@@ -150,6 +163,14 @@ def canary_rollout(
             raise RolloutPlanError(f"approvers must be Airflow user ids, got {approvers!r}")
     judge_options = mapping("judge_options", judge_options, RolloutPlanError)
     flag("decommission_stable", decommission_stable, RolloutPlanError)
+    if (
+        isinstance(traffic_retries, bool)
+        or not isinstance(traffic_retries, int)
+        or traffic_retries < 0
+    ):
+        raise RolloutPlanError(
+            f"traffic_retries must be a whole number of retries >= 0, got {traffic_retries!r}"
+        )
     flag("rollback_in_trigger", rollback_in_trigger, RolloutPlanError)
     optional_flag("deferrable", deferrable, RolloutPlanError)
     if steps_param is not None and not (isinstance(steps_param, str) and steps_param.strip()):
@@ -192,6 +213,7 @@ def canary_rollout(
         backend_namespace=backend_namespace,
     )
     traffic = target.operator_kwargs()
+    writes = {**traffic, "retries": traffic_retries, "retry_delay": TRAFFIC_RETRY_DELAY}
     judged_steps = sum(1 for weight in plan.steps if weight != 100) + (shadow is not None)
     if judge == "sequential" and judged_steps > 1:
         # One error budget for the rollout: each judged step spends an equal share of alpha,
@@ -236,13 +258,22 @@ def canary_rollout(
         shadow_analyses: list[Any] = []
         if shadow is not None:
             shadow_analyze, head = _shadow_phase(
-                shadow, plan_task, traffic, plan, judge_options, poll_interval, watched
+                shadow,
+                plan_task,
+                writes,
+                plan,
+                judge_options,
+                poll_interval,
+                watched,
+                prometheus_conn_id=prometheus_conn_id,
+                max_inconclusive_polls=max_inconclusive_polls,
+                deferrable=False,
             )
             shadow_analyses.append(shadow_analyze)
         if header_route is not None:
             header, value = header_route
             header_task = SetHeaderRouteOperator(
-                task_id="header_route", header=header, value=value, **traffic
+                task_id="header_route", header=header, value=value, **writes
             )
             head >> header_task
             watched.append(header_task)
@@ -269,7 +300,7 @@ def canary_rollout(
                 group_id=f"step_{index + 1}",
                 tooltip=f"step {index + 1}: canary weight {weight if not steps_param else 'from params'}",
             ) as step_group:
-                set_weight = SetCanaryWeightOperator(task_id="set_weight", weight=weight, **traffic)
+                set_weight = SetCanaryWeightOperator(task_id="set_weight", weight=weight, **writes)
                 set_weights.append(set_weight)
                 step_weights.append(weight)
                 entries.append(set_weight)
@@ -297,7 +328,7 @@ def canary_rollout(
             task_id="promote",
             analysis_task_ids=[],  # filled in below, once the analyses exist
             plan_task_id=plan_task.task_id,
-            **traffic,
+            **writes,
         )
         analyzes: list[Any] = []
         analyzed_before: list[list[str]] = []
@@ -349,7 +380,7 @@ def canary_rollout(
             approval_task_ids=[approve.task_id for _, approve in approvals],
             plan_task_id=plan_task.task_id,
             reason="",
-            **traffic,
+            **writes,
         )
         [*(g for g in gates if g is not None), *rejections, task_failed] >> rollback
         rollback >> FailRolloutOperator(task_id="fail_rollout", rollback_task_id=rollback.task_id)
@@ -370,11 +401,15 @@ def canary_rollout(
 def _shadow_phase(
     shadow: ShadowPhase,
     plan_task: Any,
-    traffic: dict[str, Any],
+    writes: dict[str, Any],
     plan: RolloutPlan,
     judge_options: dict[str, Any] | None,
     poll_interval: timedelta | float,
     watched: list[Any],
+    *,
+    prometheus_conn_id: str,
+    max_inconclusive_polls: int,
+    deferrable: bool | None,
 ) -> tuple[Any, Any]:
     """mirror_on -> analyze -> mirror_off after ``plan``; returns (analyze, mirror_off) and
     appends all three to ``watched`` (any failure takes the rollback path)."""
@@ -383,7 +418,7 @@ def _shadow_phase(
 
     options = judge_options or {}
     with TaskGroup(group_id="shadow", tooltip=f"shadow phase: {shadow.percent:g}% mirrored"):
-        mirror_on = SetMirrorOperator(task_id="mirror_on", percent=shadow.percent, **traffic)
+        mirror_on = SetMirrorOperator(task_id="mirror_on", percent=shadow.percent, **writes)
         analyze = ShadowAnalysisSensor(
             task_id="analyze",
             prediction_log=shadow.prediction_log,
@@ -397,8 +432,17 @@ def _shadow_phase(
             budget_share=options.get("budget_share", 1.0),
             log_format=shadow.log_format,
             object_storage_conn_id=shadow.object_storage_conn_id,
+            namespace=writes["namespace"],
+            prometheus_conn_id=prometheus_conn_id,
+            max_inconclusive_polls=max_inconclusive_polls,
+            deferrable=deferrable,
+            # Records from before the mirror's write can have no canary partner.
+            since=(
+                f"{{{{ (ti.xcom_pull(task_ids='{mirror_on.task_id}') or {{}})"
+                ".get('mirrored_since', '') }}"
+            ),
         )
-        mirror_off = SetMirrorOperator(task_id="mirror_off", remove=True, **traffic)
+        mirror_off = SetMirrorOperator(task_id="mirror_off", remove=True, **writes)
     plan_task >> mirror_on >> analyze >> mirror_off
     watched += [mirror_on, analyze, mirror_off]
     return analyze, mirror_off

@@ -31,6 +31,7 @@ from airflow_canary.triggers.health import (
     HealthAnalysisConfig,
     HealthAnalysisRun,
 )
+from airflow_canary.triggers.task_xcom import waiting_task
 
 #: Parameter names the analysis takes (see ``HealthAnalysisConfig.from_params``).
 ANALYSIS_PARAMS: tuple[str, ...] = tuple(
@@ -260,14 +261,7 @@ class CanaryHealthAnalysisMixin:
 
     def defer_analysis(self, context: Any, started_at: float) -> None:
         trigger = self.analysis.trigger(started_at)
-        ti = context.get("ti") if isinstance(context, Mapping) else None
-        if ti is not None:
-            trigger.progress_xcom = {
-                "dag_id": ti.dag_id,
-                "task_id": ti.task_id,
-                "run_id": ti.run_id,
-                "map_index": getattr(ti, "map_index", -1),
-            }
+        trigger.progress_xcom = waiting_task(context)
         self.defer(  # type: ignore[attr-defined]
             trigger=trigger,
             method_name="execute_complete",

@@ -10,6 +10,7 @@ from typing import Any
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from airflow_canary.readiness import Readiness, deployment_readiness, describe_pods
+from airflow_canary.triggers.settle import settle
 
 #: API answers worth another poll: the server asked us to wait, was briefly unavailable, or our
 #: credentials expired (the next poll builds a fresh client, which reloads exec-plugin tokens).
@@ -102,6 +103,7 @@ class DeploymentReadyTrigger(BaseTrigger):
         import aiohttp
         from kubernetes_asyncio.client.exceptions import ApiException
 
+        began = time.monotonic()
         last_error = ""
         states: dict[str, Readiness] = {}
         pods: dict[str, str] = {}
@@ -111,6 +113,7 @@ class DeploymentReadyTrigger(BaseTrigger):
                 last_error = ""
             except ApiException as err:
                 if err.status not in TRANSIENT_STATUSES:
+                    await settle(began)
                     yield TriggerEvent(
                         {"status": "error", "message": f"HTTP {err.status}: {_reason(err)}"}
                     )
@@ -123,16 +126,19 @@ class DeploymentReadyTrigger(BaseTrigger):
             except (
                 Exception
             ) as err:  # the event carries the failure to the task, which fails with it
+                await settle(began)
                 yield TriggerEvent({"status": "error", "message": f"{type(err).__name__}: {err}"})
                 return
             if states and not last_error:
                 failed = [n for n, s in states.items() if s.failed]
                 if failed:
                     report = "\n".join(f"{states[n].message}\n{pods.get(n, '')}" for n in failed)
+                    await settle(began)
                     yield TriggerEvent({"status": "failed", "message": report})
                     return
                 if all(s.ready for s in states.values()):
                     message = "; ".join(s.message for s in states.values())
+                    await settle(began)
                     yield TriggerEvent({"status": "ready", "message": message})
                     return
             if time.time() >= self.deadline:
@@ -141,6 +147,7 @@ class DeploymentReadyTrigger(BaseTrigger):
                 )
                 if last_error:
                     report += f"\nlast API error: {last_error}"
+                await settle(began)
                 yield TriggerEvent(
                     {"status": "timeout", "message": "not ready before the deadline:\n" + report}
                 )

@@ -35,6 +35,7 @@ from airflow_canary.routing.router import (
 )
 from airflow_canary.routing.values import RoutingError, validate_weight
 from airflow_canary.target import TrafficTarget
+from airflow_canary.triggers.settle import settle
 from airflow_canary.triggers.weight_hold import (
     WeightHoldSpec,
     WeightWatch,
@@ -720,20 +721,12 @@ class CanaryHealthTrigger(BaseTrigger):
 
     async def publish_progress(self, progress: dict[str, Any]) -> None:
         """Store the latest poll as the task's XCom ``progress`` (the rollouts page reads it)."""
-        from airflow.sdk.execution_time.xcom import XCom
-        from asgiref.sync import sync_to_async
+        from airflow_canary.triggers.task_xcom import push_task_xcom
 
-        where = dict(self.progress_xcom or {})
-        await sync_to_async(XCom.set)(
-            key=PROGRESS_XCOM_KEY,
-            value=progress,
-            dag_id=where["dag_id"],
-            task_id=where["task_id"],
-            run_id=where["run_id"],
-            map_index=int(where.get("map_index", -1)),
-        )
+        await push_task_xcom(self.progress_xcom or {}, PROGRESS_XCOM_KEY, progress)
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
+        began = time.monotonic()
         try:
             await warm_up()  # the hook's and the judge's imports, off the event loop
             verdict = await HealthAnalysisRun(
@@ -755,4 +748,7 @@ class CanaryHealthTrigger(BaseTrigger):
                 "rolled_back_at": None,
                 "error": str(err),
             }
+        held = await settle(began)  # a rollback is already done; only the event waits
+        if held:
+            self.log.info("Verdict held %.1fs for the deferral to settle in the scheduler", held)
         yield TriggerEvent(verdict)

@@ -63,7 +63,7 @@ def answer(
 
 def _plan_after_baseline(analysis: CanaryAnalysis) -> list[Query]:
     """The queries of the poll after the baseline (the baseline also probes every query once)."""
-    analysis.observe(0, answer(analysis.plan(0), {}))
+    analysis.observe(0, answer(analysis.plan(0), Counters().values))
     return analysis.plan(POLL)
 
 
@@ -304,6 +304,139 @@ def test_counter_reset_does_not_invent_traffic() -> None:
     assert final.checks[0].canary_requests < 20 * 250
 
 
+def test_callers_503s_while_neither_arm_is_served_say_nothing_about_the_canary() -> None:
+    """The whole service restarting (a node, the data plane): callers' sidecars answer 503 UH
+    for every request, whose destination labels are "unknown" (istio/istio#28387), while
+    neither arm receives any. Those 503s are no evidence against the canary; once the stable
+    arm is served again and the canary still receives nothing, they are."""
+    analysis = error_analysis()
+    values = {"canary.total": 0.0, "canary.bad": 0.0, "stable.total": 900.0, "stable.bad": 0.0}
+    values["canary.unreachable"] = 0.0
+    analysis.observe(0, answer(analysis.plan(0), values))
+    for i in range(1, 4):  # both arms down: 1,000 503s per poll, nothing served
+        values["canary.unreachable"] += 1_000
+        down = analysis.observe(i * POLL, answer(analysis.plan(i * POLL), values))
+        assert down.status is Status.INCONCLUSIVE and not down.final, down.reason
+    # The stable pods are back; the canary's are not. The interval they came back in also
+    # holds the outage's 503s: it does not count, nor does the next one alone (a readiness lag).
+    for i in (4, 5):
+        values["stable.total"] += 800
+        values["canary.unreachable"] += 200
+        lag = analysis.observe(i * POLL, answer(analysis.plan(i * POLL), values))
+        assert lag.status is Status.INCONCLUSIVE, lag.reason
+    values["stable.total"] += 800
+    values["canary.unreachable"] += 200
+    up = analysis.observe(6 * POLL, answer(analysis.plan(6 * POLL), values))
+    assert up.status is Status.FAIL and up.final
+    assert "answered 400 requests" in up.reason, up.reason
+    assert "the stable arm was served: the canary is unreachable" in up.reason
+
+
+def test_a_canary_that_comes_back_a_poll_after_the_stable_arm_is_not_unreachable() -> None:
+    """Both arms restart together and the stable pods are ready a poll before the canary's:
+    the 503s of the outage are not counted, the lag is one poll, and the step goes on to judge
+    the canary on what both arms serve afterwards."""
+    analysis = error_analysis()
+    values = {"canary.total": 0.0, "canary.bad": 0.0, "stable.total": 900.0, "stable.bad": 0.0}
+    values["canary.unreachable"] = 0.0
+    analysis.observe(0, answer(analysis.plan(0), values))
+    values["canary.unreachable"] += 5_000  # both arms down
+    analysis.observe(POLL, answer(analysis.plan(POLL), values))
+    values["canary.unreachable"] += 250  # the stable arm is back, the canary a poll later
+    values["stable.total"] += 2_250
+    lag = analysis.observe(2 * POLL, answer(analysis.plan(2 * POLL), values))
+    assert lag.status is Status.INCONCLUSIVE, lag.reason
+    verdict = None
+    for i in range(3, 30):
+        values["canary.total"] += 250
+        values["stable.total"] += 2_250
+        verdict = analysis.observe(i * POLL, answer(analysis.plan(i * POLL), values))
+        assert verdict.status is not Status.FAIL, verdict.reason
+        if verdict.final:
+            break
+    assert verdict is not None and verdict.status is Status.PASS, verdict.reason
+
+
+def test_a_poll_without_new_503s_is_no_evidence_of_an_unreachable_canary() -> None:
+    """A canary at 1% may get no request in a poll by chance: without new callers' 503s in that
+    interval, the 503s of earlier polls do not make it unreachable; with them at two polls in a
+    row while the stable arm is served, it is."""
+    analysis = error_analysis()
+    values = {"canary.total": 0.0, "canary.bad": 0.0, "stable.total": 900.0, "stable.bad": 0.0}
+    values["canary.unreachable"] = 0.0
+    analysis.observe(0, answer(analysis.plan(0), values))
+    values["stable.total"] += 2_000
+    values["canary.unreachable"] += 20  # counted: the stable arm was up throughout
+    one = analysis.observe(POLL, answer(analysis.plan(POLL), values))
+    assert one.status is Status.INCONCLUSIVE, one.reason
+    values["stable.total"] += 2_000  # no new 503s, and the canary got nothing by chance
+    quiet = analysis.observe(2 * POLL, answer(analysis.plan(2 * POLL), values))
+    assert quiet.status is Status.INCONCLUSIVE, quiet.reason
+    for i in (3, 4):
+        values["stable.total"] += 2_000
+        values["canary.unreachable"] += 20
+        verdict = analysis.observe(i * POLL, answer(analysis.plan(i * POLL), values))
+    assert verdict.status is Status.FAIL and "answered 60 requests" in verdict.reason
+
+
+def test_a_baseline_in_a_prometheus_gap_waits_for_data_instead_of_counting_history() -> None:
+    """Pins Prometheus's answers in a gap of its history (e.g. while it restarted): a plain
+    ``sum(...)`` has no series and is absent, ``sum(...) or vector(0)`` reads 0. Such a poll is
+    no baseline; the first poll with data is, so the stable arm's 29,800 requests from before
+    the step never enter the comparison."""
+    analysis = error_analysis()
+
+    def in_the_gap(queries: list[Query]) -> dict[str, object]:
+        return {q.id: (0.0 if "vector(0)" in q.promql else None) for q in queries}
+
+    first = analysis.observe(0, in_the_gap(analysis.plan(0)))
+    assert first.status is Status.INCONCLUSIVE and not first.final
+    assert first.reason.startswith("no baseline yet: Prometheus has no sample above zero")
+    history = {
+        "canary.total": 0.0,
+        "canary.bad": 0.0,
+        "stable.total": 29_800.0,
+        "stable.bad": 298.0,
+    }
+    second = analysis.observe(POLL, answer(analysis.plan(POLL), history))
+    assert second.reason == "took the baseline readings of the step; the comparison starts now"
+    step = dict(history, **{"canary.total": 250.0, "stable.total": 29_800.0 + 2_250.0})
+    third = analysis.observe(2 * POLL, answer(analysis.plan(2 * POLL), step))
+    assert third.checks[0].canary_requests == 250
+    assert "vs stable 0.0% (0/2,250)" in third.checks[0].message, third.checks[0].message
+
+
+def test_a_counter_absent_at_the_baseline_beside_one_with_data_counts_from_zero() -> None:
+    """The canary's counters are born with its first request (Istio creates a series on its
+    first increment), so an absent canary series next to a stable one with data is zero."""
+    analysis = error_analysis()
+    baseline = {"stable.total": 29_800.0, "stable.bad": 298.0}
+    first = analysis.observe(0, answer(analysis.plan(0), baseline))
+    assert first.reason == "took the baseline readings of the step; the comparison starts now"
+    step = dict(baseline, **{"canary.total": 250.0, "stable.total": 29_800.0 + 2_250.0})
+    second = analysis.observe(POLL, answer(analysis.plan(POLL), step))
+    assert second.checks[0].canary_requests == 250
+
+
+def test_a_bad_series_back_from_a_scrape_gap_is_not_counted_as_new_errors() -> None:
+    """The canary failed 1,328 requests in an earlier rollout. Its 5xx series was missing at
+    the step's baseline (its pod not scraped at that instant), and ``or vector(0)`` read 0. A
+    poll later it is back, while the canary served 250 requests: a rise above the requests'
+    rise is a series back with its history, and adds nothing; later errors count."""
+    analysis = error_analysis()
+    values = {"canary.total": 9_000.0, "stable.total": 80_000.0, "stable.bad": 80.0}
+    analysis.observe(0, answer(analysis.plan(0), {**values, "canary.bad": 0.0}))
+    values.update({"canary.total": 9_250.0, "stable.total": 82_250.0, "stable.bad": 82.0})
+    back = analysis.observe(POLL, answer(analysis.plan(POLL), {**values, "canary.bad": 1_328.0}))
+    assert back.status is not Status.FAIL, back.reason
+    assert "canary 0.0% (0/250)" in back.checks[0].message, back.checks[0].message
+    values.update({"canary.total": 9_500.0, "stable.total": 84_500.0, "stable.bad": 84.0})
+    later = analysis.observe(
+        2 * POLL, answer(analysis.plan(2 * POLL), {**values, "canary.bad": 1_331.0})
+    )
+    assert "canary 0.6% (3/500)" in later.checks[0].message, later.checks[0].message
+
+
 def test_huge_counts_do_not_break_the_judge() -> None:
     verdicts = drive(error_analysis(), steady((1e10, 1e8), (9e11, 9e9)))
     assert verdicts[-1].status is Status.PASS
@@ -501,3 +634,26 @@ def test_a_pass_with_some_evidence_says_it_stayed_below_the_threshold() -> None:
     assert final.status is Status.PASS and check.statistic is not None and check.statistic > 0
     assert "below the step's threshold 1/(alpha 0.01) = 100" in check.message
     assert "no evidence against" not in check.message
+
+
+@pytest.mark.parametrize("stable_errors", [0, 2])
+def test_a_canary_that_breaks_mid_step_fails_and_its_jump_is_weighed_as_burstiness(
+    stable_errors: int,
+) -> None:
+    """Counts per poll as the fault suite's 10% step saw them (about 17 canary and 130 stable
+    requests a second, model-v2 broken after its 40th live request). The jump from 0% to 100%
+    errors is read as overdispersion (the canary's increments enter the estimate, which is what
+    keeps a shared burst the canary's scrape shows a poll early from failing an identical
+    canary: docs/decision-quality.md), so the canary FAILs some polls after its errors appear,
+    not at the first; the verdict says by how much its counts were weighed down."""
+
+    def step(i: int, c: Counters) -> None:
+        c.add((17, 17 if i >= 4 else 0), (130, stable_errors))
+
+    analysis = CanaryAnalysis(ARMS, [ErrorRateCheck(max_increase=0.02)], bake_time_seconds=300)
+    verdicts = drive(analysis, step)
+    first_errors = 5  # the first poll whose counts hold canary errors (after step(4))
+    final = verdicts[-1]
+    assert final.status is Status.FAIL, final.reason
+    assert 1 <= len(verdicts) - 1 - first_errors <= 12, [v.reason for v in verdicts]
+    assert "dispersion" in final.reason and "bursty counts weigh 1/" in final.reason

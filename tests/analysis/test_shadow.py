@@ -12,10 +12,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from airflow_canary.analysis.checks import PredictionDriftCheck
 from airflow_canary.analysis.judges.sequential import log_mixture_lr
 from airflow_canary.analysis.shadow.checks import (
+    PairedPredictionDriftCheck,
     PredictionAgreementCheck,
     PredictionDeltaCheck,
+    as_shadow_check,
+    population_stability_index,
     shadow_check_from_dict,
 )
 from airflow_canary.analysis.shadow.judge import (
@@ -183,10 +187,11 @@ def test_checks_round_trip_through_their_dict() -> None:
     for check in (
         PredictionAgreementCheck(max_disagreement=0.01, min_pairs=500),
         PredictionDeltaCheck(max_mean_abs=0.1, max_quantile_abs=0.5, on="scores"),
+        PairedPredictionDriftCheck(max_psi=0.1, min_predictions=500, epsilon=1e-3),
     ):
         assert shadow_check_from_dict(check.to_dict()) == check
     with pytest.raises(AnalysisError, match="must be one of 'prediction_agreement'"):
-        shadow_check_from_dict({"type": "prediction_drift"})
+        shadow_check_from_dict({"type": "error_rate"})
     with pytest.raises(AnalysisError, match="unknown field.*max_disagreemnt"):
         shadow_check_from_dict({"type": "prediction_agreement", "max_disagreemnt": 0.1})
 
@@ -333,3 +338,125 @@ def test_pairs_needed_shrinks_as_disagreement_grows() -> None:
     with pytest.raises(ValueError, match="must be above the limit"):
         pairs_needed_for_share(0.02, 0.02, JUDGE.log_threshold)
     assert JUDGE.pairs_needed(AGREE) == pairs_needed_for_share(0.02, 0.04, JUDGE.log_threshold)
+
+
+# -- prediction drift on the paired sample ----------------------------------------------------------
+
+
+def drifted(n: int, stable_a: float, moved: float) -> Any:
+    """n pairs: v1 predicts "A" on ``stable_a`` of them, "B" on the rest; v2 predicts as v1
+    except on ``moved`` of v1's "A" pairs, where it predicts "B"."""
+    a_count = round(n * stable_a)
+    moved_count = round(a_count * moved)
+    records = []
+    for i in range(n):
+        v1 = "A" if i < a_count else "B"
+        v2 = "B" if i < moved_count else v1
+        records += [rec(f"r{i}", "v1", i * 0.01, cls=v1), rec(f"r{i}", "v2", i * 0.01, cls=v2)]
+    return pairing(records, now=T0 + timedelta(seconds=n * 0.01 + 60))
+
+
+DRIFT = PredictionDriftCheck(max_psi=0.2)  # the live check, as a user writes it
+
+
+def test_the_live_drift_check_is_taken_on_the_pairs_with_its_limit_minimum_and_floor() -> None:
+    live = PredictionDriftCheck(max_psi=0.15, min_predictions=40, name="drift", epsilon=1e-3)
+    check = as_shadow_check(live)
+    assert check == PairedPredictionDriftCheck(
+        max_psi=0.15, min_predictions=40, name="drift", epsilon=1e-3
+    )
+    assert check.to_dict() == {
+        "type": "prediction_drift",
+        "max_psi": 0.15,
+        "min_predictions": 40,
+        "name": "drift",
+        "epsilon": 1e-3,
+    }
+    assert as_shadow_check(check.to_dict()) == check
+    assert JUDGE.pairs_needed(check) == 40
+
+
+def test_identical_predictions_have_psi_zero_and_pass_at_the_end() -> None:
+    out = JUDGE.judge(drifted(500, 0.8, 0.0), [DRIFT], elapsed_seconds=60, duration_seconds=60)
+    assert out.verdict.status is Status.PASS and out.verdict.final, out.verdict.reason
+    (result,) = out.verdict.checks
+    assert result.status is Status.PASS and result.canary_value == 0.0
+    assert result.statistic is None  # no e-value
+    assert "outside the e-value budget" in result.message
+    assert out.verdict.reason.startswith(
+        "PSI 0.000 of v2's predicted classes against v1's on 500 paired requests (limit 0.2)"
+    )
+
+
+def test_a_v2_moving_30_percent_of_class_a_to_b_fails_at_the_end_with_the_psi() -> None:
+    # v1: A on 80%, B on 20%; v2 predicts B on 30% of v1's A: A 56%, B 44%.
+    expected = (0.56 - 0.8) * math.log(0.56 / 0.8) + (0.44 - 0.2) * math.log(0.44 / 0.2)
+    assert expected == pytest.approx(0.2748, abs=1e-4)
+    sample = drifted(1000, 0.8, 0.3)
+    during = JUDGE.judge(sample, [DRIFT], elapsed_seconds=30, duration_seconds=60)
+    assert during.verdict.status is Status.INCONCLUSIVE and not during.verdict.final
+    assert during.verdict.checks[0].status is Status.INCONCLUSIVE  # a point estimate: at the end
+    out = JUDGE.judge(sample, [DRIFT], elapsed_seconds=60, duration_seconds=60)
+    assert out.verdict.status is Status.FAIL and out.verdict.final
+    assert out.verdict.reason.startswith(
+        "PSI 0.275 of v2's predicted classes against v1's on 1,000 paired requests exceeds "
+        "max_psi 0.2, judged on its value at the end of the phase"
+    )
+    (result,) = out.verdict.checks
+    assert result.status is Status.FAIL and result.canary_value == pytest.approx(expected)
+    assert [e["request_id"] for e in out.examples] == ["r0", "r1", "r2", "r3", "r4"]
+    assert out.examples[0]["stable"]["prediction"] == {"class": "A"}
+    assert out.examples[0]["canary"]["prediction"] == {"class": "B"}
+
+
+def test_drift_spends_none_of_the_e_value_budget() -> None:
+    # The phase's e-value is the agreement check's alone: drift neither adds nor dilutes.
+    sample = drifted(1000, 0.8, 0.3)
+    alone = JUDGE.judge(sample, [AGREE], elapsed_seconds=1, duration_seconds=60)
+    both = JUDGE.judge(sample, [AGREE, DRIFT], elapsed_seconds=1, duration_seconds=60)
+    assert both.log_e == alone.log_e
+    only_drift = JUDGE.judge(sample, [DRIFT], elapsed_seconds=1, duration_seconds=60)
+    assert only_drift.log_e == 0.0 and only_drift.verdict.status is Status.INCONCLUSIVE
+
+
+def test_too_few_pairs_for_drift_never_pass() -> None:
+    check = PredictionDriftCheck(max_psi=0.2, min_predictions=100)
+    out = JUDGE.judge(drifted(99, 0.8, 0.0), [check], elapsed_seconds=60, duration_seconds=60)
+    assert out.verdict.status is Status.INCONCLUSIVE and out.verdict.final
+    assert out.verdict.reason.startswith(
+        "too few pairs to pass: prediction-drift has 99 comparable pair(s) of the 100 needed"
+    )
+    # A drift far above the limit on too few pairs is not a FAIL either: no point estimate yet.
+    few = JUDGE.judge(drifted(50, 0.8, 0.9), [check], elapsed_seconds=60, duration_seconds=60)
+    assert few.verdict.status is Status.INCONCLUSIVE
+    nothing = JUDGE.judge(pairing([]), [check], elapsed_seconds=60, duration_seconds=60)
+    assert nothing.verdict.status is Status.INCONCLUSIVE
+    assert "PSI not measured (no comparable pair)" in nothing.verdict.checks[0].message
+
+
+@pytest.mark.parametrize("value", [0, -0.1, math.inf, math.nan, None, "0.2", True])
+def test_bad_max_psi_is_named_when_the_check_is_built(value: Any) -> None:
+    with pytest.raises(
+        AnalysisError, match=f"prediction-drift: max_psi must be a positive number.*got {value!r}"
+    ):
+        PredictionDriftCheck(max_psi=value)
+    with pytest.raises(
+        AnalysisError, match=f"prediction-drift: max_psi must be a positive number.*got {value!r}"
+    ):
+        PairedPredictionDriftCheck(max_psi=value)
+
+
+def test_a_shadow_phase_needs_at_least_one_pair_for_drift() -> None:
+    with pytest.raises(
+        AnalysisError, match="min_predictions must be a whole number >= 1 in a shadow phase.*got 0"
+    ):
+        as_shadow_check(PredictionDriftCheck(max_psi=0.2, min_predictions=0))
+
+
+def test_psi_floors_a_class_one_side_never_predicts() -> None:
+    assert population_stability_index({"A": 5}, {"A": 7}, 1e-4) == 0.0
+    floor = population_stability_index({"A": 10}, {"A": 5, "B": 5}, 1e-4)
+    expected = (1 - 0.5) * math.log(1 / 0.5) + (1e-4 - 0.5) * math.log(1e-4 / 0.5)
+    assert floor == pytest.approx(expected)
+    with pytest.raises(ValueError, match="both sides need counts"):
+        population_stability_index({}, {"A": 1}, 1e-4)

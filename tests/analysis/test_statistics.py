@@ -11,7 +11,12 @@ from hypothesis import strategies as st
 
 from airflow_canary.analysis.judges.mann_whitney import hodges_lehmann, mann_whitney_p
 from airflow_canary.analysis.judges.sequential import canary_share_null, log_mixture_lr
-from airflow_canary.analysis.observations import advance_counter, clean_number, clean_series
+from airflow_canary.analysis.observations import (
+    advance_counter,
+    advance_counters,
+    clean_number,
+    clean_series,
+)
 
 
 def test_mixture_lr_grows_with_evidence_against_h0() -> None:
@@ -94,6 +99,26 @@ def test_counter_reset_adds_nothing_and_rebases() -> None:
     track = advance_counter(track, 40)  # a pod restarted
     track = advance_counter(track, 90)
     assert track["total"] == 150
+
+
+def test_a_rise_above_its_ceiling_adds_nothing_and_rebases() -> None:
+    track = advance_counter(None, 0)
+    assert advance_counter(track, 1_328, ceiling=523)["total"] == 0
+    assert advance_counter(track, 523, ceiling=523)["total"] == 523
+    rebased = advance_counter(track, 1_328, ceiling=523)
+    assert advance_counter(rebased, 1_338, ceiling=200)["total"] == 10
+
+
+def test_subset_counters_rise_no_faster_than_their_superset() -> None:
+    subsets = {"bad": "total"}
+    tracks = advance_counters({}, {"total": 9_000, "bad": 0}, subsets)
+    tracks = advance_counters(tracks, {"total": 9_523, "bad": 1_328}, subsets)
+    assert (tracks["total"]["total"], tracks["bad"]["total"]) == (523, 0)
+    tracks = advance_counters(tracks, {"total": 9_723, "bad": 1_338}, subsets)
+    assert (tracks["total"]["total"], tracks["bad"]["total"]) == (723, 10)
+    # Without a reading of the superset this poll there is no bound.
+    tracks = advance_counters(tracks, {"total": None, "bad": 1_348}, subsets)
+    assert tracks["bad"]["total"] == 20
 
 
 def test_counter_absent_until_created_counts_from_zero() -> None:

@@ -1,7 +1,7 @@
 """Fault-injection fixtures: Airflow's real components on the local stack, rollouts watched whole.
 
-The slow fault tests run when ``CANARY_FAULTS=1`` and are skipped otherwise (CI included: each
-runs a whole rollout on the real components, and the suite has not yet passed whole here).
+The slow fault tests (each runs a whole rollout on the real components, 2 to 3 minutes) run in
+CI (``CI=true``) or when ``CANARY_FAULTS=1``, and are skipped by a plain ``make test``.
 Every rollout here runs through the deployment's scheduler, LocalExecutor workers and triggerer
 while a :class:`RouteWatch` records every version of the VirtualService.
 """
@@ -19,18 +19,52 @@ from tests.faults.route_watch import RouteWatch
 from tests.fixtures.deployment import Deployment, airflow_deployment
 from tests.fixtures.stack import FAST
 
-__all__ = ["Rollout", "airflow_deployment", "healthy_baseline", "run_rollout", "slow"]
+__all__ = [
+    "CLEAR_FAULTS",
+    "Rollout",
+    "airflow_deployment",
+    "healthy_baseline",
+    "mesh_faults",
+    "run_rollout",
+    "slow",
+]
 
 DAG_ID = "canary_rollout"
 ROUTE = "model-virtual-service"
 #: task states in which a finished run may leave a task
 FINAL_TASK_STATES = frozenset({"success", "skipped", "failed", "upstream_failed"})
 
-#: a fault test that runs a whole rollout on the real deployment: opt-in
+#: a fault test that runs a whole rollout on the real deployment: in CI, or when asked for
 slow = pytest.mark.skipif(
-    os.environ.get("CANARY_FAULTS") != "1",
-    reason="fault tests run whole rollouts on real Airflow: CANARY_FAULTS=1 runs them",
+    os.environ.get("CANARY_FAULTS") != "1" and os.environ.get("CI") != "true",
+    reason="fault tests run whole rollouts on real Airflow: CI=true or CANARY_FAULTS=1 runs them",
 )
+
+
+CLEAR_FAULTS = {"errorFraction": 0, "rejectWritesSeconds": 0, "seed": 0}
+
+
+def mesh_faults(deployment: Deployment, **faults: Any) -> dict[str, Any]:
+    """Set (or with no arguments read) the mesh API server's injected faults, with the
+    credentials and CA of the mesh's kubeconfig."""
+    import ssl
+
+    import httpx
+
+    from airflow_canary.local.apiserver.kubeconfig import read_credentials
+
+    credentials = read_credentials(deployment.stack.stack.kubeconfig)
+    assert credentials is not None, "the mesh's kubeconfig has no credentials"
+    with httpx.Client(
+        base_url=credentials.server,
+        headers={"Authorization": f"Bearer {credentials.token}"},
+        verify=ssl.create_default_context(cadata=credentials.ca_pem.decode()),
+        timeout=10,
+    ) as http:
+        answer = http.post("/_mesh/faults", json=faults) if faults else http.get("/_mesh/faults")
+    answer.raise_for_status()
+    state: dict[str, Any] = answer.json()
+    return state
 
 
 @dataclass
@@ -98,8 +132,12 @@ def run_rollout(
     deployment.stack.reset_traffic()
     with RouteWatch(deployment.stack.stack.api_client(), ROUTE) as watch:
         run_id = deployment.trigger(DAG_ID, conf)
-        fault = inject(deployment, run_id, watch) if inject is not None else {}
-        state = deployment.wait(DAG_ID, run_id, timeout)
+        try:
+            fault = inject(deployment, run_id, watch) if inject is not None else {}
+            state = deployment.wait(DAG_ID, run_id, timeout)
+        except BaseException:
+            deployment.stop_run(DAG_ID, run_id)  # not into the next test
+            raise
     tasks = deployment.task_states(DAG_ID, run_id)
     verdicts = {}
     for task_id in tasks:

@@ -17,9 +17,11 @@ def test_a_healthy_rollout_is_promoted_by_the_real_components(healthy_baseline: 
     assert run.state == "success", run.tasks
     assert run.tasks["canary.promote"] == "success"
     assert run.tasks["canary.rollback"] == "skipped"
-    # every judged step passed in the triggerer, and traffic went only forward
+    # the shadow phase passed in its worker, every judged step in the triggerer, and traffic
+    # went only forward
     assert {t: v["verdict"] for t, v in run.verdicts.items()} == {
-        f"canary.step_{n}.analyze": "PASS" for n in (1, 2, 3)
+        "canary.shadow.analyze": "PASS",
+        **{f"canary.step_{n}.analyze": "PASS" for n in (1, 2, 3)},
     }
     assert run.canary_weights == [0, 20, 40, 60, 100]
     assert run.missing_records()[0] == []

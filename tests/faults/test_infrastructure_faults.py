@@ -18,6 +18,7 @@ canary, leaves traffic half-changed or loses a record) and appends its row to
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import Callable, Iterator
 from datetime import datetime
@@ -26,7 +27,7 @@ from typing import Any
 
 import pytest
 
-from tests.faults.conftest import Rollout, run_rollout, slow
+from tests.faults.conftest import CLEAR_FAULTS, ROUTE, Rollout, mesh_faults, run_rollout, slow
 from tests.faults.outcomes import Outcome, record, split_of
 from tests.faults.route_watch import RouteWatch
 from tests.fixtures.deployment import Deployment
@@ -35,30 +36,6 @@ from tests.fixtures.stack import FAST
 #: CANARY_POLL_INTERVAL_SECONDS in the stack's environment
 POLL_SECONDS = 1.0
 STEP_ANALYSES = ("canary.step_1.analyze", "canary.step_2.analyze", "canary.step_3.analyze")
-CLEAR_FAULTS = {"errorFraction": 0, "rejectWritesSeconds": 0, "seed": 0}
-
-
-def mesh_faults(deployment: Deployment, **faults: Any) -> dict[str, Any]:
-    """Set (or with no arguments read) the mesh API server's injected faults, with the
-    credentials and CA of the mesh's kubeconfig."""
-    import ssl
-
-    import httpx
-
-    from airflow_canary.local.apiserver.kubeconfig import read_credentials
-
-    credentials = read_credentials(deployment.stack.stack.kubeconfig)
-    assert credentials is not None, "the mesh's kubeconfig has no credentials"
-    with httpx.Client(
-        base_url=credentials.server,
-        headers={"Authorization": f"Bearer {credentials.token}"},
-        verify=ssl.create_default_context(cadata=credentials.ca_pem.decode()),
-        timeout=10,
-    ) as http:
-        answer = http.post("/_mesh/faults", json=faults) if faults else http.get("/_mesh/faults")
-    answer.raise_for_status()
-    state: dict[str, Any] = answer.json()
-    return state
 
 
 @pytest.fixture
@@ -239,9 +216,9 @@ def test_30_percent_api_errors_mid_rollout_complete_within_the_retry_budget(
     fault_at = 0.0
     try:
         run, fault_at, finished_at = faulted_rollout(deployment, FAST, 20, inject)
-        final = final_split(deployment)
     finally:
         injected = mesh_faults(deployment, errorFraction=0)["injected"]
+    final = final_split(deployment)  # read once the faults are off: the test's own read
     record_outcome(
         "Kubernetes API: 30% of requests 500/429/reset",
         "step 1 (20%), to the end",
@@ -263,33 +240,39 @@ def test_30_percent_api_errors_mid_rollout_complete_within_the_retry_budget(
 def test_a_20_second_write_outage_mid_rollout_fails_loudly_then_the_retry_completes(
     no_api_faults: Deployment,
 ) -> None:
-    """etcd without quorum for 20 s from the middle of step 1's bake: every write in that time
-    fails with "etcdserver: request timed out" and the VirtualService does not change; the next
-    weight change fails loudly, Airflow retries the task, and the rollout completes."""
+    """etcd without quorum for 20 s from step 2's first write: every write in that time fails
+    with "etcdserver: request timed out" and the VirtualService does not change; the weight
+    change fails loudly, Airflow retries the task, and the rollout completes.
+
+    The outage is armed during step 1's bake and begins with the next write (the mesh's
+    ``rejectNextWritesSeconds``), so it meets the weight change however long the bake takes."""
     deployment = no_api_faults
 
     def inject(dep: Deployment) -> str:
-        mesh_faults(dep, rejectWritesSeconds=20)
-        return "every write rejected for 20 s"
+        mesh_faults(dep, rejectNextWritesSeconds=20)
+        return "every write rejected for 20 s from the next one"
 
-    run, fault_at, finished_at = faulted_rollout(deployment, FAST, 20, inject)
+    run, _, finished_at = faulted_rollout(deployment, FAST, 20, inject)
     final = final_split(deployment)
-    injected = mesh_faults(deployment)["injected"]
+    faults = mesh_faults(deployment)
+    outage_at = faults["rejectWritesStartedAt"]
+    assert outage_at is not None, faults
     record_outcome(
         "Kubernetes API: every write rejected for 20 s",
-        "step 1 (20%) bake",
+        "step 2's weight change (40%)",
         run,
-        fault_at,
+        outage_at,
         finished_at,
         "test_a_20_second_write_outage_mid_rollout_fails_loudly_then_the_retry_completes",
         final,
     )
+    assert faults["rejectWritesStartedBy"].endswith("/virtualservices/" + ROUTE), faults
+    assert faults["injected"].get("reject-write", 0) >= 1, faults
     assert_finished_safely(run, FAST["steps"], final)
     assert run.state == "success", (run.tasks, run.verdicts)
     assert v2_path(run, final) == [0, 20, 40, 60, 100]
     # No version of the route was written during the outage.
-    assert not [s for s in run.watch.seen if fault_at < s.at < fault_at + 19], run.watch.seen
-    assert injected.get("reject-write", 0) >= 1, injected
+    assert not [s for s in run.watch.seen if outage_at < s.at < outage_at + 19], run.watch.seen
 
 
 @slow
@@ -362,11 +345,19 @@ def test_prometheus_killed_mid_bake_gives_inconclusive_polls_and_judges_nothing_
     assert_finished_safely(run, conf["steps"], final)
     first = run.verdicts["canary.step_1.analyze"]
     polls = poll_lines(deployment, run.run_id, "canary.step_1.analyze")
-    # A poll in the gap judges nothing: its queries failed (no check in its line), or, when a
-    # late trigger replays it from Prometheus's history, the hole in the history gives no data
-    # (no requests on either arm). Every poll but the last is INCONCLUSIVE.
+    # A poll in the gap judges nothing. Either its queries failed (no check in its line), or a
+    # late trigger replays it from Prometheus's history, where the hole gives no new data: no
+    # requests on either arm when the hole is at the baseline, otherwise the counts of the
+    # poll before, unchanged (a SIGKILLed Prometheus writes no staleness markers, so an instant
+    # query in the hole returns the last sample before it, up to 5 minutes old). Every poll
+    # but the last is INCONCLUSIVE.
+    counts = [re.search(r"requests canary=(\S+) stable=(\S+)", line) for line in polls]
     gap = [
-        line for line in polls[1:] if line.count(" | ") == 2 or "requests canary=0 stable=0" in line
+        line
+        for i, line in enumerate(polls[1:], start=1)
+        if line.count(" | ") == 2
+        or "requests canary=0 stable=0" in line
+        or (counts[i] and counts[i - 1] and counts[i].groups() == counts[i - 1].groups())
     ]
     assert gap, f"no poll saw Prometheus down: {polls}"
     assert all(line.endswith("-> INCONCLUSIVE") for line in polls[:-1]), polls
@@ -403,15 +394,19 @@ def poll_lines(deployment: Deployment, run_id: str, task_id: str) -> list[str]:
 def test_model_v2_crashing_under_load_at_10_percent_is_rolled_back_from_the_trigger(
     airflow_deployment: Deployment, mode: str
 ) -> None:
-    """model-v2's pods break after 40 predictions each, a few seconds into the 10% step: the
-    analysis says FAIL and the trigger rolls back within one poll after Prometheus sees the
-    errors (the errors' first scrape, then the next poll decides)."""
+    """model-v2's pods break after 40 live predictions each, a few seconds into the 10% step:
+    the analysis says FAIL and the trigger rolls back at that poll. Not within one poll of the
+    errors: the canary's jump from 0% to 100% errors is weighed as overdispersion (which is what
+    keeps a shared burst seen a poll early in the canary's scrape from failing an identical
+    canary; docs/decision-quality.md), so the FAIL comes a few polls after the errors' first
+    scrape (3 to 4 in the pure model of these counts, tests/analysis/test_canary.py)."""
     deployment = airflow_deployment
     conf = {
         "steps": [10, 40, 60, 100],
         "bake_time_seconds": 30,
         "v2_crash_after_requests": 40,
         "v2_crash_mode": mode,
+        "v2_crash_on": "live",  # the shadow phase's mirrored copies do not count
     }
 
     def inject(dep: Deployment) -> str:
@@ -443,7 +438,12 @@ def test_model_v2_crashing_under_load_at_10_percent_is_rolled_back_from_the_trig
     started = decided - float(verdict["elapsed_seconds"])
     deciding_poll_at = started + (int(verdict["polls"]) - 1) * POLL_SECONDS
     polls_after_errors = (deciding_poll_at - errors_at) / POLL_SECONDS
-    assert polls_after_errors <= 2, (verdict, errors_at, polls_after_errors)
+    # Before the 30-poll bake ends: FAILed on the evidence, not at the bake's end. (5 to 7
+    # polls on a quiet machine; up to 17.5 seen on a loaded one, where polls carry fewer
+    # requests; docs/decision-quality.md.)
+    assert polls_after_errors <= 25, (verdict, errors_at, polls_after_errors)
+    rolled_back = datetime.fromisoformat(verdict["rolled_back_at"].replace("Z", "+00:00"))
+    assert rolled_back.timestamp() >= decided - 1  # rolled back at the verdict, by the trigger
 
 
 def first_v2_errors(deployment: Deployment, start: float, end: float) -> float | None:

@@ -113,12 +113,19 @@ def judge_case(
     series: list[dict[str, Any]],
     checks: list[Check],
     polls: int = 1,
+    growing: bool = False,
 ) -> Verdict:
-    """Baseline with nothing served, then ``series``; ``polls`` later polls read the same data."""
+    """Baseline with every series of the case at zero, then ``series``; ``polls`` later polls
+    read the same data, or with ``growing`` the series' values times the poll's number (traffic
+    going on as it did). (A baseline at which every series is absent is no baseline: it reads as
+    a gap in Prometheus's history; see tests/analysis/test_canary.py.)"""
     exporter, _ = field_prometheus
     hook = PrometheusHook()
-    before = exporter.serve("# nothing yet\n")
+    before = exporter.serve(exposition([{**item, "value": 0} for item in series]))
     after = exporter.serve(exposition(series))
+    times = [after]
+    for i in range(2, polls + 1 if growing else 0):
+        times.append(exporter.serve(exposition([{**x, "value": x["value"] * i} for x in series])))
     analysis = CanaryAnalysis(
         Arms("team-a"), checks, bake_time_seconds=60, poll_interval_seconds=POLL
     )
@@ -131,7 +138,7 @@ def judge_case(
     async def drive() -> Verdict:
         verdict = await answer(0, before)
         for i in range(1, polls + 1):
-            verdict = await answer(i * POLL, after)
+            verdict = await answer(i * POLL, times[min(i, len(times)) - 1])
             if verdict.final:
                 break
         return verdict
@@ -214,16 +221,20 @@ def test_latency_ratio_uses_the_bounds_the_data_has(field_prometheus) -> None:
 
 def test_unreachable_canary_fails_fast_from_source_reported_503s(field_prometheus) -> None:
     """09: every canary pod is down; callers' sidecars answer 503 UH, seen only with
-    reporter="source" and destination labels "unknown" (istio/istio#28387)."""
+    reporter="source" and destination labels "unknown" (istio/istio#28387). It FAILs at the
+    second poll that sees it so (the first after the baseline could be a restart's readiness
+    lag), not at the step's timeout."""
     verdict = judge_case(
         field_prometheus,
         load_series("09-proxy-503-source-reporter.yaml"),
         [ErrorRateCheck(max_rate=0.01)],
+        polls=2,
+        growing=True,
     )
-    assert verdict.status is Status.FAIL and verdict.final and verdict.polls == 2
+    assert verdict.status is Status.FAIL and verdict.final and verdict.polls == 3
     (check,) = verdict.checks
     assert "the canary received no requests (reporter=destination)" in check.message
-    assert "answered 90,000 requests" in check.message and "UH/UF/URX" in check.message
+    assert "answered 180,000 requests" in check.message and "UH/UF/URX" in check.message
 
 
 def test_a_bound_that_is_not_a_default_bucket_is_refused_at_parse_time() -> None:

@@ -12,6 +12,7 @@ never anything else; running the failed step again (Airflow's task retry) comple
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -100,6 +101,28 @@ def test_the_mesh_answers_each_fault_as_kube_apiserver_does(faulty: Seeded) -> N
     state = _faults(faulty)
     assert state["rejectWritesRemainingSeconds"] > 0
     assert state["injected"]["reject-write"] == 1
+
+
+def test_an_outage_armed_for_the_next_write_begins_with_it(faulty: Seeded) -> None:
+    path = VS_PATH.format(ns=faulty.namespace)
+    merge = {"Content-Type": "application/merge-patch+json"}
+    armed = _faults(faulty, rejectNextWritesSeconds=600)
+    assert armed["rejectWritesStartedAt"] is None and armed["rejectWritesRemainingSeconds"] == 0
+    with faulty.mesh.http() as http:
+        assert http.get(path).status_code == 200  # reads do not start it
+        before = time.time()
+        rejected = http.patch(path, json={"metadata": {"labels": {"t": "3"}}}, headers=merge)
+        assert rejected.status_code == 500
+        assert rejected.json()["message"] == "etcdserver: request timed out"
+        again = http.patch(path, json={"metadata": {"labels": {"t": "4"}}}, headers=merge)
+        assert again.status_code == 500  # and every write after it, until the time is up
+    state = _faults(faulty)
+    assert state["rejectNextWritesSeconds"] == 0 and state["rejectWritesRemainingSeconds"] > 0
+    assert before <= state["rejectWritesStartedAt"] <= time.time()
+    assert state["rejectWritesStartedBy"] == f"PATCH {path}"
+    assert state["injected"]["reject-write"] == 2
+    with pytest.raises(AssertionError, match="rejectNextWritesSeconds must be a number"):
+        _faults(faulty, rejectNextWritesSeconds=-1)
 
 
 STEPS = [

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from typing import Any
 
+import httpx
 import pytest
 import tenacity
 
@@ -157,3 +159,42 @@ def test_an_admission_denial_is_reported_as_such_and_not_retried(at_50: Seeded) 
         "configuration is invalid: weight too high"
     )
     assert at_50.stored() == before
+
+
+def test_a_write_held_by_slow_storage_is_stored_although_its_client_gave_up(at_50: Seeded) -> None:
+    """``writeLatencySeconds`` holds every write (a slowly committing etcd) and counts the held
+    ones in ``delayedWrites``; the fault suite kills a worker while its write is held. Pins the
+    mesh's side of a client that went away: the write is still stored (kube-apiserver may or
+    may not store it, depending on whether etcd had it), so a retry must take it as it finds it."""
+    vs = at_50.stored()
+    vs["spec"]["http"][0]["route"][0]["weight"] = 60
+    vs["spec"]["http"][0]["route"][1]["weight"] = 40
+    path = (
+        f"/apis/networking.istio.io/{vs['apiVersion'].split('/')[1]}/namespaces/"
+        f"{at_50.namespace}/virtualservices/{VS}"
+    )
+    assert _faults(at_50, writeLatencySeconds=3)["writeLatencySeconds"] == 3
+    try:
+        with at_50.mesh.http() as http:
+            with pytest.raises(httpx.ReadTimeout):
+                http.put(path, json=vs, timeout=httpx.Timeout(10, read=0.5))
+            assert _faults(at_50)["delayedWrites"] == 1  # held, its client gone
+            assert _weights(at_50) == {"v1": 50, "v2": 50}  # reads are not held
+            for _ in range(100):
+                if _faults(at_50)["delayedWrites"] == 0:
+                    break
+                time.sleep(0.1)
+        assert _faults(at_50)["delayedWrites"] == 0
+        assert _weights(at_50) == {"v1": 60, "v2": 40}
+    finally:
+        _faults(at_50, writeLatencySeconds=0)
+
+
+@pytest.mark.parametrize("latency", [-1, 61, "3", True])
+def test_a_write_latency_outside_0_to_60_seconds_is_refused(at_50: Seeded, latency: Any) -> None:
+    with at_50.mesh.http() as http:
+        answer = http.post("/_mesh/faults", json={"writeLatencySeconds": latency})
+    assert answer.status_code == 400
+    assert answer.json()["message"] == (
+        f"writeLatencySeconds must be a number of seconds within 0..60, got {latency!r}"
+    )

@@ -539,6 +539,7 @@ def test_shadow_analysis_versions_and_options(value: Any) -> None:
     judged(build("canary_version"), value, rules.label_value(value) and value != "v1")
     alpha = rules.finite_at_least(0, strict=True)(value) and value < 0.5
     judged(build("alpha"), value, alpha)
+    judged(build("deferrable"), value, value is None or rules.flag(value))
 
 
 @HOSTILE

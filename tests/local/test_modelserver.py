@@ -497,3 +497,46 @@ def test_crash_mode_fail_answers_500_and_stays_healthy(model_path: Path, tmp_pat
         assert server.process.poll() is None
     finally:
         server.stop()
+
+
+@pytest.mark.parametrize(
+    ("crash_on", "counted", "uncounted"),
+    [
+        ("live", "model-service", "model-service-shadow"),
+        ("mirrored", "model-service-shadow", "model-service"),
+    ],
+)
+def test_crash_on_counts_only_live_or_only_mirrored_requests(
+    model_path: Path, tmp_path: Path, crash_on: str, counted: str, uncounted: str
+) -> None:
+    # Istio (Envoy) suffixes a mirrored copy's authority with -shadow (port kept).
+    server = launch(
+        ["--model", str(model_path), "--version", "v2", "--crash-after-requests", "2"],
+        tmp_path / "crash-on.log",
+        env={"MODEL_CRASH_MODE": "fail", "MODEL_CRASH_ON": crash_on},
+    )
+
+    def predict(host: str) -> int:
+        return httpx.post(
+            f"{server.url}/predict",
+            json={"instances": [[0.1] * 30]},
+            headers={"Host": f"{host}:8080"},
+            timeout=5,
+        ).status_code
+
+    try:
+        wait_ready(server)
+        assert [predict(uncounted) for _ in range(5)] == [200] * 5
+        assert [predict(counted) for _ in range(3)] == [200, 200, 500]
+        # once broken, the runtime is broken for every request
+        assert predict(uncounted) == 500
+    finally:
+        server.stop()
+
+
+def test_crash_on_outside_its_choices_names_the_value() -> None:
+    with pytest.raises(
+        modelserver.ConfigError,
+        match="MODEL_CRASH_ON must be one of all, live, mirrored, got 'some'",
+    ):
+        modelserver.parse_config(["--model", "m", "--version", "v2"], {"MODEL_CRASH_ON": "some"})

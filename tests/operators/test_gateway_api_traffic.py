@@ -114,6 +114,7 @@ def test_operators_roll_out_and_back_on_an_httproute(gateway_mesh: Mesh, namespa
     rolled = RollbackCanaryOperator(task_id="rb", reason="bad canary", **kw).execute({})  # type: ignore[arg-type]
     assert rolled["split"] == {"model-v1": 100, "model-v2": 0}
     assert rolled["rolled_back"] is True and rolled["reason"] == "bad canary"
+    assert rolled["live_traffic"] is True
     assert rolled["header_routes"] == []
     assert weights(stored(gateway_mesh, namespace)) == [[("model-v1", 100), ("model-v2", 0)]]
 

@@ -11,6 +11,7 @@ import math
 import secrets
 import threading
 from collections.abc import Iterator
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -65,8 +66,11 @@ def test_a_templated_percent_waits_for_rendering_and_is_checked_then(seeded: See
 def test_mirror_on_change_off_on_a_virtual_service(seeded: Seeded) -> None:
     common = {**COMMON, "namespace": seeded.namespace}
     SetHeaderRouteOperator(task_id="h", **common).execute(context={})  # type: ignore[arg-type]
+    before = datetime.now(timezone.utc)
     result = SetMirrorOperator(task_id="on", percent=100, **common).execute(context={})  # type: ignore[arg-type]
     assert result["changed"] is True and result["mirror_percent"] == 100.0
+    # no request can have been mirrored before the write: the shadow analysis's `since`
+    assert before <= datetime.fromisoformat(result["mirrored_since"]) <= datetime.now(timezone.utc)
     assert result["split"] == {"v1": 100, "v2": 0}  # no live request goes to v2
     # Stored as JSON: the API server (like kube-apiserver) returns the double 100.0 as 100;
     # the written document itself is validated against Istio's schemas in tests/routing.
@@ -84,6 +88,7 @@ def test_mirror_on_change_off_on_a_virtual_service(seeded: Seeded) -> None:
     assert changed["mirror_percent"] == 50.0
     off = SetMirrorOperator(task_id="off", remove=True, **common).execute(context={})  # type: ignore[arg-type]
     assert off["mirror_percent"] == 0.0 and off["changed"] is True
+    assert "mirrored_since" not in off
     assert all("mirror" not in r for r in seeded.stored()["spec"]["http"])
 
 
@@ -95,10 +100,22 @@ def test_promote_and_rollback_remove_the_mirror(seeded: Seeded, finish: str) -> 
     if finish == "promote":
         PromoteCanaryOperator(task_id="p", **common).execute(context={})  # type: ignore[arg-type]
     else:
-        RollbackCanaryOperator(task_id="rb", reason="shadow FAIL", **common).execute(context={})  # type: ignore[arg-type]
+        done = RollbackCanaryOperator(task_id="rb", reason="FAIL", **common).execute({})  # type: ignore[arg-type]
+        assert done["rolled_back"] is True and done["live_traffic"] is True  # v2 had 10%
     stored = seeded.stored()
     assert_valid_istio(stored)
     assert all("mirror" not in r and "mirrorPercentage" not in r for r in stored["spec"]["http"])
+
+
+def test_a_rollback_that_only_takes_the_mirror_off_says_it_rolled_back(seeded: Seeded) -> None:
+    # The shadow phase's FAIL: no weight and no header route yet, only the mirror to v2.
+    common = {**COMMON, "namespace": seeded.namespace}
+    SetMirrorOperator(task_id="on", percent=100, **common).execute(context={})  # type: ignore[arg-type]
+    done = RollbackCanaryOperator(task_id="rb", reason="shadow FAIL", **common).execute({})  # type: ignore[arg-type]
+    assert done["rolled_back"] is True and done["changed"] is True
+    assert done["live_traffic"] is False  # v2 never served a live request
+    again = RollbackCanaryOperator(task_id="rb2", reason="shadow FAIL", **common).execute({})  # type: ignore[arg-type]
+    assert again["rolled_back"] is False and again["changed"] is False  # nothing left to undo
 
 
 def test_a_missing_canary_subset_stops_the_mirror_before_any_write(seeded: Seeded) -> None:
@@ -192,8 +209,11 @@ def test_mirror_on_an_httproute_as_percent_and_fraction_then_rolled_back(
     (mirror,) = _mirrors(stored_route(gateway_mesh, gateway_namespace))
     assert mirror["fraction"] == {"numerator": 1, "denominator": 40}
 
-    RollbackCanaryOperator(task_id="rb", reason="shadow FAIL", **kw).execute({})  # type: ignore[arg-type]
+    done = RollbackCanaryOperator(task_id="rb", reason="shadow FAIL", **kw).execute({})  # type: ignore[arg-type]
     assert _mirrors(stored_route(gateway_mesh, gateway_namespace)) == []
+    assert done["rolled_back"] is True and done["live_traffic"] is False  # as on Istio
+    again = RollbackCanaryOperator(task_id="rb2", reason="shadow FAIL", **kw).execute({})  # type: ignore[arg-type]
+    assert again["rolled_back"] is False and again["changed"] is False  # nothing left to undo
 
 
 def test_a_missing_canary_service_stops_the_mirror_before_any_write(

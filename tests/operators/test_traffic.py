@@ -140,7 +140,9 @@ def test_rollback_returns_reason_and_removes_header_routes(seeded: Seeded) -> No
         "at",
         "reason",
         "rolled_back",
+        "live_traffic",
     }
+    assert result["live_traffic"] is True  # v2 had 10% and the testers' header route
     assert result["routes"] == [{"route": "http[0]", "protocol": "http", "split": {"v1": 100}}]
     assert seeded.stored()["spec"]["http"] == [
         {"route": [{"destination": {"host": "model-service", "subset": "v1"}, "weight": 100}]}

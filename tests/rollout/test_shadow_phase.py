@@ -9,7 +9,14 @@ import pendulum
 import pytest
 from airflow.sdk import DAG
 
-from airflow_canary.analysis import AnalysisError, ErrorRateCheck, PredictionAgreementCheck
+from airflow_canary.analysis import (
+    AnalysisError,
+    ErrorRateCheck,
+    MirroredErrorRateCheck,
+    PredictionAgreementCheck,
+    PredictionDriftCheck,
+)
+from airflow_canary.analysis.shadow import PairedPredictionDriftCheck
 from airflow_canary.rollout import ShadowPhase, canary_rollout
 from airflow_canary.routing import RoutingError
 
@@ -54,6 +61,27 @@ def test_the_shadow_phase_runs_between_plan_and_the_header_route() -> None:
     assert tasks["canary.notify"].analysis_task_ids[0] == "canary.shadow.analyze"
 
 
+def test_checks_on_mirrored_requests_read_the_rollouts_prometheus_in_its_namespace() -> None:
+    errors = MirroredErrorRateCheck(max_rate=0.02)
+    shadow = ShadowPhase(
+        prediction_log="file:///logs",
+        checks=[AGREE, PredictionDriftCheck(max_psi=0.2), errors],
+    )
+    dag = _dag(
+        shadow,
+        namespace="shop",
+        prometheus_conn_id="prom",
+        max_inconclusive_polls=5,
+    )
+    sensor = dag.task_dict["canary.shadow.analyze"]
+    assert (sensor.namespace, sensor.prometheus_conn_id, sensor.max_inconclusive_polls) == (
+        "shop",
+        "prom",
+        5,
+    )
+    assert sensor.shadow_checks == [AGREE, PairedPredictionDriftCheck(max_psi=0.2), errors]
+
+
 def test_the_shadow_phase_is_one_judged_step_of_the_error_budget() -> None:
     dag = _dag(ShadowPhase(prediction_log="file:///logs", checks=[AGREE]))
     # Steps 1, 10, 50 are judged (100 is the promotion) and the shadow phase: 4 shares.
@@ -66,6 +94,13 @@ def test_the_shadow_phase_is_one_judged_step_of_the_error_budget() -> None:
     assert without.task_dict["canary.step_1.analyze"].analysis.judge_options[
         "budget_share"
     ] == pytest.approx(1 / 3)
+
+
+@pytest.mark.parametrize("deferrable", [None, True, False])
+def test_the_rollouts_shadow_phase_polls_in_the_worker(deferrable: bool | None) -> None:
+    # The steps' analyses follow the rollout's deferrable; the shadow phase keeps poking.
+    dag = _dag(ShadowPhase(prediction_log="file:///logs", checks=[AGREE]), deferrable=deferrable)
+    assert dag.task_dict["canary.shadow.analyze"].deferrable is False
 
 
 @pytest.mark.parametrize(

@@ -12,7 +12,8 @@ import pytest
 from airflow.sdk import DAG
 
 from airflow_canary.analysis import ErrorRateCheck, PredictionDriftCheck
-from airflow_canary.rollout import canary_rollout
+from airflow_canary.analysis.shadow import PredictionAgreementCheck
+from airflow_canary.rollout import ShadowPhase, canary_rollout
 from tests.conftest import REPO
 
 CHECKS = [ErrorRateCheck(max_increase=0.02)]
@@ -73,6 +74,38 @@ def test_without_header_route_and_with_decommission():
     assert decommission.upstream_task_ids == {"canary.promote"} and decommission.replicas == 0
 
 
+def test_every_task_that_writes_the_route_retries_and_the_others_keep_the_dags_defaults():
+    with DAG(
+        "t",
+        start_date=pendulum.datetime(2026, 1, 1),
+        schedule=None,
+        default_args={"retries": 7},
+    ) as dag:
+        canary_rollout(
+            virtual_service="vs",
+            checks=CHECKS,
+            bake_time=10,
+            poll_interval=1,
+            shadow=ShadowPhase(
+                prediction_log="file:///tmp/p/", checks=[PredictionAgreementCheck()], duration=60
+            ),
+        )
+    writes = {
+        "canary.shadow.mirror_on",
+        "canary.shadow.mirror_off",
+        "canary.header_route",
+        *(f"canary.step_{k}.set_weight" for k in (1, 2, 3, 4)),
+        "canary.promote",
+        "canary.rollback",
+    }
+    for task_id, task in dag.task_dict.items():
+        if task_id in writes:
+            assert (task.retries, task.retry_delay) == (3, timedelta(seconds=5)), task_id
+        else:
+            assert task.retries == 7, task_id
+    assert _dag(traffic_retries=0).task_dict["canary.promote"].retries == 0
+
+
 @pytest.mark.parametrize(
     ("kwargs", "fragment"),
     [
@@ -83,6 +116,15 @@ def test_without_header_route_and_with_decommission():
         ({"decommission_stable": True}, "needs stable_deployment"),
         ({"header_route": ("x-canary-version",)}, "header_route must be a (header, value) pair"),
         ({"stable_subset": "v2"}, "must differ"),
+        ({"traffic_retries": -1}, "traffic_retries must be a whole number of retries >= 0, got -1"),
+        (
+            {"traffic_retries": True},
+            "traffic_retries must be a whole number of retries >= 0, got True",
+        ),
+        (
+            {"traffic_retries": "3"},
+            "traffic_retries must be a whole number of retries >= 0, got '3'",
+        ),
     ],
 )
 def test_bad_input_fails_when_the_dag_is_parsed(kwargs, fragment):

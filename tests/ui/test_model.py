@@ -7,6 +7,8 @@ from datetime import datetime, timezone
 from html import unescape
 from typing import Any
 
+import pytest
+
 from airflow_canary.plugins.model import (
     Outcome,
     RunRow,
@@ -495,10 +497,85 @@ def test_the_shadow_phase_is_a_step_with_its_pairs_limit_unpaired_records_and_ex
     assert examples == ["req-0", "req-5", "req-10", "req-15", "req-20"]
 
 
-def test_a_shadow_phase_still_judging_shows_its_poll_not_a_verdict() -> None:
+def test_drift_and_mirrored_request_checks_are_shown_like_the_others() -> None:
+    from datetime import timedelta
+
+    from airflow_canary.analysis import (
+        MirroredErrorRateCheck,
+        MirroredLatencyCheck,
+        PredictionDriftCheck,
+    )
+    from airflow_canary.analysis.shadow import (
+        MirroredTelemetry,
+        Prediction,
+        PredictionRecord,
+        ShadowJudge,
+        as_shadow_check,
+        input_hash,
+        pair_records,
+    )
+    from airflow_canary.analysis.values import Arms
+
+    records = [
+        PredictionRecord(
+            request_id=f"req-{i}",
+            version=version,
+            time=T0 + timedelta(milliseconds=10 * i),
+            input_hash=input_hash([float(i)]),
+            prediction=Prediction(class_=1),
+        )
+        for i in range(300)
+        for version in ("v1", "v2")
+    ]
+    pairing = pair_records(
+        records,
+        stable_version="v1",
+        canary_version="v2",
+        window_seconds=1,
+        now=T0 + timedelta(minutes=1),
+    )
+    checks = [
+        as_shadow_check(PredictionDriftCheck(max_psi=0.2)),
+        MirroredErrorRateCheck(max_rate=0.02),
+        MirroredLatencyCheck(quantile=0.99, max_ms=300, min_requests=50),
+    ]
+    telemetry = MirroredTelemetry(Arms("default"), checks)
+    ids = telemetry.queries()
+    telemetry.observe(dict.fromkeys(ids, 0.0))
+    reading = {q: 120.0 if q.endswith("/total") or q.endswith("/stable") else 0.0 for q in ids}
+    reading["mirrored-error-rate/bad"] = 120.0  # every mirrored request failed
+    poll = telemetry.observe(reading)
+    verdict = (
+        ShadowJudge(alpha=0.01, budget_share=0.25)
+        .judge(pairing, checks, elapsed_seconds=3.0, duration_seconds=60, polls=2, telemetry=poll)
+        .to_dict()
+    )
+    assert verdict["verdict"] == "FAIL"
+    rollout = _shadow_rollout(verdict, "failed")
+    assert rollout.shadow is not None and rollout.missing == ()
+    assert rollout.shadow.reason is not None
+    assert rollout.shadow.reason.startswith("v2 answered 100% of 120 mirrored requests")
+    html = render_page([rollout], PageContext("viewer", T0, 25))
+    assert _check_row(html, "prediction-drift")[:3] == ["prediction-drift", "INCONCLUSIVE", "0"]
+    assert _check_row(html, "mirrored-error-rate")[:6] == [
+        "mirrored-error-rate",
+        "FAIL",
+        "1",
+        "—",
+        "—",  # the test's analysis record names only the agreement check's limits
+        "120",
+    ]
+    row = _check_row(html, "mirrored-latency")
+    assert row[:3] == ["mirrored-latency", "INCONCLUSIVE", "0"]
+    assert "slower than 500 ms, the smallest bucket bound >= max_ms 300" in row[-1]
+
+
+@pytest.mark.parametrize("state", ["running", "deferred"])
+def test_a_shadow_phase_still_judging_shows_its_poll_not_a_verdict(state: str) -> None:
+    # Poking, the sensor pushes each poll's verdict; deferred, the trigger stores it.
     verdict = _shadow_verdict(disagree_every=1000, duration=60)  # 1 of 300: below the limit
     assert verdict["verdict"] == "INCONCLUSIVE" and verdict["final"] is False
-    rollout = _shadow_rollout(verdict, "running")
+    rollout = _shadow_rollout(verdict, state)
     assert rollout.shadow is not None
     assert rollout.shadow.live and rollout.shadow.verdict is None
     html = render_page([rollout], PageContext("viewer", T0, 25))

@@ -225,14 +225,24 @@ def test_the_shadow_phase_is_shown_as_a_step_with_its_numbers(
         task["state"] for task in (shadow["mirror_on"], shadow["analysis"], shadow["mirror_off"])
     ] == ["success"] * 3
     # the limit the sensor recorded when it started, the pairs and every record's outcome
-    assert shadow["limits"] == [["prediction-agreement", "max_disagreement=0.02"]]
-    (check,) = shadow["checks"]
+    assert shadow["limits"] == [
+        ["prediction-agreement", "max_disagreement=0.02"],
+        ["mirrored-error-rate", "max_rate=0.2"],
+    ]
+    check, mirrored = shadow["checks"]
     assert (check["name"], check["status"], check["canary_value"]) == (
         "prediction-agreement",
         "PASS",
         0.0,
     )
     assert check["canary_requests"] == recorded["pairing"]["pairs"] > 0
+    # v2's mirrored requests from Istio telemetry: none failed
+    assert (mirrored["name"], mirrored["status"], mirrored["canary_value"]) == (
+        "mirrored-error-rate",
+        "PASS",
+        0.0,
+    )
+    assert mirrored["canary_requests"] > 0
     pairing = recorded["pairing"]
     assert shadow["pairing"] == pairing
     assert shadow["examples"] == []  # a PASS keeps no example pairs

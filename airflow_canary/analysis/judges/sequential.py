@@ -76,8 +76,12 @@ DISPERSION_MIN_EXPECTED = 2.0
 #: dispersion of errors in geometric clusters of mean 3 (E[S^2]/E[S] = 15/3).
 DISPERSION_PRIOR = 5.0
 DISPERSION_PRIOR_DF = 1.0
-#: Requests slower than the stable callers' 503s needed before a missing canary FAILs.
+#: Callers' proxy 503s (UH/UF/URX) needed before a canary that received nothing FAILs.
 UNREACHABLE_MIN = 5
+#: Consecutive poll intervals in which the canary must look unreachable before it FAILs: in
+#: one it can be the readiness lag of pods restarting together (the stable pods ready a probe
+#: period before the canary's), which ends by the next.
+UNREACHABLE_POLLS = 2
 #: Alternatives for the power statement: the limit doubled.
 POWER_FACTOR = 2.0
 POWER_DRAWS = 400
@@ -410,7 +414,7 @@ class SequentialJudge(Judge):
     def classify(self, obs: Observation, state: dict[str, Any]) -> Classification:
         check = obs.check
         shortfall = traffic_shortfall(obs)
-        unreachable = self._unreachable(obs)
+        unreachable = self._unreachable(obs, state)
         if unreachable:
             return Classification(result(obs, Status.FAIL, unreachable), decisive=True)
         if isinstance(check, LatencyCheck):
@@ -511,21 +515,43 @@ class SequentialJudge(Judge):
     # -- special cases -------------------------------------------------------------------
 
     @staticmethod
-    def _unreachable(obs: Observation) -> str | None:
-        """Callers get proxy 503s while the canary receives nothing: FAIL now, not at timeout."""
+    def _unreachable(obs: Observation, state: dict[str, Any]) -> str | None:
+        """Callers get proxy 503s while the stable arm is served and the canary receives
+        nothing, in ``UNREACHABLE_POLLS`` poll intervals in a row: FAIL now, not at timeout.
+
+        The 503s carry destination labels "unknown" (istio/istio#28387): they may have been
+        meant for either arm. An interval counts against the canary only when it added such
+        503s while the stable arm was served in it and in the interval before (so it was up
+        throughout); the canary received nothing since the step started. In an interval in
+        which the stable arm was not served, or only came back (the whole service restarting:
+        a node, the data plane), the 503s say nothing about the canary. ``state`` keeps the
+        readings of the previous poll, the 503s counted so far and the intervals in a row.
+        """
         check = obs.check
         if not isinstance(check, ErrorRateCheck):
             return None
-        failed = obs.canary.extra.get("unreachable", 0.0)
-        if failed < UNREACHABLE_MIN or obs.canary.since_start.requests > 0:
+        reading = obs.canary.extra.get("unreachable", 0.0)
+        served = obs.stable.since_start.requests
+        before, served_before = state.get("unreachable_reading", (0.0, 0.0))
+        stable_was_up = bool(state.get("stable_up", True))  # before the first interval: unknown
+        stable_up = served > served_before
+        state["unreachable_reading"] = (reading, served)
+        state["stable_up"] = stable_up
+        added = max(0.0, reading - before) if stable_up and stable_was_up else 0.0
+        state["unreachable"] = float(state.get("unreachable", 0.0)) + added
+        failed = state["unreachable"]
+        if added <= 0 or failed < UNREACHABLE_MIN or obs.canary.since_start.requests > 0:
+            state["unreachable_polls"] = 0
             return None
-        if obs.stable.since_start.requests <= 0:
+        state["unreachable_polls"] = int(state.get("unreachable_polls", 0)) + 1
+        if state["unreachable_polls"] < UNREACHABLE_POLLS:
             return None
         return (
             f"{check.describe()}: the canary received no requests (reporter=destination) while "
             f"callers' sidecars answered {group(failed)} requests to services in its namespace "
             "themselves with 5xx and response flags "
-            "UH/UF/URX (reporter=source): the canary is unreachable (no healthy upstream)"
+            "UH/UF/URX (reporter=source) and the stable arm was served: the canary is "
+            "unreachable (no healthy upstream)"
         )
 
     def _latency_text(self, obs: Observation, tests: list[EvidenceTest]) -> str:

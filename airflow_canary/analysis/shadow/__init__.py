@@ -8,9 +8,16 @@ budget (``judge``).
 from __future__ import annotations
 
 from airflow_canary.analysis.shadow.checks import (
+    SHADOW_CHECK_NAMES,
+    MirroredErrorRateCheck,
+    MirroredLatencyCheck,
+    MirroredRequestsCheck,
+    PairedPredictionDriftCheck,
     PredictionAgreementCheck,
     PredictionDeltaCheck,
     ShadowCheck,
+    as_shadow_check,
+    population_stability_index,
     shadow_check_from_dict,
 )
 from airflow_canary.analysis.shadow.judge import ShadowJudge, ShadowVerdict, pairs_needed_for_share
@@ -26,10 +33,22 @@ from airflow_canary.analysis.shadow.records import (
     read_records,
     record_format,
 )
+from airflow_canary.analysis.shadow.telemetry import (
+    MirroredCounts,
+    MirroredTelemetry,
+    TelemetryPoll,
+)
 
 __all__ = [
     "FORMATS",
     "REQUIRED_FIELDS",
+    "SHADOW_CHECK_NAMES",
+    "MirroredCounts",
+    "MirroredErrorRateCheck",
+    "MirroredLatencyCheck",
+    "MirroredRequestsCheck",
+    "MirroredTelemetry",
+    "PairedPredictionDriftCheck",
     "Pair",
     "Pairing",
     "Prediction",
@@ -40,10 +59,13 @@ __all__ = [
     "ShadowCheck",
     "ShadowJudge",
     "ShadowVerdict",
+    "TelemetryPoll",
+    "as_shadow_check",
     "input_hash",
     "json_lines",
     "pair_records",
     "pairs_needed_for_share",
+    "population_stability_index",
     "read_records",
     "record_format",
     "shadow_check_from_dict",

@@ -9,6 +9,13 @@ mean 1, and so may be read after every pair. ``PredictionDeltaCheck.max_quantile
 same test on the pairs whose |delta| exceeds it, with p0 = 1 - quantile (the q-quantile of
 |delta| is at most x exactly when at most 1 - q of the pairs exceed x).
 
+**v2's mirrored requests.** ``MirroredErrorRateCheck`` and ``MirroredLatencyCheck`` count, from
+Istio's destination-reported telemetry since the phase's first poll, the k of v2's n mirrored
+requests that failed (or were slower than the bound), and test them exactly as the
+disagreements: ``log_mixture_lr(k, n - k, p0)`` with p0 = ``max_rate`` (or 1 - ``quantile``).
+They are e-values in the same mean, so a v2 that fails every mirrored request FAILs the phase
+within a poll or two, before the pairs it never writes could fall short.
+
 **Mean |delta|.** Differences are clipped at ``clip`` C and scaled to Y = min(|delta|, C)/C in
 [0, 1]; H0: E[|delta|] <= m implies E[Y] <= m/C = mu0. For a fixed bet lambda in [0, 1/mu0]
 the capital prod(1 + lambda (Y_i - mu0)) is a nonnegative supermartingale under H0
@@ -20,6 +27,12 @@ on the multiset of Y, not on their order.
 its checks (Vovk & Wang 2021, Ann. Statist. 49(3)); by Ville's inequality the phase FAILs an
 identical v2 with probability at most alpha x budget_share, however often it is polled. The
 shadow phase is part of the rollout's budget: ``budget_share`` is its share.
+
+**Drift is a point estimate.** ``PairedPredictionDriftCheck`` (the live ``PredictionDriftCheck``
+in a shadow phase) is judged as the live judge judges it: its PSI, once, when the phase's
+duration is over, against ``max_psi``, and only with at least ``min_predictions`` comparable
+pairs. It has no e-value, takes no part in the mean, so it spends none of the budget, and it
+never ends the phase early.
 
 **Never PASS on too little.** After the phase's duration the verdict is PASS only if every check
 has at least its ``min_pairs`` comparable pairs; by default the number of pairs at which a v2
@@ -34,15 +47,20 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from airflow_canary.analysis.checks import PredictionDriftCheck
 from airflow_canary.analysis.judges.base import number
 from airflow_canary.analysis.judges.sequential import log_mean_exp, log_mixture_lr
 from airflow_canary.analysis.shadow.checks import (
     Compared,
+    MirroredRequestsCheck,
+    PairedPredictionDriftCheck,
     PredictionAgreementCheck,
     PredictionDeltaCheck,
     ShadowCheck,
+    as_shadow_check,
 )
 from airflow_canary.analysis.shadow.pairing import Pair, Pairing
+from airflow_canary.analysis.shadow.telemetry import TelemetryPoll
 from airflow_canary.analysis.values import AnalysisError, Status
 from airflow_canary.analysis.verdict import CheckResult, Verdict
 
@@ -88,6 +106,25 @@ class CheckEvidence:
     needed: int
     headline: str
     examples: tuple[dict[str, Any], ...] = field(default=())
+    #: Whether the check has an e-value in the phase's mean (else it is a point estimate
+    #: judged at the end of the phase, like the PSI).
+    sequential: bool = True
+    #: A point-estimate check's value (the PSI), and whether it is above its limit.
+    value: float | None = None
+    exceeds: bool = False
+    #: What ``pairs`` counts, for messages.
+    unit: str = "comparable pair(s)"
+    #: Why the check has no data to pass on (e.g. a histogram without its bucket bound).
+    no_data: str | None = None
+
+    @property
+    def short(self) -> bool:
+        return self.no_data is not None or self.pairs < self.needed
+
+    def shortfall(self) -> str:
+        if self.no_data is not None:
+            return f"{self.check.name}: {self.no_data}"
+        return f"{self.check.name} has {self.pairs:,} {self.unit} of the {self.needed:,} needed"
 
 
 @dataclass(frozen=True)
@@ -179,7 +216,13 @@ class ShadowJudge:
         return f"1/(alpha {self.alpha:g}{share}) = {math.exp(self.log_threshold):.4g}"
 
     def pairs_needed(self, check: ShadowCheck) -> int:
-        """``check.min_pairs``, else the pairs a v2 at twice each of its limits needs to FAIL."""
+        """``check.min_pairs``, else the pairs a v2 at twice each of its limits needs to FAIL;
+        for a mirrored-requests check, its ``min_requests`` or the mirrored requests likewise."""
+        if isinstance(check, MirroredRequestsCheck):
+            if check.min_requests is not None:
+                return check.min_requests
+            p0 = check.max_share
+            return pairs_needed_for_share(p0, _alternative(p0), self.log_threshold)
         if check.min_pairs is not None:
             return check.min_pairs
         needed = []
@@ -202,7 +245,13 @@ class ShadowJudge:
 
     # -- evidence ------------------------------------------------------------------------
 
-    def evidence(self, check: ShadowCheck, pairs: Sequence[Pair]) -> CheckEvidence:
+    def evidence(
+        self, check: ShadowCheck, pairs: Sequence[Pair], telemetry: TelemetryPoll | None = None
+    ) -> CheckEvidence:
+        if isinstance(check, MirroredRequestsCheck):
+            return self._mirrored_evidence(check, telemetry)
+        if isinstance(check, PairedPredictionDriftCheck):
+            return self._drift_evidence(check, pairs)
         compared = check.compare(pairs)
         n = len(compared.values)
         tests: list[Test] = []
@@ -223,7 +272,7 @@ class ShadowJudge:
             order = [i for i, v in zip(compared.index, compared.values, strict=True) if v > 0]
         elif isinstance(check, PredictionDeltaCheck):
             headline, order = self._delta_tests(check, compared, tests)
-        else:  # pragma: no cover - the two kinds above are all there is
+        else:  # pragma: no cover - the kinds above are all there is
             raise AnalysisError(f"not a shadow check: {check!r}")
         log_e = log_mean_exp([t.log_e for t in tests]) if tests else 0.0
         examples = tuple(self._example(check, pairs[i]) for i in order[:EXAMPLES])
@@ -236,6 +285,67 @@ class ShadowJudge:
             self.pairs_needed(check),
             headline,
             examples,
+        )
+
+    def _mirrored_evidence(
+        self, check: MirroredRequestsCheck, telemetry: TelemetryPoll | None
+    ) -> CheckEvidence:
+        counts = telemetry.counts.get(check.name) if telemetry is not None else None
+        requests = counts.requests if counts is not None else 0.0
+        bad = counts.bad if counts is not None else 0.0
+        no_data = None
+        if counts is None:
+            no_data = (
+                telemetry.note
+                if telemetry is not None and telemetry.note
+                else "no reading of Istio telemetry yet"
+            )
+        elif bad is None:
+            no_data = (
+                "Prometheus has v2's mirrored requests but no series for the bad ones among "
+                "them (e.g. a histogram without that bucket bound)"
+            )
+        k = bad or 0.0
+        log_e = log_mixture_lr(k, requests - k, check.max_share) if requests > 0 else 0.0
+        headline = check.headline(k, requests)
+        if no_data is not None:
+            headline = f"{headline}; {no_data}"
+        return CheckEvidence(
+            check,
+            int(round(requests)),
+            0,
+            (Test(f"above {_pct(check.max_share)}", k / requests if requests else 0.0, log_e),),
+            log_e,
+            self.pairs_needed(check),
+            headline,
+            unit="mirrored request(s)",
+            no_data=no_data,
+        )
+
+    def _drift_evidence(
+        self, check: PairedPredictionDriftCheck, pairs: Sequence[Pair]
+    ) -> CheckEvidence:
+        drift = check.measure(pairs)
+        exceeds = drift.psi is not None and drift.psi > check.max_psi
+        psi = "not measured (no comparable pair)" if drift.psi is None else f"{drift.psi:.3f}"
+        limit = f"exceeds max_psi {check.max_psi:g}" if exceeds else f"(limit {check.max_psi:g})"
+        headline = (
+            f"PSI {psi} of v2's predicted classes against v1's on {drift.pairs:,} paired "
+            f"requests {limit}"
+        )
+        examples = tuple(self._example(check, pairs[i]) for i in drift.changed[:EXAMPLES])
+        return CheckEvidence(
+            check,
+            drift.pairs,
+            drift.not_comparable,
+            (),
+            0.0,
+            self.pairs_needed(check),
+            headline,
+            examples,
+            sequential=False,
+            value=drift.psi,
+            exceeds=exceeds,
         )
 
     def _delta_tests(
@@ -297,43 +407,77 @@ class ShadowJudge:
     def judge(
         self,
         pairing: Pairing,
-        checks: Sequence[ShadowCheck],
+        checks: Sequence[ShadowCheck | PredictionDriftCheck],
         *,
         elapsed_seconds: float,
         duration_seconds: float,
         polls: int = 1,
+        telemetry: TelemetryPoll | None = None,
     ) -> ShadowVerdict:
         """The phase's verdict at this poll.
 
-        FAIL (final) as soon as the mean e-value of the checks reaches the threshold; before
+        ``telemetry`` is the latest poll of Istio telemetry, for the mirrored-requests checks
+        (None: no reading). FAIL (final) as soon as the mean e-value of the checks reaches the
+        threshold, or when Prometheus rejected a query or failed its polls too often in a row;
+        at a poll where it failed, INCONCLUSIVE (not final); before
         ``duration_seconds`` otherwise INCONCLUSIVE (not final); after it PASS when every check
         has its pairs needed, else INCONCLUSIVE (final) saying how many were missing.
         """
         if not checks:
             raise AnalysisError("the shadow phase needs at least one check")
-        evidence = tuple(self.evidence(check, pairing.pairs) for check in checks)
-        log_e = log_mean_exp([ev.log_e for ev in evidence])
+        evidence = tuple(
+            self.evidence(as_shadow_check(check), pairing.pairs, telemetry) for check in checks
+        )
+        sequential = [ev.log_e for ev in evidence if ev.sequential]
+        log_e = log_mean_exp(sequential) if sequential else 0.0
+        ended = elapsed_seconds >= duration_seconds
         budget = f"e-value {_fmt_e(log_e)} {'>=' if log_e >= self.log_threshold else 'below'} {self.budget_text()}"
+        drifted = [
+            ev for ev in evidence if not ev.sequential and ev.exceeds and ev.pairs >= ev.needed
+        ]
+        short = [ev for ev in evidence if ev.short]
+        headlines = "; ".join(ev.headline for ev in evidence)
         if log_e >= self.log_threshold:
             status, final = Status.FAIL, True
-            worst = max(evidence, key=lambda ev: ev.log_e)
+            worst = max((ev for ev in evidence if ev.sequential), key=lambda ev: ev.log_e)
             reason = f"{worst.headline}; {budget}"
-        elif elapsed_seconds < duration_seconds:
+        elif telemetry is not None and telemetry.rejected is not None:
+            status, final = Status.FAIL, True
+            reason = f"Prometheus rejected a query, asking again cannot help: {telemetry.rejected}"
+        elif telemetry is not None and telemetry.exhausted:
+            status, final = Status.FAIL, True
+            reason = (
+                f"Prometheus failed {telemetry.failed_polls} polls in a row: {telemetry.failure}"
+            )
+        elif telemetry is not None and telemetry.failure is not None:
             status, final = Status.INCONCLUSIVE, False
-            reason = f"judging for {duration_seconds:g} s: {'; '.join(ev.headline for ev in evidence)}; {budget}"
+            reason = (
+                f"Prometheus query failed ({telemetry.failed_polls} of "
+                f"{telemetry.max_failed_polls} allowed in a row): {telemetry.failure}; "
+                f"{headlines}; {budget}"
+            )
+        elif not ended:
+            status, final = Status.INCONCLUSIVE, False
+            reason = f"judging for {duration_seconds:g} s: {headlines}; {budget}"
+        elif drifted:
+            status, final = Status.FAIL, True
+            reason = (
+                f"{'; '.join(ev.headline for ev in drifted)}, judged on its value at the end "
+                f"of the phase; {budget}"
+            )
+        elif short:
+            status, final = Status.INCONCLUSIVE, True
+            what = (
+                "too few pairs"
+                if all(ev.unit == "comparable pair(s)" for ev in short)
+                else "too little evidence"
+            )
+            reason = f"{what} to pass: " + "; ".join(ev.shortfall() for ev in short)
         else:
-            short = [ev for ev in evidence if ev.pairs < ev.needed]
-            if short:
-                status, final = Status.INCONCLUSIVE, True
-                reason = "too few pairs to pass: " + "; ".join(
-                    f"{ev.check.name} has {ev.pairs:,} comparable pair(s) of the {ev.needed:,} needed"
-                    for ev in short
-                )
-            else:
-                status, final = Status.PASS, True
-                reason = f"{'; '.join(ev.headline for ev in evidence)}; {budget}"
+            status, final = Status.PASS, True
+            reason = f"{headlines}; {budget}"
         reason = f"{reason} ({pairing.describe()})"
-        results = tuple(self._result(ev, status, final) for ev in evidence)
+        results = tuple(self._result(ev, status, final, ended) for ev in evidence)
         verdict = Verdict(
             status=status,
             final=final,
@@ -345,22 +489,44 @@ class ShadowJudge:
         )
         return ShadowVerdict(verdict, pairing, evidence, log_e)
 
-    def _result(self, ev: CheckEvidence, phase: Status, final: bool) -> CheckResult:
+    def _result(self, ev: CheckEvidence, phase: Status, final: bool, ended: bool) -> CheckResult:
+        left_out = f"; {ev.not_comparable:,} pair(s) not comparable" if ev.not_comparable else ""
+        unit = "pairs" if ev.unit == "comparable pair(s)" else ev.unit.replace("(s)", "s")
+        needed = f"{unit} needed to pass {ev.needed:,}{left_out}"
+        if not ev.sequential:
+            if ended and ev.pairs >= ev.needed:
+                status = Status.FAIL if ev.exceeds else Status.PASS
+            else:
+                status = Status.INCONCLUSIVE
+            return CheckResult(
+                name=ev.check.name,
+                status=status,
+                canary_value=ev.value,
+                stable_value=None,
+                canary_requests=ev.pairs,
+                stable_requests=ev.pairs,
+                statistic=None,
+                p_value=None,
+                message=(
+                    f"{ev.headline}; judged on its value at the end of the phase, outside the "
+                    f"e-value budget; {needed}"
+                ),
+            )
         if ev.log_e >= self.log_threshold:
             status = Status.FAIL
-        elif final and phase is not Status.FAIL and ev.pairs >= ev.needed:
+        elif final and not ev.short and (phase is not Status.FAIL or ended):
             status = Status.PASS
         else:
             status = Status.INCONCLUSIVE
-        left_out = f"; {ev.not_comparable:,} pair(s) not comparable" if ev.not_comparable else ""
         return CheckResult(
             name=ev.check.name,
             status=status,
             canary_value=ev.tests[0].observed if ev.tests else None,
             stable_value=None,
             canary_requests=ev.pairs,
-            stable_requests=ev.pairs,
+            # v1 gets no mirrored request: a mirrored-requests check counts v2's alone
+            stable_requests=0 if isinstance(ev.check, MirroredRequestsCheck) else ev.pairs,
             statistic=_json_e(ev.log_e),
             p_value=None,
-            message=f"{ev.headline}; e-value {_fmt_e(ev.log_e)}; pairs needed to pass {ev.needed:,}{left_out}",
+            message=f"{ev.headline}; e-value {_fmt_e(ev.log_e)}; {needed}",
         )

@@ -29,6 +29,7 @@ from datetime import datetime, timezone
 from typing import Any, TextIO
 
 from airflow_canary.analysis.values import AnalysisError
+from airflow_canary.timestamps import parse_timestamp
 
 #: The fields every record needs, in the order the schema lists them.
 REQUIRED_FIELDS = ("request_id", "version", "time", "input_hash", "prediction")
@@ -300,7 +301,7 @@ def record_from_mapping(row: Mapping[str, Any]) -> PredictionRecord:
 def _time(raw: Any) -> datetime:
     if isinstance(raw, str):
         try:
-            moment = datetime.fromisoformat(raw)
+            moment = parse_timestamp(raw)
         except ValueError:
             moment = None
         if moment is not None and moment.tzinfo is not None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import random
 import threading
 import time
@@ -46,7 +47,17 @@ class Faults:
     ``ERROR_KINDS``), drawn from a random generator reseeded by ``seed`` for repeatable runs.
     ``reject_writes_until``: until then (``time.monotonic()``), every write gets 500 with etcd's
     "request timed out", what the apiserver answers while etcd has no quorum or leader; reads
-    are served from the watch cache as before.
+    are served from the watch cache as before. ``reject_next_writes_seconds`` arms such an
+    outage to begin at the next write (that write is the first rejected), so a test can put it
+    where a client writes instead of guessing when that is; ``reject_writes_started_at`` (epoch
+    seconds) and ``reject_writes_started_by`` (method and path) say when and on which write the
+    outage began.
+    ``write_latency_seconds``: every write waits that long before it is handled, what a client
+    sees while etcd commits slowly (a disk under load); ``delayed_writes`` counts the writes
+    waiting now, so a test can act while a client's write is in flight. A write whose client
+    goes away while it waits is still handled and stored: kube-apiserver may or may not store a
+    write whose client went away (it depends on whether etcd had it), and a client must cope
+    with either.
     """
 
     webhook_failures: int = 0
@@ -59,6 +70,11 @@ class Faults:
     error_fraction: float = 0.0
     error_kinds: tuple[str, ...] = ERROR_KINDS
     reject_writes_until: float = 0.0
+    reject_next_writes_seconds: float = 0.0
+    reject_writes_started_at: float | None = None
+    reject_writes_started_by: str | None = None
+    write_latency_seconds: float = 0.0
+    delayed_writes: int = 0
     injected: dict[str, int] = field(default_factory=dict)
     _rng: random.Random = field(default_factory=random.Random, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
@@ -109,19 +125,42 @@ class Faults:
             if "seed" in body:
                 self._rng.seed(body["seed"])
                 self.injected.clear()
-            if "rejectWritesSeconds" in body:
-                seconds = body["rejectWritesSeconds"]
+            for key in ("rejectWritesSeconds", "rejectNextWritesSeconds"):
+                seconds = body.get(key, 0)
                 if (
                     isinstance(seconds, bool)
                     or not isinstance(seconds, (int, float))
-                    or seconds < 0
+                    or not 0 <= seconds <= 3600
                 ):
                     raise ApiError(
                         400,
                         "BadRequest",
-                        f"rejectWritesSeconds must be a number >= 0, got {seconds!r}",
+                        f"{key} must be a number of seconds within 0..3600, got {seconds!r}",
                     )
+            if "rejectWritesSeconds" in body:
+                seconds = body["rejectWritesSeconds"]
                 self.reject_writes_until = time.monotonic() + seconds if seconds else 0.0
+                self.reject_next_writes_seconds = 0.0
+                self.reject_writes_started_at = time.time() if seconds else None
+                self.reject_writes_started_by = None
+            if "rejectNextWritesSeconds" in body:
+                self.reject_next_writes_seconds = float(body["rejectNextWritesSeconds"])
+                self.reject_writes_until = 0.0
+                self.reject_writes_started_at = None
+                self.reject_writes_started_by = None
+            if "writeLatencySeconds" in body:
+                latency = body["writeLatencySeconds"]
+                if (
+                    isinstance(latency, bool)
+                    or not isinstance(latency, (int, float))
+                    or not 0 <= latency <= 60
+                ):
+                    raise ApiError(
+                        400,
+                        "BadRequest",
+                        f"writeLatencySeconds must be a number of seconds within 0..60, got {latency!r}",
+                    )
+                self.write_latency_seconds = float(latency)
             if "denialMessage" in body:
                 self.denial_message = str(body["denialMessage"])
             if "webhook" in body:
@@ -136,6 +175,11 @@ class Faults:
             "errorFraction": self.error_fraction,
             "errorKinds": list(self.error_kinds),
             "rejectWritesRemainingSeconds": round(remaining, 3),
+            "rejectNextWritesSeconds": self.reject_next_writes_seconds,
+            "rejectWritesStartedAt": self.reject_writes_started_at,
+            "rejectWritesStartedBy": self.reject_writes_started_by,
+            "writeLatencySeconds": self.write_latency_seconds,
+            "delayedWrites": self.delayed_writes,
             "injected": dict(self.injected),
             "webhookFailures": self.webhook_failures,
             "webhookDenials": self.webhook_denials,
@@ -146,11 +190,17 @@ class Faults:
             "retryAfterSeconds": self.retry_after_seconds,
         }
 
-    def inject(self, method: str) -> bool:
-        """Fail this resource request as configured: raise ApiError (500, 429) or
-        ResetConnection, or return True when a write is to be stored and its reply dropped."""
+    def inject(self, method: str, target: str = "") -> bool:
+        """Fail this resource request (``method`` on ``target``, its path) as configured: raise
+        ApiError (500, 429) or ResetConnection, or return True when a write is to be stored and
+        its reply dropped."""
         write = method in WRITE_METHODS
         with self._lock:
+            if write and self.reject_next_writes_seconds:
+                self.reject_writes_until = time.monotonic() + self.reject_next_writes_seconds
+                self.reject_writes_started_at = time.time()
+                self.reject_writes_started_by = f"{method} {target}".strip()
+                self.reject_next_writes_seconds = 0.0
             if write and time.monotonic() < self.reject_writes_until:
                 kind: str | None = "reject-write"
             elif self.error_fraction and self._rng.random() < self.error_fraction:
@@ -185,6 +235,20 @@ class Faults:
         if kind == "reset-after-write":
             return True
         raise ResetConnection()
+
+    async def delay_write(self, method: str) -> None:
+        """Hold a write for ``write_latency_seconds`` (counted in ``delayed_writes`` meanwhile)."""
+        with self._lock:
+            latency = self.write_latency_seconds if method in WRITE_METHODS else 0.0
+            if latency:
+                self.delayed_writes += 1
+        if not latency:
+            return
+        try:
+            await asyncio.sleep(latency)
+        finally:
+            with self._lock:
+                self.delayed_writes -= 1
 
     def throttle(self) -> None:
         """Raise 429 while throttled requests remain."""

@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
+from airflow_canary.timestamps import timestamp_or_none
+
 Obj = dict[str, Any]
 
 VERBS_ALL = ("create", "delete", "deletecollection", "get", "list", "patch", "update", "watch")
@@ -61,9 +63,8 @@ def human_age(timestamp: str | None, now: datetime | None = None) -> str:
     """Age like kubectl prints it (``45s``, ``3m20s``, ``5h``, ``2d3h``); ``<unknown>`` if unset."""
     if not timestamp:
         return "<unknown>"
-    try:
-        then = datetime.fromisoformat(timestamp.replace("Z", "+00:00"))
-    except ValueError:
+    then = timestamp_or_none(timestamp)
+    if then is None:
         return "<invalid>"
     seconds = int(((now or datetime.now(timezone.utc)) - then).total_seconds())
     if seconds < 0:

@@ -9,7 +9,6 @@ import json
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import datetime
 from enum import Enum
 from pathlib import Path
 from typing import Any
@@ -17,6 +16,7 @@ from typing import Any
 import yaml
 
 from airflow_canary.local.apiserver.builtin_fields import structural_schema
+from airflow_canary.timestamps import parse_timestamp
 
 Schema = dict[str, Any]
 _YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
@@ -322,7 +322,7 @@ def _required_names(branches: list[Schema]) -> list[str]:
 def _format_problem(fmt: str | None, value: str) -> str | None:
     if fmt == "date-time":
         try:
-            datetime.fromisoformat(value.replace("Z", "+00:00"))
+            parse_timestamp(value)
         except ValueError:
             return "must be an RFC 3339 date-time"
     elif fmt == "byte":

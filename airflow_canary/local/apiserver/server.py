@@ -108,8 +108,11 @@ class KubeApi(Discovery, Watch, Patching, ApiBase):
             request[USER_KEY], request_verb(method, path, truthy(request.query.get("watch"))), path
         )
         self.faults.throttle()
-        if self.faults.inject(method):
+        if self.faults.inject(method, request.path):
             request[RESET_AFTER_KEY] = True
+        if self.faults.write_latency_seconds:
+            await request.read()  # the body is in before the write waits for storage
+            await self.faults.delay_write(method)
         if path.subresource is not None:
             if path.subresource not in path.rtype.subresources:
                 raise ApiError(

@@ -18,7 +18,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from aiohttp import web
 from prometheus_client import (
@@ -54,6 +54,7 @@ ENV_TRAIN_IF_MISSING = "MODEL_TRAIN_IF_MISSING"
 ENV_PREDICTION_LOG = "MODEL_PREDICTION_LOG"
 ENV_CRASH_AFTER_REQUESTS = "MODEL_CRASH_AFTER_REQUESTS"
 ENV_CRASH_MODE = "MODEL_CRASH_MODE"
+ENV_CRASH_ON = "MODEL_CRASH_ON"
 
 
 class CrashMode(enum.Enum):
@@ -68,6 +69,19 @@ class CrashMode(enum.Enum):
 
     EXIT = "exit"
     FAIL = "fail"
+
+
+class CrashOn(enum.Enum):
+    """Which ``/predict`` requests count toward ``--crash-after-requests``.
+
+    ``all``: every one; ``live``: those a caller is waiting for (a fault under live load that
+    the shadow phase's mirrored copies must not trigger first); ``mirrored``: the copies Istio
+    mirrors, whose Host ends in ``-shadow`` (a model that breaks on shadow traffic).
+    """
+
+    ALL = "all"
+    LIVE = "live"
+    MIRRORED = "mirrored"
 
 
 class ConfigError(ValueError):
@@ -90,6 +104,8 @@ class ServerConfig:
     #: crash after this many /predict requests (0: never); how, says ``crash_mode``
     crash_after_requests: int = 0
     crash_mode: CrashMode = CrashMode.EXIT
+    #: which requests count toward ``crash_after_requests``
+    crash_on: CrashOn = CrashOn.ALL
 
     def __post_init__(self) -> None:
         if not self.version:
@@ -126,6 +142,22 @@ def _number(source: str, raw: str, kind: type[float] | type[int]) -> float:
     except ValueError:
         what = "an integer" if kind is int else "a number"
         raise ConfigError(f"{source} must be {what}, got {raw!r}") from None
+
+
+_E = TypeVar("_E", bound=enum.Enum)
+
+
+def _choice(kind: type[_E], raw: str | None, source: str) -> _E:
+    """The member of ``kind`` whose value is ``raw`` (None or empty: the first member);
+    ConfigError naming ``source``, the choices and the value otherwise."""
+    members = list(kind)
+    if not raw:
+        return members[0]
+    try:
+        return kind(raw)
+    except ValueError:
+        choices = ", ".join(str(m.value) for m in members)
+        raise ConfigError(f"{source} must be one of {choices}, got {raw!r}") from None
 
 
 def parse_config(argv: Sequence[str], env: Mapping[str, str]) -> ServerConfig:
@@ -177,6 +209,12 @@ def parse_config(argv: Sequence[str], env: Mapping[str, str]) -> ServerConfig:
         choices=[m.value for m in CrashMode],
         help=f"exit: SIGKILL itself (an OOM kill); fail: stay up answering 500 (env {ENV_CRASH_MODE})",
     )
+    parser.add_argument(
+        "--crash-on",
+        choices=[c.value for c in CrashOn],
+        help="which /predict requests count toward --crash-after-requests: all (default), live "
+        f"or mirrored (Host ending in -shadow) (env {ENV_CRASH_ON})",
+    )
     args = parser.parse_args(list(argv))
 
     model = args.model or env.get(ENV_MODEL_PATH)
@@ -219,16 +257,13 @@ def parse_config(argv: Sequence[str], env: Mapping[str, str]) -> ServerConfig:
     if crash_raw is None:
         crash_raw, crash_source = env.get(ENV_CRASH_AFTER_REQUESTS) or "0", ENV_CRASH_AFTER_REQUESTS
     crash_after = int(_number(crash_source, crash_raw, int))
-    mode_raw = args.crash_mode or env.get(ENV_CRASH_MODE) or CrashMode.EXIT.value
-    try:
-        crash_mode = CrashMode(mode_raw)
-    except ValueError:
-        choices = ", ".join(m.value for m in CrashMode)
-        raise ConfigError(f"{ENV_CRASH_MODE} must be one of {choices}, got {mode_raw!r}") from None
+    crash_mode = _choice(CrashMode, args.crash_mode or env.get(ENV_CRASH_MODE), ENV_CRASH_MODE)
+    crash_on = _choice(CrashOn, args.crash_on or env.get(ENV_CRASH_ON), ENV_CRASH_ON)
     return ServerConfig(
         model_path=Path(model),
         crash_after_requests=crash_after,
         crash_mode=crash_mode,
+        crash_on=crash_on,
         prediction_log=Path(log) if log else None,
         version=version,
         host=args.host,
@@ -492,6 +527,13 @@ class ModelServer:
         body = generate_latest(self.metrics.registry)
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
+    def _counts_toward_crash(self, authority: str) -> bool:
+        """Whether a /predict request with this Host counts toward ``crash_after_requests``."""
+        crash_on = self.config.crash_on
+        if crash_on is CrashOn.ALL:
+            return True
+        return _is_mirrored(authority) == (crash_on is CrashOn.MIRRORED)
+
     async def predict(self, request: web.Request) -> web.Response:
         started = time.perf_counter()
         version = self.config.version
@@ -508,7 +550,8 @@ class ModelServer:
                         "request_id": request_id,
                     },
                 )
-            self._predict_requests += 1
+            if self._counts_toward_crash(request.headers.get("Host", "")):
+                self._predict_requests += 1
             crash_after = self.config.crash_after_requests
             if crash_after and self._predict_requests > crash_after:
                 if self.config.crash_mode is CrashMode.EXIT:

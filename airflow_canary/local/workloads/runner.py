@@ -33,6 +33,8 @@ log = logging.getLogger(__name__)
 PORT_ANNOTATION = "mesh.airflow-canary.io/port"
 #: k8s defaults terminationGracePeriodSeconds to 30 s; a local mesh should not hang that long on stop.
 MAX_GRACE_SECONDS = 10.0
+#: How long stop() waits for a SIGKILLed process group to be gone.
+GROUP_EXIT_SECONDS = 5.0
 BACKOFF_START = 1.0
 BACKOFF_CAP = 30.0
 #: A process that ran this long before exiting counts as healthy: its next crash backs off from the start.
@@ -47,6 +49,38 @@ _VAR = re.compile(r"\$\(([A-Za-z_][A-Za-z0-9_]*)\)")
 
 def _now() -> str:
     return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _group_members(pgid: int) -> list[int]:
+    """PIDs of the processes in process group ``pgid`` that have not exited (zombies excluded).
+
+    Reads ``/proc/<pid>/stat`` (proc(5): field 3 is the state, field 5 the process group).
+    """
+    members = []
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/stat", "rb") as stat:
+                fields = stat.read().rpartition(b")")[2].split()
+        except OSError:  # exited while scanning
+            continue
+        if len(fields) > 2 and fields[0] != b"Z" and int(fields[2]) == pgid:
+            members.append(int(entry.name))
+    return members
+
+
+async def _wait_group_gone(pgid: int, timeout: float) -> None:
+    """Wait until every process of group ``pgid`` has exited, at most ``timeout`` seconds.
+
+    A SIGKILL is delivered asynchronously: a member that is not the runner's child (a grandchild,
+    reparented to init) can still be listed for a moment after ``killpg`` returns.
+    """
+    deadline = time.monotonic() + timeout
+    while (left := _group_members(pgid)) and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    if left:
+        log.warning("process group %d still has members %s after SIGKILL", pgid, left)
 
 
 def free_port() -> int:
@@ -215,6 +249,8 @@ class Replica:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
         self._kill_group(signal.SIGKILL)
+        if self.process is not None:
+            await _wait_group_gone(self.process.pid, GROUP_EXIT_SECONDS)
 
     def _kill_group(self, sig: signal.Signals) -> None:
         if self.process is None:

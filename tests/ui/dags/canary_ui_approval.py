@@ -42,6 +42,7 @@ with DAG(
         "v2_extra_latency_ms": MODEL_PARAMS["v2_extra_latency_ms"],
         "v2_crash_after_requests": MODEL_PARAMS["v2_crash_after_requests"],
         "v2_crash_mode": MODEL_PARAMS["v2_crash_mode"],
+        "v2_crash_on": MODEL_PARAMS["v2_crash_on"],
     },
 ) as dag:
     deploy_v2 = DeployModelVersionOperator(
