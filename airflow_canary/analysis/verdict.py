@@ -29,6 +29,9 @@ class CheckResult:
     statistic: float | None
     p_value: float | None
     message: str
+    #: requests callers' sidecars answered themselves (503 UH/UF/URX) since the step began,
+    #: headed for either arm; error-rate checks count them, others report 0
+    unreachable_requests: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -41,6 +44,7 @@ class CheckResult:
             "statistic": _json_number(self.statistic),
             "p_value": _json_number(self.p_value),
             "message": self.message,
+            "unreachable_requests": self.unreachable_requests,
         }
 
     @classmethod
@@ -56,6 +60,7 @@ class CheckResult:
                 statistic=data.get("statistic"),
                 p_value=data.get("p_value"),
                 message=data.get("message", ""),
+                unreachable_requests=int(data.get("unreachable_requests") or 0),
             )
         except (KeyError, ValueError, TypeError) as exc:
             raise AnalysisError(f"not a check result: {data!r} ({exc})") from exc

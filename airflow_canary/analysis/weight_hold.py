@@ -16,6 +16,13 @@ Two independent signs that another writer changed the traffic under a step:
   false-alarm rate is held at ``alpha`` over the whole step with a Bonferroni bound over its
   polls (``alpha / max_polls`` per poll). Prometheus's ``increase()`` extrapolates, so counts
   are rounded to whole requests first.
+
+  Requests that no canary pod could take (its pods restarting: Envoy answers the caller itself
+  with 503 and response flag UH, UF or URX) reach no destination sidecar and are missing from
+  the canary's count. Only the caller's sidecar reports them, with destination workload labels
+  "unknown" (istio/istio#28387), so they cannot be told apart from the stable arm's. They are
+  counted as the canary's: the test only ever gets more lenient, and a canary that was down
+  is not mistaken for a changed weight (the error checks judge the 503s).
 """
 
 from __future__ import annotations
@@ -81,9 +88,17 @@ class WeightHold:
             if not math.isclose(percent, self.weight_percent, abs_tol=1e-9)
         }
 
-    def share_test(self, canary_requests: float, stable_requests: float) -> ShareTest:
-        """Test the observed canary count for a deficit against the weight (see module doc)."""
-        canary = max(0, round(canary_requests))
+    def share_test(
+        self, canary_requests: float, stable_requests: float, unreachable_requests: float = 0.0
+    ) -> ShareTest:
+        """Test the observed canary count for a deficit against the weight (see module doc).
+
+        :param canary_requests: requests the canary's pods received
+        :param stable_requests: requests the stable arm's pods received
+        :param unreachable_requests: requests callers' sidecars answered themselves (503
+            UH/UF/URX) that may have been meant for either arm; counted as the canary's
+        """
+        canary = max(0, round(canary_requests)) + max(0, round(unreachable_requests))
         total = canary + max(0, round(stable_requests))
         weight = self.weight_percent / 100.0
         if total == 0 or weight == 0:

@@ -88,7 +88,7 @@ class WeightWatch:
         self.corrections: list[dict[str, Any]] = []
         # The first poll's counts: the share test reads only what arrived after it, whether
         # the checks report counts since the step began or since their series appeared.
-        self._baseline: tuple[float, float] | None = None
+        self._baseline: tuple[float, float, float] | None = None
 
     @cached_property
     def hook(self) -> AsyncIstioHook:
@@ -133,8 +133,10 @@ class WeightWatch:
         if self._baseline is None or self.counted_checks == () or elapsed < SHARE_WARMUP_SECONDS:
             self._baseline = counts
             return None
-        canary, stable = (now - then for now, then in zip(counts, self._baseline, strict=True))
-        test = self.hold.share_test(canary, stable)
+        canary, stable, unreachable = (
+            now - then for now, then in zip(counts, self._baseline, strict=True)
+        )
+        test = self.hold.share_test(canary, stable, unreachable)
         if test.deficit:
             return describe_deficit(test, elapsed)
         return None
@@ -179,8 +181,11 @@ def max_polls(timeout_seconds: float, poll_interval_seconds: float) -> int:
 
 def _request_counts(
     verdict: Mapping[str, Any], names: tuple[str, ...] | None = None
-) -> tuple[float, float]:
+) -> tuple[float, float, float]:
+    """The canary's, the stable arm's and the unattributed (503 UH/UF/URX) request counts."""
     checks = [c for c in verdict.get("checks") or [] if names is None or c.get("name") in names]
-    canary = max((float(c.get("canary_requests") or 0) for c in checks), default=0.0)
-    stable = max((float(c.get("stable_requests") or 0) for c in checks), default=0.0)
-    return canary, stable
+
+    def most(key: str) -> float:
+        return max((float(c.get(key) or 0) for c in checks), default=0.0)
+
+    return most("canary_requests"), most("stable_requests"), most("unreachable_requests")

@@ -450,7 +450,7 @@ def test_verdict_round_trips_through_json() -> None:
     assert data["verdict"] == "FAIL" and data["judge"] == "sequential"
     assert set(data["checks"][0]) == {
         "name", "status", "canary_value", "stable_value", "canary_requests",
-        "stable_requests", "statistic", "p_value", "message",
+        "stable_requests", "statistic", "p_value", "message", "unreachable_requests",
     }  # fmt: skip
     assert Verdict.from_dict(data) == final
 

@@ -27,6 +27,18 @@ def test_header_routed_requests_on_top_of_the_weight_are_never_a_deficit() -> No
     assert not hold.share_test(canary_requests=0, stable_requests=20).deficit
 
 
+def test_requests_no_pod_could_take_count_as_the_canarys() -> None:
+    # 20 s at 10% of 200 requests/s, 6 s of them with every canary pod down: the callers'
+    # sidecars answered the canary's ~120 requests themselves (503 UH, destination unknown).
+    hold = WeightHold(10, max_polls=40)
+    assert hold.share_test(canary_requests=280, stable_requests=3600).deficit
+    test = hold.share_test(canary_requests=280, stable_requests=3600, unreachable_requests=120)
+    assert not test.deficit
+    assert (test.canary_requests, test.total_requests) == (400, 4000)
+    # They never hide a weight that really moved: 0 received and 0 unreachable is a deficit.
+    assert hold.share_test(0, 3600, unreachable_requests=0).deficit
+
+
 def test_counts_extrapolated_by_increase_are_rounded() -> None:
     test = WeightHold(50).share_test(canary_requests=10.4, stable_requests=9.6)
     assert (test.canary_requests, test.total_requests) == (10, 20)

@@ -24,6 +24,8 @@ class TrafficDriver:
     exporter: IstioExporter
     arms: dict[str, ArmTraffic]
     tick_seconds: float = 0.1
+    #: 503s per tick that callers' sidecars answer themselves (no healthy upstream)
+    unreachable: int = 0
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
 
@@ -43,4 +45,6 @@ class TrafficDriver:
                 self.exporter.record(
                     version, ok=traffic.ok, errors=traffic.errors, duration_ms=traffic.duration_ms
                 )
+            if self.unreachable:
+                self.exporter.record_unreachable(self.unreachable)
             self._stop.wait(self.tick_seconds)

@@ -127,6 +127,7 @@ def result(
         statistic=statistic,
         p_value=p_value,
         message=message,
+        unreachable_requests=int(round(obs.canary.extra.get("unreachable", 0.0))),
     )
 
 
