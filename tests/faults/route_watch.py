@@ -66,7 +66,28 @@ class RouteWatch:
             self._add(item)
         self._thread.start()
 
-    def stop(self) -> None:
+    def stop(self, drain_seconds: float = 15.0) -> None:
+        """Stop once the watch has delivered the version the API serves now (or after
+        ``drain_seconds``): a write made just before the stop is in :attr:`seen`, however far
+        the watch's events lag on a loaded machine. resourceVersions are compared for equality
+        only, as Kubernetes asks of clients (they are opaque)."""
+        from kubernetes.client import CustomObjectsApi
+
+        try:
+            current = CustomObjectsApi(self.api_client).get_namespaced_custom_object(
+                "networking.istio.io", "v1", self.namespace, "virtualservices", self.name
+            )["metadata"]["resourceVersion"]
+        except Exception as err:  # the object or the API is gone: stop with what was seen
+            self.errors.append(repr(err))
+            current = None
+        deadline = time.monotonic() + drain_seconds
+        while (
+            current is not None
+            and self._thread.is_alive()
+            and not any(seen.resource_version == str(current) for seen in self.seen)
+            and time.monotonic() < deadline
+        ):
+            time.sleep(0.1)
         self._stop.set()
         self._thread.join(timeout=15)
 
