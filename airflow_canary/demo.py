@@ -144,7 +144,7 @@ def _fmt(values: dict[str, float], fmt: str) -> str:
 
 def print_header() -> None:
     print(
-        f"{'time':>6}  {'step':<6} {'traffic':<22} {'req/s':<20} {'errors':<20} {'p99 ms':<20} verdict",
+        f"{'time':>6}  {'step':<6} {'traffic':<22} {'req/s':<20} {'errors':<20} {'p99 ms':<20} last verdict",
         flush=True,
     )
 
@@ -183,6 +183,17 @@ def verdicts_in(text: str) -> list[tuple[str, str]]:
     found = [(m.start(), "shadow", m) for m in SHADOW_LINE.finditer(text)]
     found += [(m.start(), "step", m) for m in VERDICT_LINE.finditer(text)]
     return [(phase, f"{m['verdict']}: {m['reason']}") for _, phase, m in sorted(found)]
+
+
+def last_verdict(verdicts: list[tuple[str, str]]) -> str:
+    """``shadow phase PASS`` or ``step 2 FAIL``: the newest verdict of :func:`verdicts_in`,
+    named by its phase (the reasons are printed whole at the end), or "" before the first."""
+    if not verdicts:
+        return ""
+    phase, verdict = verdicts[-1]
+    steps = sum(1 for p, _ in verdicts if p == "step")
+    label = "shadow phase" if phase == "shadow" else f"step {steps}"
+    return f"{label} {verdict.partition(': ')[0]}"
 
 
 def print_verdicts(verdicts: list[tuple[str, str]], text: str) -> None:
@@ -279,7 +290,7 @@ def run_demo(
                 while run.poll() is None:
                     time.sleep(2)
                     verdicts = verdicts_in(log_path.read_text(errors="replace"))
-                    row = sample(stack, started, verdicts[-1][1][:70] if verdicts else "")
+                    row = sample(stack, started, last_verdict(verdicts))
                     # a row when traffic moves or a verdict arrives, else every 10 s
                     if (row.weight, row.verdict) != last or row.elapsed - last_printed >= 10:
                         print_row(row)
@@ -290,7 +301,7 @@ def run_demo(
                     run.wait(timeout=30)
         text = log_path.read_text(errors="replace")
         verdicts = verdicts_in(text)
-        print_row(sample(stack, started, verdicts[-1][1][:70] if verdicts else ""))
+        print_row(sample(stack, started, last_verdict(verdicts)))
         finished = RUN_FINISHED_LINE.findall(text)
         succeeded = bool(finished) and finished[-1] == "success"
         print_verdicts(verdicts, text)

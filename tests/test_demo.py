@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from airflow_canary.demo import ROLLED_BACK_LINE, print_verdicts, verdicts_in
+from airflow_canary.demo import ROLLED_BACK_LINE, last_verdict, print_verdicts, verdicts_in
 
 SUFFIX = (
     " [airflow.task.operators.airflow_canary.sensors.shadow.ShadowAnalysisSensor] loc=shadow.py:213"
@@ -36,6 +36,17 @@ def test_final_verdicts_are_read_in_order_and_a_shadow_poll_still_judging_is_not
             "no evidence against the canary",
         ),
     ]
+
+
+def test_the_live_table_names_the_phase_its_last_verdict_belongs_to() -> None:
+    """Rows of step 2 show step 1's verdict: the column says whose it is."""
+    verdicts = verdicts_in(LOG)
+    assert [last_verdict(verdicts[:n]) for n in range(3)] == [
+        "",
+        "shadow phase PASS",
+        "step 1 PASS",
+    ]
+    assert last_verdict([("step", "PASS: a"), ("step", "FAIL: b")]) == "step 2 FAIL"
 
 
 def test_a_shadow_fail_is_printed_with_its_records_and_example_pairs(
