@@ -86,7 +86,7 @@ def exact_fail_probability(p: float, p0: float, log_threshold: float, horizon: i
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rate", type=float, default=150.0, help="live requests/s (demo: 150)")
+    parser.add_argument("--rate", type=float, default=150.0, help="live requests/s (the demo: 200)")
     parser.add_argument("--mirror", type=float, default=100.0, help="mirror percentage")
     parser.add_argument("--poll", type=float, default=5.0, help="seconds between polls")
     parser.add_argument("--runs", type=int, default=1000)
