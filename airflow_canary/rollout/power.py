@@ -16,7 +16,12 @@ from collections.abc import Sequence
 from typing import Any
 
 from airflow_canary.analysis import Arms, Check, make_judge
-from airflow_canary.analysis.power import StepPower, service_rates, step_power
+from airflow_canary.analysis.power import (
+    LOOKBACKS_SECONDS,
+    StepPower,
+    service_rates,
+    step_power,
+)
 
 log = logging.getLogger(__name__)
 
@@ -63,9 +68,11 @@ def plan_power(
             return [], [f"no power statement: Prometheus could not answer ({err})"]
         if found is None:
             if check.is_count:
+                shortest = min(LOOKBACKS_SECONDS)
                 notes.append(
-                    f"{check.name}: no traffic on {arms.stable_version} in the last "
-                    "10 minutes, so its steps' power is unknown"
+                    f"{check.name}: no traffic on {arms.stable_version} in Prometheus over any "
+                    f"window of {shortest:g} s to {max(LOOKBACKS_SECONDS) / 60:g} minutes "
+                    "before now, so its steps' power is unknown"
                 )
             continue
         rates[check.name] = found
