@@ -70,7 +70,7 @@ def test_a_shadow_fail_is_printed_with_its_records_and_example_pairs(
         "Canary rolled back to stable: canary.step_2.analyze: health analysis FAIL: error rate",
         "Canary rollout failed before any traffic moved: canary.plan: no VirtualService",
         "Canary stopped before it served any live request (mirror removed): "
-        "canary.shadow.analyze: health analysis FAIL: v2 disagrees with v1",
+        "canary.shadow.analyze: shadow analysis FAIL: v2 disagrees with v1",
     ],
 )
 def test_every_way_fail_rollout_ends_a_run_is_read_from_the_log(reason: str) -> None:

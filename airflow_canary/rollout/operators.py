@@ -301,7 +301,8 @@ def rollback_reason(
     for task_id, verdict in verdicts:
         if isinstance(verdict, dict) and verdict.get("verdict") in _UNHEALTHY:
             reason = verdict.get("reason") or "no reason recorded"
-            return f"{task_id}: health analysis {verdict['verdict']}: {reason}"
+            kind = "shadow analysis" if "pairing" in verdict else "health analysis"
+            return f"{task_id}: {kind} {verdict['verdict']}: {reason}"
     if failed_task_ids:
         return "task(s) failed: " + ", ".join(sorted(failed_task_ids))
     return "rollback requested, but no unhealthy verdict or failed task was found"

@@ -61,7 +61,7 @@ def test_a_worse_model_is_stopped_in_the_shadow_phase(e2e_clean: E2E) -> None:
         for e in verdict["examples"]
     )
     assert run.xcom("canary.rollback")["reason"].startswith(
-        "canary.shadow.analyze: health analysis FAIL: v2 disagrees with v1"
+        "canary.shadow.analyze: shadow analysis FAIL: v2 disagrees with v1"
     )
     assert run.xcom("canary.rollback")["live_traffic"] is False
     assert "Canary stopped before it served any live request (mirror removed)" in run.log
@@ -114,7 +114,7 @@ def test_a_v2_failing_on_mirrored_requests_fails_the_phase(e2e_clean: E2E) -> No
     assert checks["mirrored-error-rate"]["canary_requests"] > 0
     assert verdict["pairing"]["pairs"] == 0
     assert run.xcom("canary.rollback")["reason"].startswith(
-        "canary.shadow.analyze: health analysis FAIL: v2 answered 100% of "
+        "canary.shadow.analyze: shadow analysis FAIL: v2 answered 100% of "
     )
     assert e2e_clean.stack.virtual_service()["spec"]["http"] == ALL_V1
     # Istio telemetry: every one of v2's requests was a mirrored copy its own sidecar reported;

@@ -143,3 +143,19 @@ def test_rollback_reason_prefers_verdicts():
         rollback_reason([("a", {"verdict": "PASS"})], ["c.step_2.set_weight"])
         == "task(s) failed: c.step_2.set_weight"
     )
+
+
+def test_rollback_reason_names_a_shadow_verdict_as_the_shadow_analysis():
+    shadow = {
+        "verdict": "FAIL",
+        "reason": "v2 disagrees with v1 on 37% of 27 paired requests (limit 2%)",
+        "pairing": {"pairs": 27},
+    }
+    step = {"verdict": "FAIL", "reason": "error-rate: canary 10% vs stable 1%"}
+    assert rollback_reason([("c.shadow.analyze", shadow)], []) == (
+        "c.shadow.analyze: shadow analysis FAIL: v2 disagrees with v1 on 37% of 27 paired "
+        "requests (limit 2%)"
+    )
+    assert rollback_reason([("c.step_1.analyze", step)], []).startswith(
+        "c.step_1.analyze: health analysis FAIL: "
+    )
