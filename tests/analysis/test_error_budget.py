@@ -228,6 +228,19 @@ def test_pass_states_what_it_could_have_caught() -> None:
     )
 
 
+def test_a_pass_on_too_few_events_says_so_and_what_adds_them() -> None:
+    # A thin arm: 3 canary requests a poll cannot tell 2x the limit apart.
+    thin = run([ErrorRateCheck(max_ratio=1.5)], errors("error-rate", (3, 0), (300, 3)))[-1]
+    assert thin.status is Status.PASS
+    assert re.search(
+        r"caught with probability 0\.[0-4]\d at this traffic \(too few events to "
+        r"rely on: a longer bake_time or a higher weight adds them\)",
+        thin.reason,
+    )
+    rich = run([ErrorRateCheck(max_ratio=1.5)], errors("error-rate", (5000, 50), (45000, 450)))[-1]
+    assert rich.status is Status.PASS and "too few events" not in rich.reason, rich.reason
+
+
 def test_every_check_says_how_it_is_judged() -> None:
     judge = SequentialJudge()
     assert "sequential on counts" in judge.judged_as(ErrorRateCheck(max_rate=0.01))

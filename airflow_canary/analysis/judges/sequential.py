@@ -84,6 +84,9 @@ UNREACHABLE_MIN = 5
 UNREACHABLE_POLLS = 2
 #: Alternatives for the power statement: the limit doubled.
 POWER_FACTOR = 2.0
+#: below this chance of catching a canary at POWER_FACTOR x the limit, a PASS says it rests on
+#: too few events
+LOW_POWER = 0.5
 POWER_DRAWS = 400
 
 
@@ -605,10 +608,13 @@ class SequentialJudge(Judge):
         logs = log_mixture_lr(bad / phi, (events - bad) / phi, test.p0)
         power = float(np.mean(logs >= self.threshold + math.log(max(1, checks))))
         what = "rate" if test.kind == "rate" else "ratio"
-        return (
+        text = (
             f"a canary at {POWER_FACTOR:g}x this {what} limit would have been caught with "
             f"probability {power:.2f} at this traffic"
         )
+        if power < LOW_POWER:
+            text += " (too few events to rely on: a longer bake_time or a higher weight adds them)"
+        return text
 
     def _classify_value(self, obs: Observation, shortfall: str | None) -> Classification:
         # Quantiles, PSI and custom values are not counts: judged once, on the whole window,
