@@ -32,6 +32,7 @@ from airflow_canary.analysis.values import (
     Query,
     QueryFailure,
     Status,
+    query_failures,
     require_max_inconclusive_polls,
 )
 from airflow_canary.analysis.verdict import Verdict
@@ -242,16 +243,7 @@ class CanaryAnalysis:
             return Verdict.from_dict(st["final"])
         planned = self.plan(elapsed_seconds)
         st["polls"] += 1
-        failures = []
-        rejected = []
-        for query in planned:
-            sample = samples.get(query.id)
-            if query.id not in samples:
-                failures.append(f"no sample for query {query.id}")
-            elif isinstance(sample, QueryFailure):
-                failures.append(f"{query.id}: {sample.message}")
-                if sample.permanent:
-                    rejected.append(f"{query.id}: {sample.message}")
+        failures, rejected = query_failures((query.id for query in planned), samples)
         if rejected:
             reason = f"Prometheus rejected a query, asking again cannot help: {rejected[0]}"
             return self._finish(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from enum import Enum
 from typing import Literal, TypeAlias
@@ -111,6 +112,24 @@ class QueryFailure:
 
 
 Sample: TypeAlias = "float | None | list[float] | dict[str, float] | QueryFailure"
+
+
+def query_failures(
+    query_ids: Iterable[str], samples: Mapping[str, object]
+) -> tuple[list[str], list[str]]:
+    """What went wrong with a poll's queries: (every failure, the permanent ones), as
+    ``"<query id>: <message>"`` (``"no sample for query <id>"`` for a query not answered)."""
+    failures: list[str] = []
+    rejected: list[str] = []
+    for qid in query_ids:
+        sample = samples.get(qid)
+        if qid not in samples:
+            failures.append(f"no sample for query {qid}")
+        elif isinstance(sample, QueryFailure):
+            failures.append(f"{qid}: {sample.message}")
+            if sample.permanent:
+                rejected.append(f"{qid}: {sample.message}")
+    return failures, rejected
 
 
 def require_max_inconclusive_polls(value: object) -> int:

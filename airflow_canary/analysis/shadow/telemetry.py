@@ -26,6 +26,7 @@ from airflow_canary.analysis.shadow.checks import MirroredRequestsCheck, ShadowC
 from airflow_canary.analysis.values import (
     Arms,
     QueryFailure,
+    query_failures,
     require_max_inconclusive_polls,
 )
 
@@ -102,15 +103,7 @@ class MirroredTelemetry:
 
     def observe(self, samples: Mapping[str, float | None | QueryFailure]) -> TelemetryPoll:
         """Fold one poll's readings (a number, None for no series, or a ``QueryFailure``)."""
-        failures, rejected = [], []
-        for qid in self._queries:
-            sample = samples.get(qid)
-            if qid not in samples:
-                failures.append(f"no sample for query {qid}")
-            elif isinstance(sample, QueryFailure):
-                failures.append(f"{qid}: {sample.message}")
-                if sample.permanent:
-                    rejected.append(f"{qid}: {sample.message}")
+        failures, rejected = query_failures(self._queries, samples)
         if failures:
             self._failed += 1
             self._last = TelemetryPoll(
