@@ -150,7 +150,7 @@ def run_rollout(
     return Rollout(run_id, state, tasks, verdicts, watch, fault)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def healthy_baseline(airflow_deployment: Deployment) -> Iterator[Rollout]:
     """A healthy canary through 20/40/60/100% with 5-second bakes and no fault: the reference."""
     yield run_rollout(airflow_deployment, FAST)
