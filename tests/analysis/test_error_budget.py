@@ -144,6 +144,9 @@ def test_quantile_ratio_works_with_the_default_judge() -> None:
     ok = run([check], latency(same, STABLE_TAIL))[-1]
     assert ok.status is Status.PASS, ok.reason
     assert "slower than 100 ms" in ok.reason and "slower than 250 ms" in ok.reason
+    # Each line can be read against the check's own limit.
+    (line,) = ok.checks
+    assert line.message.count(", limit 1.5x stable's share") == 2, line.message
     slow = run([check], latency({"25": 200, "50": 180, "100": 80, "250": 6}, STABLE_TAIL))[-1]
     assert slow.status is Status.FAIL and slow.elapsed_seconds < 300
     assert "1.5x stable's share of requests slower than" in slow.reason
@@ -156,6 +159,8 @@ def test_slo_with_other_limits_tests_all_of_them() -> None:
     verdict = run([check], latency(tail, {k: v for k, v in STABLE_TAIL.items()}))[-1]
     assert verdict.status is Status.FAIL
     assert "more than 1% of canary requests slower than 250 ms" in verdict.reason
+    (line,) = verdict.checks
+    assert "slower than 250 ms: canary 2.0% (30/1,500), limit 1%" in line.message, line.message
 
 
 def test_no_data_is_never_pass_even_without_a_traffic_minimum() -> None:

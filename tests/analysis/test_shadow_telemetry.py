@@ -23,6 +23,7 @@ from airflow_canary.analysis.shadow import (
     shadow_check_from_dict,
 )
 from airflow_canary.analysis.values import AnalysisError, Arms, QueryFailure, Status
+from tests.analysis.test_shadow import classified
 
 ARMS = Arms("shop", "v1", "v2")
 ERRORS = MirroredErrorRateCheck(max_rate=0.02)
@@ -265,15 +266,34 @@ def test_a_v2_failing_every_mirrored_request_fails_the_phase_early_without_any_p
         telemetry=polled(40, 40),
     )
     assert out.verdict.status is Status.FAIL and out.verdict.final
+    # The failing check leads; the agreement check follows, as on a PASS (no pairs yet).
     assert out.verdict.reason.startswith(
         "v2 answered 100% of 40 mirrored requests with HTTP 5xx or gRPC status 2, 4, 12, 13, "
-        "14, 15 (limit 2%); e-value"
+        "14, 15 (limit 2%); v2 disagrees with v1 on "
     )
     assert ">= 1/(alpha 0.01 x 0.25 of the rollout's budget) = 400" in out.verdict.reason
     agree, errors = out.verdict.checks
     assert agree.status is Status.INCONCLUSIVE and agree.canary_requests == 0
     assert errors.status is Status.FAIL and errors.canary_value == 1.0
     assert errors.canary_requests == 40 and errors.stable_requests == 0
+
+
+def test_a_disagreement_fail_still_reports_the_mirrored_error_rate() -> None:
+    """A FAIL leads with the check that failed and keeps every other check's line, as a PASS
+    does: the reader sees v2 disagreed while answering every mirrored request."""
+    out = JUDGE.judge(
+        classified(2310, set(range(0, 2310, 10))),
+        [AGREE, ERRORS],
+        elapsed_seconds=20,
+        duration_seconds=300,
+        telemetry=polled(2400, 0),
+    )
+    assert out.verdict.status is Status.FAIL and out.verdict.final
+    assert out.verdict.reason.startswith(
+        "v2 disagrees with v1 on 10% of 2,310 paired requests (limit 2%); "
+        "v2 answered 0% of 2,400 mirrored requests with HTTP 5xx or gRPC status 2, 4, 12, 13, "
+        "14, 15 (limit 2%); e-value"
+    ), out.verdict.reason
 
 
 def test_a_v2_within_the_limit_passes_with_enough_mirrored_requests_and_never_on_too_few() -> None:

@@ -216,7 +216,10 @@ def test_latency_ratio_uses_the_bounds_the_data_has(field_prometheus) -> None:
     )
     assert verdict.status is Status.FAIL and verdict.final
     (check,) = verdict.checks
-    assert "slower than 100 ms: canary 30.0% (60/200) vs stable 1.0% (100/10,000)" in check.message
+    assert (
+        "slower than 100 ms: canary 30.0% (60/200) vs stable 1.0% (100/10,000), "
+        "limit 1.5x stable's share" in check.message
+    )
 
 
 def test_unreachable_canary_fails_fast_from_source_reported_503s(field_prometheus) -> None:

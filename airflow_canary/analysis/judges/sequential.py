@@ -427,7 +427,7 @@ class SequentialJudge(Judge):
                     result(obs, Status.FAIL, f"{check.name}: {tests}"), decisive=True
                 )
             primary_counts = tests[0] if tests else None
-            text = self._latency_text(obs, tests)
+            text = self._latency_text(check, obs, tests)
         elif check.proportion is not None:
             tests = self._proportion_tests(obs)
             primary_counts = tests[0] if tests else None
@@ -557,11 +557,14 @@ class SequentialJudge(Judge):
             "unreachable (no healthy upstream)"
         )
 
-    def _latency_text(self, obs: Observation, tests: list[EvidenceTest]) -> str:
-        check = obs.check
+    def _latency_text(
+        self, check: LatencyCheck, obs: Observation, tests: list[EvidenceTest]
+    ) -> str:
         parts = []
+        ratio = self.latency_ratio(check)
         for t in tests:
             if t.kind == "ratio":
+                assert ratio is not None  # ratio tests exist only with a ratio limit
                 total_c = obs.canary.since_start.requests
                 total_s = obs.stable.since_start.requests
                 share_c = t.bad / total_c if total_c else None
@@ -570,13 +573,14 @@ class SequentialJudge(Judge):
                 parts.append(
                     f"slower than {bound}: canary {_pct(share_c)} "
                     f"({group(t.bad)}/{group(total_c)}) vs stable {_pct(share_s)} "
-                    f"({group(t.other)}/{group(total_s)})"
+                    f"({group(t.other)}/{group(total_s)}), limit {ratio:g}x stable's share"
                 )
             else:
                 n = t.bad + t.other
                 parts.append(
-                    f"{t.why.split('slower than ')[-1]} limit: canary {_pct(t.bad / n if n else None)} "
-                    f"({group(t.bad)}/{group(n)}) slower"
+                    f"slower than {t.why.split('slower than ')[-1]}: canary "
+                    f"{_pct(t.bad / n if n else None)} ({group(t.bad)}/{group(n)}), "
+                    f"limit {(1 - check.quantile) * 100:g}%"
                 )
         if not parts:
             arms = (obs.canary.since_start.requests, obs.stable.since_start.requests)

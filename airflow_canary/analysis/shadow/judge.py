@@ -440,7 +440,9 @@ class ShadowJudge:
         if log_e >= self.log_threshold:
             status, final = Status.FAIL, True
             worst = max((ev for ev in evidence if ev.sequential), key=lambda ev: ev.log_e)
-            reason = f"{worst.headline}; {budget}"
+            # The check with the most evidence leads; the others follow, as on a PASS.
+            others = "".join(f"; {ev.headline}" for ev in evidence if ev is not worst)
+            reason = f"{worst.headline}{others}; {budget}"
         elif telemetry is not None and telemetry.rejected is not None:
             status, final = Status.FAIL, True
             reason = f"Prometheus rejected a query, asking again cannot help: {telemetry.rejected}"
