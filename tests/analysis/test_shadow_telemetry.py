@@ -296,6 +296,28 @@ def test_a_disagreement_fail_still_reports_the_mirrored_error_rate() -> None:
     ), out.verdict.reason
 
 
+def test_no_mirrored_request_counted_yet_is_said_so_not_as_a_share() -> None:
+    """A FAIL on pairs at the phase's first polls, before any mirrored request was counted,
+    says "none counted yet" rather than "0% of 0"."""
+    out = JUDGE.judge(
+        classified(2310, set(range(0, 2310, 10))),
+        [AGREE, ERRORS, SLOW],
+        elapsed_seconds=2,
+        duration_seconds=300,
+        telemetry=polled(0, 0),
+    )
+    assert out.verdict.status is Status.FAIL
+    assert "of 0 mirrored" not in out.verdict.reason
+    assert (
+        "v2's mirrored requests: none counted yet (limit 2% with HTTP 5xx or gRPC status 2, 4, "
+        "12, 13, 14, 15)" in out.verdict.reason
+    ), out.verdict.reason
+    assert SLOW.headline(0, 0) == (
+        "v2's mirrored requests: none counted yet (p99 limit: at most 1% slower than 500 ms, "
+        "the smallest bucket bound >= max_ms 300)"
+    )
+
+
 def test_a_v2_within_the_limit_passes_with_enough_mirrored_requests_and_never_on_too_few() -> None:
     needed = JUDGE.pairs_needed(ERRORS)
     assert needed == JUDGE.pairs_needed(AGREE)  # the same test at the same limit

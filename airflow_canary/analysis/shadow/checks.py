@@ -403,10 +403,14 @@ class MirroredErrorRateCheck(MirroredRequestsCheck):
         )
 
     def headline(self, bad: float, requests: float) -> str:
-        share = bad / requests if requests else 0.0
+        if not requests:
+            return (
+                f"v2's mirrored requests: none counted yet (limit {_share_text(self.max_rate)} "
+                f"with {self.live_check().counts_as()})"
+            )
         return (
-            f"v2 answered {_share_text(share)} of {_requests(requests)} mirrored requests with "
-            f"{self.live_check().counts_as()} (limit {_share_text(self.max_rate)})"
+            f"v2 answered {_share_text(bad / requests)} of {_requests(requests)} mirrored "
+            f"requests with {self.live_check().counts_as()} (limit {_share_text(self.max_rate)})"
         )
 
 
@@ -490,6 +494,11 @@ class MirroredLatencyCheck(MirroredRequestsCheck):
             if bound == self.max_ms
             else f"{bound:g} ms, the smallest bucket bound >= max_ms {self.max_ms:g}"
         )
+        if not requests:
+            return (
+                f"v2's mirrored requests: none counted yet (p{self.quantile * 100:g} limit: at "
+                f"most {_share_text(self.max_share)} slower than {which})"
+            )
         return (
             f"{_share_text(share)} of v2's {_requests(requests)} mirrored requests slower than "
             f"{which} (p{self.quantile * 100:g} limit: at most {_share_text(self.max_share)})"
