@@ -41,7 +41,9 @@ from airflow_canary.triggers.task_xcom import waiting_task
 #: XCom key of what the phase judges (its checks with their limits, duration, window), written
 #: when it starts; the health analyses' key, so the rollouts page reads both alike
 ANALYSIS_XCOM_KEY = "analysis"
-# The task-level timeout of a deferral leaves the trigger room to fire its own final verdict.
+# Airflow's sensor timeout is a backstop past the phase's duration: the phase ends in its own
+# verdict at the first poll after the duration, however long a poll takes (a big log on object
+# storage, a busy machine), and a deferral's trigger fires its own final verdict.
 _TIMEOUT_MARGIN_SECONDS = 120.0
 
 
@@ -152,7 +154,9 @@ class ShadowAnalysisSensor(BaseSensorOperator):
     The verdict (with the pairing's counts and example pairs) is pushed under XCom key
     ``verdict`` at every poll and returned on PASS; what is judged (each check with its limits,
     the duration and the pairing window) under ``analysis`` when the task starts.
-    ``mode="reschedule"`` is refused: the judge's clock starts with the task.
+    ``mode="reschedule"`` is refused: the judge's clock starts with the task. The verdict after
+    ``duration`` comes at the first poll that starts after it, however long polls take; Airflow's
+    sensor ``timeout`` is ``duration`` plus 120 s, a backstop only.
 
     With ``deferrable=True`` (the default follows ``[operators] default_deferrable``) the task
     waits in the triggerer: :class:`~airflow_canary.triggers.shadow.ShadowAnalysisTrigger` runs
@@ -256,8 +260,7 @@ class ShadowAnalysisSensor(BaseSensorOperator):
             )
         deferrable = optional_flag(f"task {task_id!r}: deferrable", deferrable, AnalysisError)
         kwargs.setdefault("poke_interval", poll)
-        margin = literal_seconds(duration, 300) + 3 * poll
-        super().__init__(timeout=margin, **kwargs)
+        super().__init__(timeout=literal_seconds(duration, 300) + _TIMEOUT_MARGIN_SECONDS, **kwargs)
         self.deferrable = default_deferrable() if deferrable is None else deferrable
         self.prediction_log = prediction_log
         self.stable_version = stable_version
@@ -308,7 +311,7 @@ class ShadowAnalysisSensor(BaseSensorOperator):
         config = self.analysis_config(started_at)
         self._started_at = started_at
         self._run = None
-        self.timeout = config.duration_seconds + 3 * config.poll_interval_seconds
+        self.timeout = config.duration_seconds + _TIMEOUT_MARGIN_SECONDS
         _push(
             context,
             ANALYSIS_XCOM_KEY,
@@ -330,7 +333,7 @@ class ShadowAnalysisSensor(BaseSensorOperator):
             self.defer(
                 trigger=trigger,
                 method_name="execute_complete",
-                timeout=timedelta(seconds=self.timeout + _TIMEOUT_MARGIN_SECONDS),
+                timeout=timedelta(seconds=self.timeout),
             )
         self._run = ShadowAnalysisRun(config, started_at, logger=self.log)
         return super().execute(context)

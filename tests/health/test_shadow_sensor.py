@@ -354,3 +354,35 @@ def test_the_verdict_and_its_exceptions_are_the_same_deferred_or_not(
         in_process(missing, deferrable=deferrable)
     with pytest.raises(AirflowSensorTimeout, match=r"^shadow analysis INCONCLUSIVE: too few pairs"):
         in_process(write_log(tmp_path / "few", 50, None), deferrable=deferrable)
+
+
+def test_a_slow_poll_at_the_end_of_the_phase_still_ends_in_the_phases_verdict(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A poll may take longer than a few poll intervals (a big log on object storage, a busy
+    machine): the phase still ends in its own verdict at the first poll after its duration,
+    never in Airflow's "Sensor has timed out". Airflow's sensor timeout is only a backstop."""
+    from airflow_canary.analysis.shadow import records
+
+    reads = []
+
+    def slow_json_lines(stream: Any) -> Any:
+        reads.append(time.monotonic())
+        if len(reads) == 1:
+            time.sleep(4.5)  # the first read outlasts duration + 3 poll intervals (4 s)
+        return records.json_lines(stream)
+
+    monkeypatch.setitem(records.FORMATS, "slow-jsonl", slow_json_lines)
+    sensor = ShadowAnalysisSensor(
+        task_id="shadow",
+        prediction_log=write_log(tmp_path / "same", 400, None),
+        checks=[AGREE],
+        duration=1,
+        poll_interval=1,
+        budget_share=0.2,
+        log_format="slow-jsonl",
+        deferrable=False,
+    )
+    verdict = sensor.execute(context={})
+    assert verdict["verdict"] == "PASS" and verdict["final"] is True, verdict["reason"]
+    assert verdict["polls"] >= 2
