@@ -41,9 +41,10 @@ from airflow_canary.triggers.task_xcom import waiting_task
 #: XCom key of what the phase judges (its checks with their limits, duration, window), written
 #: when it starts; the health analyses' key, so the rollouts page reads both alike
 ANALYSIS_XCOM_KEY = "analysis"
-# Airflow's sensor timeout is a backstop past the phase's duration: the phase ends in its own
-# verdict at the first poll after the duration, however long a poll takes (a big log on object
-# storage, a busy machine), and a deferral's trigger fires its own final verdict.
+# Airflow's sensor timeout is a backstop past the phase's duration and one poll interval: the
+# phase ends in its own verdict at the first poll after the duration (in a worker or in the
+# triggerer) unless polls take longer than this margin (a big log on object storage, a busy
+# machine).
 _TIMEOUT_MARGIN_SECONDS = 120.0
 
 
@@ -155,8 +156,9 @@ class ShadowAnalysisSensor(BaseSensorOperator):
     ``verdict`` at every poll and returned on PASS; what is judged (each check with its limits,
     the duration and the pairing window) under ``analysis`` when the task starts.
     ``mode="reschedule"`` is refused: the judge's clock starts with the task. The verdict after
-    ``duration`` comes at the first poll that starts after it, however long polls take; Airflow's
-    sensor ``timeout`` is ``duration`` plus 120 s, a backstop only.
+    ``duration`` comes at the first poll that starts after it; Airflow's sensor ``timeout`` is
+    ``duration`` plus one ``poll_interval`` plus 120 s, a backstop that fires only when polls
+    take longer than about 2 minutes.
 
     With ``deferrable=True`` (the default follows ``[operators] default_deferrable``) the task
     waits in the triggerer: :class:`~airflow_canary.triggers.shadow.ShadowAnalysisTrigger` runs
@@ -260,7 +262,9 @@ class ShadowAnalysisSensor(BaseSensorOperator):
             )
         deferrable = optional_flag(f"task {task_id!r}: deferrable", deferrable, AnalysisError)
         kwargs.setdefault("poke_interval", poll)
-        super().__init__(timeout=literal_seconds(duration, 300) + _TIMEOUT_MARGIN_SECONDS, **kwargs)
+        super().__init__(
+            timeout=literal_seconds(duration, 300) + poll + _TIMEOUT_MARGIN_SECONDS, **kwargs
+        )
         self.deferrable = default_deferrable() if deferrable is None else deferrable
         self.prediction_log = prediction_log
         self.stable_version = stable_version
@@ -311,7 +315,9 @@ class ShadowAnalysisSensor(BaseSensorOperator):
         config = self.analysis_config(started_at)
         self._started_at = started_at
         self._run = None
-        self.timeout = config.duration_seconds + _TIMEOUT_MARGIN_SECONDS
+        self.timeout = (
+            config.duration_seconds + config.poll_interval_seconds + _TIMEOUT_MARGIN_SECONDS
+        )
         _push(
             context,
             ANALYSIS_XCOM_KEY,

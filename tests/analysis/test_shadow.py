@@ -304,6 +304,11 @@ def test_delta_check_on_values_and_on_scores() -> None:
     ]
     (ev,) = JUDGE.judge(pairing(records), [scores], elapsed_seconds=0, duration_seconds=1).evidence
     assert ev.tests[0].observed == 1.0  # the one pair's largest score change, 0.3, is above 0.1
+    # No pair yet: the limits, not a share of nothing.
+    (none,) = JUDGE.judge(pairing([]), [check], elapsed_seconds=0, duration_seconds=1).evidence
+    assert none.headline == (
+        "|v2 - v1|: no paired request yet (mean limit 0.05, q99 limit: at most 1% above 0.2)"
+    )
 
 
 # -- statistics ------------------------------------------------------------------------------------

@@ -266,11 +266,13 @@ def test_a_v2_failing_every_mirrored_request_fails_the_phase_early_without_any_p
         telemetry=polled(40, 40),
     )
     assert out.verdict.status is Status.FAIL and out.verdict.final
-    # The failing check leads; the agreement check follows, as on a PASS (no pairs yet).
+    # The failing check leads; the agreement check follows, as on a PASS, saying no pair
+    # formed rather than "0% of 0".
     assert out.verdict.reason.startswith(
         "v2 answered 100% of 40 mirrored requests with HTTP 5xx or gRPC status 2, 4, 12, 13, "
-        "14, 15 (limit 2%); v2 disagrees with v1 on "
-    )
+        "14, 15 (limit 2%); v2's agreement with v1: no paired request yet (limit 2% "
+        "disagreement); e-value"
+    ), out.verdict.reason
     assert ">= 1/(alpha 0.01 x 0.25 of the rollout's budget) = 400" in out.verdict.reason
     agree, errors = out.verdict.checks
     assert agree.status is Status.INCONCLUSIVE and agree.canary_requests == 0
@@ -298,7 +300,7 @@ def test_a_disagreement_fail_still_reports_the_mirrored_error_rate() -> None:
 
 def test_no_mirrored_request_counted_yet_is_said_so_not_as_a_share() -> None:
     """A FAIL on pairs at the phase's first polls, before any mirrored request was counted,
-    says "none counted yet" rather than "0% of 0"."""
+    says none was counted since the baseline rather than "0% of 0"."""
     out = JUDGE.judge(
         classified(2310, set(range(0, 2310, 10))),
         [AGREE, ERRORS, SLOW],
@@ -309,11 +311,13 @@ def test_no_mirrored_request_counted_yet_is_said_so_not_as_a_share() -> None:
     assert out.verdict.status is Status.FAIL
     assert "of 0 mirrored" not in out.verdict.reason
     assert (
-        "v2's mirrored requests: none counted yet (limit 2% with HTTP 5xx or gRPC status 2, 4, "
+        "v2's mirrored requests: none counted since the phase's first poll, the baseline "
+        "(limit 2% with HTTP 5xx or gRPC status 2, 4, "
         "12, 13, 14, 15)" in out.verdict.reason
     ), out.verdict.reason
     assert SLOW.headline(0, 0) == (
-        "v2's mirrored requests: none counted yet (p99 limit: at most 1% slower than 500 ms, "
+        "v2's mirrored requests: none counted since the phase's first poll, the baseline "
+        "(p99 limit: at most 1% slower than 500 ms, "
         "the smallest bucket bound >= max_ms 300)"
     )
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Iterator
+from contextlib import closing
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -17,13 +18,13 @@ from tests.fixtures.stack import LIVE_HEARTBEAT_SECONDS, live_components
 def database(airflow_db: Path) -> Iterator[Path]:
     path = airflow_db / "airflow.db"
     yield path
-    with sqlite3.connect(path) as connection:
+    with closing(sqlite3.connect(path)) as connection, connection:  # commit, then close
         connection.execute("DELETE FROM job WHERE hostname = 'live-components-test'")
 
 
 def add_job(database: Path, job_type: str, state: str, heartbeat_age: float) -> None:
     beat = datetime.now(timezone.utc).replace(tzinfo=None) - timedelta(seconds=heartbeat_age)
-    with sqlite3.connect(database) as connection:
+    with closing(sqlite3.connect(database)) as connection, connection:
         connection.execute(
             "INSERT INTO job (job_type, state, hostname, start_date, latest_heartbeat)"
             " VALUES (?, ?, 'live-components-test', ?, ?)",

@@ -405,7 +405,8 @@ class MirroredErrorRateCheck(MirroredRequestsCheck):
     def headline(self, bad: float, requests: float) -> str:
         if not requests:
             return (
-                f"v2's mirrored requests: none counted yet (limit {_share_text(self.max_rate)} "
+                "v2's mirrored requests: none counted since the phase's first poll, the "
+                f"baseline (limit {_share_text(self.max_rate)} "
                 f"with {self.live_check().counts_as()})"
             )
         return (
@@ -496,7 +497,8 @@ class MirroredLatencyCheck(MirroredRequestsCheck):
         )
         if not requests:
             return (
-                f"v2's mirrored requests: none counted yet (p{self.quantile * 100:g} limit: at "
+                "v2's mirrored requests: none counted since the phase's first poll, the "
+                f"baseline (p{self.quantile * 100:g} limit: at "
                 f"most {_share_text(self.max_share)} slower than {which})"
             )
         return (

@@ -268,6 +268,9 @@ class ShadowJudge:
             headline = (
                 f"v2 disagrees with v1 on {_pct(share)} of {n:,} paired requests "
                 f"(limit {_pct(check.max_disagreement)})"
+                if n
+                else f"v2's agreement with v1: no paired request yet (limit "
+                f"{_pct(check.max_disagreement)} disagreement)"
             )
             order = [i for i, v in zip(compared.index, compared.values, strict=True) if v > 0]
         elif isinstance(check, PredictionDeltaCheck):
@@ -353,7 +356,7 @@ class ShadowJudge:
     ) -> tuple[str, list[int]]:
         values, n = compared.values, len(compared.values)
         what = "|v2 - v1|" if check.on == "value" else "largest |v2 - v1| of a class score"
-        parts = []
+        parts, limits = [], []
         if check.max_mean_abs is not None:
             clip = check.clip_at
             assert clip is not None
@@ -368,6 +371,7 @@ class ShadowJudge:
                 )
             )
             parts.append(f"mean {mean:.4g} (limit {check.max_mean_abs:g})")
+            limits.append(f"mean limit {check.max_mean_abs:g}")
         if check.max_quantile_abs is not None:
             over = sum(1 for v in values if v > check.max_quantile_abs)
             p0 = 1 - check.quantile
@@ -382,7 +386,15 @@ class ShadowJudge:
                 f"{_pct(over / n if n else 0.0)} of pairs above {check.max_quantile_abs:g} "
                 f"(q{check.quantile * 100:g} limit: at most {_pct(p0)})"
             )
-        headline = f"{what} on {n:,} paired requests: {', '.join(parts)}"
+            limits.append(
+                f"q{check.quantile * 100:g} limit: at most {_pct(p0)} above "
+                f"{check.max_quantile_abs:g}"
+            )
+        headline = (
+            f"{what} on {n:,} paired requests: {', '.join(parts)}"
+            if n
+            else f"{what}: no paired request yet ({', '.join(limits)})"
+        )
         ranked = sorted(zip(compared.index, values, strict=True), key=lambda iv: -iv[1])
         return headline, [i for i, v in ranked if v > 0]
 
