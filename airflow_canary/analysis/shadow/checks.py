@@ -349,6 +349,10 @@ class MirroredRequestsCheck(ShadowCheck):
         raise NotImplementedError(f"{type(self).__name__} must define headline()")
 
 
+#: a mirrored-requests check's line before any request was counted
+NONE_COUNTED = "v2's mirrored requests: none counted since the phase's first poll, the baseline"
+
+
 def _whole(check: str, what: str, value: object) -> None:
     if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
         raise AnalysisError(f"{check}: {what} must be a whole number >= 1, got {value!r}")
@@ -405,8 +409,7 @@ class MirroredErrorRateCheck(MirroredRequestsCheck):
     def headline(self, bad: float, requests: float) -> str:
         if not requests:
             return (
-                "v2's mirrored requests: none counted since the phase's first poll, the "
-                f"baseline (limit {_share_text(self.max_rate)} "
+                f"{NONE_COUNTED} (limit {_share_text(self.max_rate)} "
                 f"with {self.live_check().counts_as()})"
             )
         return (
@@ -497,8 +500,7 @@ class MirroredLatencyCheck(MirroredRequestsCheck):
         )
         if not requests:
             return (
-                "v2's mirrored requests: none counted since the phase's first poll, the "
-                f"baseline (p{self.quantile * 100:g} limit: at "
+                f"{NONE_COUNTED} (p{self.quantile * 100:g} limit: at "
                 f"most {_share_text(self.max_share)} slower than {which})"
             )
         return (
